@@ -1,0 +1,33 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both create .venv when needed.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+YOLO_ASSETS_HOME ?= $(CURDIR)/.yolo-assets
+export YOLO_ASSETS_HOME
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test ui bench clean-home
+
+install: $(STAMP)
+
+# Re-install only when the packaging changes; pip serves torch from local disk here.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e '.[test]'
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/yolo-assets demo
+
+test: install
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+ui: install
+	$(BIN)/yolo-assets ui
+
+bench: install
+	$(BIN)/python benchmarks/bench_ingest.py
+
+clean-home:
+	rm -rf $(YOLO_ASSETS_HOME)

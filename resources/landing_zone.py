@@ -1,0 +1,134 @@
+"""Where labeled batches land: a local folder now, an S3 prefix later (same interface).
+
+A batch is a top-level folder that is complete once its `_SUCCESS` marker exists (uploaders write
+it last), or a single `.zip` / `.tar.gz` / `.tgz` / `.tar` archive file (complete by construction).
+"""
+
+
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import zipfile
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+
+from yolo_assets.hashing import StatHashCache, hash_json
+
+SUCCESS_MARKER = "_SUCCESS"
+ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
+# Dagster partition keys must stay printable and unambiguous in selections.
+VALID_BATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class BatchListing:
+    name: str
+    is_archive: bool
+    # Cheap change signal (marker or archive stat); the content hash is computed only when it moves.
+    fingerprint: str
+
+
+class LandingZone(dg.ConfigurableResource, ABC):
+    """The landing zone interface the sensor and `labeled_batch` rely on."""
+
+    @abstractmethod
+    def list_complete_batches(self) -> list[BatchListing]:
+        """Complete batches only; incomplete uploads are invisible. O(batches), not O(files)."""
+
+    @abstractmethod
+    def content_hash(self, name: str) -> str:
+        """sha256 over the batch's files (relative path + file hash), marker excluded."""
+
+    @abstractmethod
+    @contextmanager
+    def open_batch(self, name: str) -> Iterator[Path]:
+        """A local folder with the batch's files (archives extracted, remote objects downloaded)."""
+
+
+def _archive_member_is_safe(name: str) -> bool:
+    parts = Path(name).parts
+    return not Path(name).is_absolute() and ".." not in parts
+
+
+def extract_archive(archive: Path, dest: Path) -> None:
+    """Extract a zip/tar archive, refusing members that would escape `dest`."""
+    if archive.name.endswith(".zip"):
+        with zipfile.ZipFile(archive) as zf:
+            for member in zf.namelist():
+                if not _archive_member_is_safe(member):
+                    raise ValueError(f"archive member escapes the batch folder: {member!r}")
+            zf.extractall(dest)
+    else:
+        with tarfile.open(archive) as tf:
+            tf.extractall(dest, filter="data")  # the "data" filter rejects links and escapes
+
+
+class LocalLandingZone(LandingZone):
+    """Landing zone on a local folder; file hashes go through a persistent stat cache."""
+
+    root: str
+    hash_cache_path: str
+
+    @property
+    def _root(self) -> Path:
+        return Path(self.root)
+
+    def _hasher(self) -> StatHashCache:
+        return StatHashCache(Path(self.hash_cache_path))
+
+    def list_complete_batches(self) -> list[BatchListing]:
+        if not self._root.is_dir():
+            return []
+        batches: list[BatchListing] = []
+        with os.scandir(self._root) as entries:
+            for entry in entries:
+                if entry.name.startswith(".") or not VALID_BATCH_NAME.match(entry.name):
+                    continue
+                if entry.is_dir():
+                    try:
+                        st = os.stat(os.path.join(entry.path, SUCCESS_MARKER))
+                    except FileNotFoundError:
+                        continue
+                    batches.append(BatchListing(entry.name, False, f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"))
+                elif entry.is_file() and entry.name.endswith(ARCHIVE_SUFFIXES):
+                    st = entry.stat()
+                    batches.append(BatchListing(entry.name, True, f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"))
+        return sorted(batches, key=lambda b: b.name)
+
+    def _batch_path(self, name: str) -> Path:
+        path = self._root / name
+        if not VALID_BATCH_NAME.match(name) or not path.exists():
+            raise FileNotFoundError(f"batch {name!r} is not in the landing zone {self.root}")
+        return path
+
+    def content_hash(self, name: str) -> str:
+        path = self._batch_path(name)
+        if path.is_file():
+            return self._hasher().hash_file(path)
+        files = sorted(
+            p for p in path.rglob("*") if p.is_file() and p.name != SUCCESS_MARKER and not p.name.startswith(".")
+        )
+        hashes = self._hasher().hash_files(files)
+        return hash_json([[p.relative_to(path).as_posix(), hashes[str(p.resolve())]] for p in files])
+
+    @contextmanager
+    def open_batch(self, name: str) -> Iterator[Path]:
+        path = self._batch_path(name)
+        if path.is_dir():
+            yield path
+            return
+        scratch = Path(tempfile.mkdtemp(prefix=f"batch-{name}-"))
+        try:
+            extract_archive(path, scratch)
+            entries = [e for e in scratch.iterdir() if not e.name.startswith((".", "__MACOSX"))]
+            # Archives usually wrap the batch in one top-level folder: look inside it.
+            yield entries[0] if len(entries) == 1 and entries[0].is_dir() else scratch
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)

@@ -1,0 +1,68 @@
+"""Asset checks that guard the dataset. Both are blocking: a failure stops downstream assets in the run."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+
+LABEL_VALIDITY = dg.AssetCheckSpec(
+    "label_validity",
+    asset="labeled_batch",
+    blocking=True,
+    description="Fails when the share of quarantined image/label pairs exceeds max_quarantined_fraction.",
+)
+
+SPLIT_LEAKAGE = dg.AssetCheckSpec(
+    "split_leakage",
+    asset="processed_images",
+    blocking=True,
+    description="Fails when the same image (byte-identical, or pixel-identical after decoding) is in two splits.",
+)
+
+
+def quarantined_fraction(manifest: Mapping[str, Any]) -> float:
+    total = len(manifest["items"]) + len(manifest["quarantine"])
+    return len(manifest["quarantine"]) / total if total else 1.0
+
+
+def label_validity_passed(manifest: Mapping[str, Any], max_quarantined_fraction: float) -> bool:
+    """A batch with no usable item fails, whatever the threshold."""
+    return bool(manifest["items"]) and quarantined_fraction(manifest) <= max_quarantined_fraction
+
+
+def label_validity_result(manifest: Mapping[str, Any], max_quarantined_fraction: float) -> dg.AssetCheckResult:
+    reasons = Counter(entry["reason"] for entry in manifest["quarantine"])
+    return dg.AssetCheckResult(
+        check_name=LABEL_VALIDITY.name,
+        passed=label_validity_passed(manifest, max_quarantined_fraction),
+        metadata={
+            "quarantined_fraction": round(quarantined_fraction(manifest), 4),
+            "max_quarantined_fraction": max_quarantined_fraction,
+            "num_accepted": len(manifest["items"]),
+            "num_quarantined": len(manifest["quarantine"]),
+            "quarantine_reasons": dict(reasons),
+        },
+    )
+
+
+def split_leakage_result(manifest: Mapping[str, Any]) -> dg.AssetCheckResult:
+    leaks: list[dict[str, Any]] = []
+    for field in ("sha", "pixel_sha"):
+        splits_by_hash: dict[str, set[str]] = defaultdict(set)
+        members: dict[str, list[str]] = defaultdict(list)
+        for item in manifest["items"]:
+            splits_by_hash[item[field]].add(item["split"])
+            members[item[field]].append(item["sha"][:12])
+        leaks += [
+            {"identical_by": field, "splits": sorted(splits), "images": members[key]}
+            for key, splits in splits_by_hash.items()
+            if len(splits) > 1
+        ]
+    return dg.AssetCheckResult(
+        check_name=SPLIT_LEAKAGE.name,
+        passed=not leaks,
+        metadata={"num_leaks": len(leaks), "leaks": dg.MetadataValue.json(leaks[:50])},
+    )

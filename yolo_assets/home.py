@@ -1,0 +1,47 @@
+"""The embedded default: one home folder holds the Dagster instance, landing zone, store and MLflow."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+HOME_ENV_VAR = "YOLO_ASSETS_HOME"
+DEFAULT_HOME = ".yolo-assets"
+
+_DAGSTER_YAML = """\
+# Written by yolo-assets for the embedded default (SQLite storage under this folder).
+telemetry:
+  enabled: false
+"""
+
+
+def home_dir() -> Path:
+    """The home folder: $YOLO_ASSETS_HOME, else ./.yolo-assets (made absolute)."""
+    return Path(os.environ.get(HOME_ENV_VAR) or DEFAULT_HOME).expanduser().resolve()
+
+
+def dagster_home(home: Path) -> Path:
+    return home / "dagster"
+
+
+def landing_dir(home: Path) -> Path:
+    return home / "landing"
+
+
+def store_dir(home: Path) -> Path:
+    return home / "store"
+
+
+def hash_cache_path(home: Path) -> Path:
+    return home / "cache" / "file-hashes.sqlite"
+
+
+def ensure_home(home: Path) -> Path:
+    """Create the home layout (idempotent) and point DAGSTER_HOME at its instance folder."""
+    for folder in (dagster_home(home), landing_dir(home), store_dir(home), hash_cache_path(home).parent):
+        folder.mkdir(parents=True, exist_ok=True)
+    dagster_yaml = dagster_home(home) / "dagster.yaml"
+    if not dagster_yaml.exists():
+        dagster_yaml.write_text(_DAGSTER_YAML)
+    os.environ["DAGSTER_HOME"] = str(dagster_home(home))
+    return home

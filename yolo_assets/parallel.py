@@ -1,0 +1,27 @@
+"""Run a picklable function over many argument tuples on all cores."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+# Below this many items a pool costs more to start than it saves.
+MIN_ITEMS_FOR_POOL = 24
+
+
+def resolve_workers(workers: int) -> int:
+    """0 means one worker per core."""
+    return workers if workers > 0 else (os.cpu_count() or 1)
+
+
+def parallel_starmap(fn: Callable[..., T], args: Sequence[tuple[Any, ...]], workers: int = 0) -> list[T]:
+    """`fn(*a)` for each `a`, in order. Spawned workers: Dagster and sqlite threads make fork unsafe."""
+    workers = resolve_workers(workers)
+    if workers <= 1 or len(args) < MIN_ITEMS_FOR_POOL:
+        return [fn(*a) for a in args]
+    chunksize = max(1, len(args) // (workers * 8))
+    with multiprocessing.get_context("spawn").Pool(min(workers, len(args))) as pool:
+        return pool.starmap(fn, args, chunksize=chunksize)

@@ -1,0 +1,104 @@
+"""In-process execution against the home's instance: what the daemon would do, for cron and CI users."""
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+# The daemon's own tags: runs launched here are deduplicated by run_key exactly like daemon runs.
+RUN_KEY_TAG = "dagster/run_key"
+SENSOR_NAME_TAG = "dagster/sensor_name"
+CONSOLE_LOG_LEVEL = os.environ.get("YOLO_ASSETS_LOG_LEVEL", "WARNING")
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    run_id: str
+    description: str
+    success: bool
+    failure: str = ""
+
+
+def execute(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    asset_keys: Sequence[dg.AssetKey],
+    partition_key: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    run_config: Mapping[str, Any] | None = None,
+    description: str = "",
+) -> RunOutcome:
+    """Materialise `asset_keys` (and their checks) in this process, recorded in `instance`."""
+    job = defs.resolve_implicit_global_asset_job_def()
+    # Quiet console by default (warnings such as quarantined items still show); the run's
+    # full event log is in the instance either way.
+    config = {"loggers": {"console": {"config": {"log_level": CONSOLE_LOG_LEVEL}}}, **(run_config or {})}
+    result = job.execute_in_process(
+        run_config=config,
+        instance=instance,
+        partition_key=partition_key,
+        tags=dict(tags or {}),
+        asset_selection=list(asset_keys),
+        raise_on_error=False,
+    )
+    failure = ""
+    if not result.success:
+        failure = "; ".join(
+            f"{event.step_key}: {event.step_failure_data.error.message.strip().splitlines()[0] if event.step_failure_data.error else 'failed'}"
+            for event in result.all_events
+            if event.is_step_failure and event.step_failure_data
+        ) or "run failed"
+    return RunOutcome(result.run_id, description, result.success, failure)
+
+
+def _cursor_file(home: Path, sensor_name: str) -> Path:
+    return home / "sensor-cursors" / f"{sensor_name}.json"
+
+
+def run_key_used(instance: dg.DagsterInstance, sensor_name: str, run_key: str) -> bool:
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: run_key}))
+    return any(run.tags.get(SENSOR_NAME_TAG) == sensor_name for run in runs)
+
+
+def tick(
+    defs: dg.Definitions, instance: dg.DagsterInstance, home: Path, run_config: Mapping[str, Any] | None = None
+) -> list[RunOutcome]:
+    """Evaluate every sensor once and execute the runs it requests, one after another."""
+    outcomes: list[RunOutcome] = []
+    for sensor in defs.sensors or []:
+        cursor_file = _cursor_file(home, sensor.name)
+        cursor = json.loads(cursor_file.read_text())["cursor"] if cursor_file.exists() else None
+        # An instance_ref (not the instance) lets Dagster validate partitions added in this same tick.
+        with dg.build_sensor_context(
+            instance_ref=instance.get_ref(), cursor=cursor, definitions=defs, sensor_name=sensor.name, resources=defs.resources
+        ) as context:
+            data = sensor.evaluate_tick(context)
+        for request in data.dynamic_partitions_requests or []:
+            if isinstance(request, dg.AddDynamicPartitionsRequest):
+                instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        for request in data.run_requests or []:
+            if request.run_key and run_key_used(instance, sensor.name, request.run_key):
+                continue
+            if not request.asset_selection:
+                raise ValueError(f"sensor {sensor.name} must name the assets of each run it requests")
+            tags = {**request.tags, SENSOR_NAME_TAG: sensor.name}
+            if request.run_key:
+                tags[RUN_KEY_TAG] = request.run_key
+            outcomes.append(
+                execute(
+                    defs,
+                    instance,
+                    request.asset_selection,
+                    partition_key=request.partition_key,
+                    tags=tags,
+                    run_config=run_config,
+                    description=f"{sensor.name} partition={request.partition_key}",
+                )
+            )
+        cursor_file.parent.mkdir(parents=True, exist_ok=True)
+        cursor_file.write_text(json.dumps({"cursor": data.cursor}))
+    return outcomes

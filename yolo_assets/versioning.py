@@ -1,0 +1,30 @@
+"""DESIGN.md's versioning rules in one place: cache keys, data versions, memoised lookups."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+
+from yolo_assets.hashing import hash_json
+
+
+def cache_key(code_version: str, inputs: Any, config: Mapping[str, Any]) -> str:
+    """Rule 4: hash(code_version, input data versions, config) names a unique output."""
+    return hash_json({"code_version": code_version, "inputs": inputs, "config": dict(config)})
+
+
+def manifest_version(manifest: Mapping[str, Any]) -> str:
+    """Rule 2: a dataset's data version is the hash of its manifest."""
+    return hash_json(manifest)
+
+
+def materialization_data_version(record: dg.EventLogRecord) -> str | None:
+    materialization = record.asset_materialization
+    return materialization.tags.get("dagster/data_version") if materialization and materialization.tags else None
+
+
+def materialization_code_version(record: dg.EventLogRecord) -> str | None:
+    materialization = record.asset_materialization
+    return materialization.tags.get("dagster/code_version") if materialization and materialization.tags else None
