@@ -1,0 +1,106 @@
+"""The sensor evaluated directly, the definitions as `dagster dev` loads them, and the CLI."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from sensors.labeled_data import labeled_data_sensor
+from yolo_assets.cli import main
+
+from conftest import Home
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _evaluate(home: Home, cursor: str | None) -> dg.SensorResult:
+    with dg.build_sensor_context(
+        instance_ref=home.instance.get_ref(), cursor=cursor, definitions=home.defs, resources=home.defs.resources
+    ) as context:
+        return labeled_data_sensor.evaluate_tick(context)
+
+
+def test_many_batches_in_one_tick_all_get_runs_and_the_cursor_skips_them_next_time(home: Home, land_copy) -> None:
+    for index in range(5):
+        land_copy(f"batch_{index}", 4, 1 + index % 2)
+    incomplete = land_copy("batch_uploading", 4, 3)
+    (incomplete / "_SUCCESS").unlink()
+    first = _evaluate(home, None)
+    assert sorted(r.partition_key for r in first.run_requests) == [f"batch_{i}" for i in range(5)]
+    assert len({r.run_key for r in first.run_requests}) == 5
+    assert first.dynamic_partitions_requests[0].partition_keys == [f"batch_{i}" for i in range(5)]
+    second = _evaluate(home, first.cursor)
+    assert second.run_requests == []
+
+
+def test_definitions_load_like_dagster_dev(home: Home) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=REPO,
+        env={**os.environ, "DAGSTER_HOME": str(home.path / "dagster")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    graph = home.defs.resolve_asset_graph()
+    assert graph.get(dg.AssetKey("processed_images")).parent_keys == {dg.AssetKey("labeled_batch")}
+    assert {c.name for c in graph.asset_check_keys} == {"label_validity", "split_leakage"}
+
+
+def test_cli_tick_then_status_json(home: Home, land_copy, capsys: pytest.CaptureFixture[str]) -> None:
+    land_copy("batch_a", 6, 1)
+    assert main(["tick"]) == 0
+    assert "labeled_data_sensor partition=batch_a: SUCCESS" in capsys.readouterr().out
+    assert main(["tick"]) == 0
+    assert "nothing to run" in capsys.readouterr().out
+    assert main(["status", "--json"]) == 0
+    assets = {row["key"]: row for row in json.loads(capsys.readouterr().out)["assets"]}
+    assert set(assets) == {"labeled_batch", "processed_images"}
+    for row in assets.values():
+        assert set(row) == {"key", "data_version", "code_version", "time", "partitions", "stale", "metadata"}
+        assert row["stale"] is False and row["code_version"] == "1"
+    assert assets["labeled_batch"]["partitions"] == 1
+    assert assets["processed_images"]["data_version"] == home.data_version("processed_images")
+    assert assets["processed_images"]["metadata"]["num_images"] == 6
+    # A new batch materialised but not yet folded in makes processed_images stale.
+    land_copy("batch_b", 3, 2)
+    home.instance.add_dynamic_partitions("batches", ["batch_b"])
+    assert main(["materialize", "labeled_batch", "--partition", "batch_b"]) == 0
+    capsys.readouterr()
+    assert main(["status", "--json"]) == 0
+    assets = {row["key"]: row for row in json.loads(capsys.readouterr().out)["assets"]}
+    assert assets["processed_images"]["stale"] is True and assets["labeled_batch"]["stale"] is False
+
+
+def test_cli_user_mistakes_are_one_line_errors(home: Home, tmp_path: Path) -> None:
+    unknown = subprocess.run(
+        [sys.executable, "-m", "yolo_assets.cli", "materialize", "no_such_asset"], capture_output=True, text=True
+    )
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip().splitlines() == [
+        "yolo-assets: error: unknown asset no_such_asset (known: labeled_batch, processed_images)"
+    ]
+    missing = subprocess.run(
+        [sys.executable, "-m", "yolo_assets.cli", "--home", str(tmp_path / "nowhere"), "status"],
+        capture_output=True,
+        text=True,
+    )
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert missing.stderr.startswith("yolo-assets: error: no yolo-assets home at")
+
+
+def test_synth_is_deterministic_and_writes_the_marker_last(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        assert main(["synth", "--out", str(tmp_path / name), "--images", "5", "--seed", "3"]) == 0
+    files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert files_a == sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
+    for relative in files_a:
+        assert (tmp_path / "a" / relative).read_bytes() == (tmp_path / "b" / relative).read_bytes()
+    marker = (tmp_path / "a" / "_SUCCESS").stat().st_mtime_ns
+    assert all(p.stat().st_mtime_ns <= marker for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert main(["synth", "--out", str(tmp_path / "c"), "--classes", "scratch,rust"]) == 2
