@@ -17,29 +17,7 @@ from typing import Any
 
 import dagster as dg
 
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary sibling and rename (atomic on POSIX)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def link_or_copy(src: Path, dst: Path) -> None:
-    """Hard-link when possible (same filesystem, no bytes copied), copy otherwise."""
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
-
-
-def object_file(namespace_root: Path, key: str) -> Path:
-    """Layout of content-addressed objects: fan out on the key's first two characters."""
-    return namespace_root / key[:2] / key
+from yolo_assets.fileio import atomic_write_bytes, object_file
 
 
 class ArtifactStore(dg.ConfigurableResource, ABC):

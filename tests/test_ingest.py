@@ -198,7 +198,7 @@ def test_dataset_is_ultralytics_ready_and_its_cache_files_do_not_change_the_vers
     dataset = YOLODataset(img_path=data["train"], data=data, imgsz=128, augment=False)
     assert len(dataset) == home.metadata("processed_images")["splits"]["train"]
     assert sum(len(label["cls"]) for label in dataset.labels) > 0
-    assert (folder / "labels" / "train.cache").exists()  # ultralytics wrote its cache into the folder
+    assert Path(dataset.label_files[0]).parent.with_suffix(".cache").exists()  # ultralytics wrote its cache
     # Rebuild from scratch (cache pointer removed): same manifest, same data version.
     shutil.rmtree(home.store / "processed_images" / "_cache_keys")
     assert home.materialize("processed_images").success

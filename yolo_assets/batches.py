@@ -14,7 +14,8 @@ from typing import Any
 
 import dagster as dg
 
-from resources.artifact_store import ArtifactStore, atomic_write_bytes
+from resources.artifact_store import ArtifactStore
+from yolo_assets.fileio import atomic_write_bytes
 from resources.landing_zone import LandingZone
 from yolo_assets.checks import LABEL_VALIDITY, label_validity_passed, label_validity_result
 from yolo_assets.hashing import canonical_json
@@ -76,7 +77,7 @@ def build_manifest(root: Path, config: LabeledBatchConfig, store: ArtifactStore)
 
 def write_batch_artifact(store: ArtifactStore, root: Path, manifest: dict[str, Any], version: str) -> None:
     with store.write_artifact(LABELED_BATCH, version) as staging:
-        atomic_write_bytes(staging / "manifest.json", canonical_json(manifest))
+        atomic_write_bytes(staging / "manifest.json", canonical_json(manifest), durable=True)
         (staging / "quarantine.json").write_text(json.dumps(manifest["quarantine"], indent=1))
         for entry in manifest["quarantine"]:  # keep the bad files themselves: nothing is lost
             for relative in (entry["image"], entry["label"]):

@@ -1,7 +1,5 @@
 """Run a picklable function over many argument tuples on all cores."""
 
-from __future__ import annotations
-
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
@@ -18,10 +16,23 @@ def resolve_workers(workers: int) -> int:
 
 
 def parallel_starmap(fn: Callable[..., T], args: Sequence[tuple[Any, ...]], workers: int = 0) -> list[T]:
-    """`fn(*a)` for each `a`, in order. Spawned workers: Dagster and sqlite threads make fork unsafe."""
+    """`fn(*a)` for each `a`, in order.
+
+    Forked workers: a spawned one would re-import the parent's main module (the Dagster CLI in a run
+    worker), costing seconds per pool. The functions run here (PIL, hashlib, file writes) take no
+    lock a parent thread could hold. The pool is closed and joined, never terminated: terminate()
+    signals the workers, which inherited Dagster's signal handlers.
+    """
     workers = resolve_workers(workers)
     if workers <= 1 or len(args) < MIN_ITEMS_FOR_POOL:
         return [fn(*a) for a in args]
     chunksize = max(1, len(args) // (workers * 8))
-    with multiprocessing.get_context("spawn").Pool(min(workers, len(args))) as pool:
-        return pool.starmap(fn, args, chunksize=chunksize)
+    pool = multiprocessing.get_context("fork").Pool(min(workers, len(args)))
+    try:
+        results = pool.starmap(fn, args, chunksize=chunksize)
+    except BaseException:
+        pool.terminate()
+        raise
+    pool.close()
+    pool.join()
+    return results

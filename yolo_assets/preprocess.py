@@ -13,7 +13,7 @@ from typing import Any
 
 from PIL import Image
 
-from resources.artifact_store import atomic_write_bytes, object_file
+from yolo_assets.fileio import atomic_write_bytes, object_file
 from yolo_assets.hashing import hash_json, sha256_bytes
 from yolo_assets.yolo_format import decode_image
 

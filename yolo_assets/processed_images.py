@@ -5,7 +5,10 @@ as the data grows. Preprocessing goes through the per-image cache, so adding k i
 """
 
 
+import os
+import shutil
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -13,10 +16,11 @@ from typing import Any
 import dagster as dg
 import yaml
 
-from resources.artifact_store import ArtifactStore, atomic_write_bytes, link_or_copy
+from resources.artifact_store import ArtifactStore
+from yolo_assets.fileio import atomic_write_bytes, link_or_copy
 from yolo_assets.batches import BLOBS, LABELED_BATCH, BatchVersion, labeled_batch, latest_batch_versions
 from yolo_assets.checks import SPLIT_LEAKAGE, split_leakage_result
-from yolo_assets.hashing import canonical_json
+from yolo_assets.hashing import canonical_json, hash_json
 from yolo_assets.parallel import parallel_starmap
 from yolo_assets.preprocess import cached_image, cached_record, preprocess_namespace, preprocess_one
 from yolo_assets.versioning import cache_key, manifest_version
@@ -24,6 +28,7 @@ from yolo_assets.versioning import cache_key, manifest_version
 PROCESSED_IMAGES = "processed_images"
 PROCESSED_IMAGES_CODE_VERSION = "1"
 SPLITS = ("train", "val")
+DATASET_ITEMS = "dataset-items"
 
 
 class ProcessedImagesConfig(dg.Config):
@@ -66,12 +71,37 @@ def union_of_batches(
     return classes, items, duplicates
 
 
+RECORD_FIELDS = ("width", "height", "file_sha", "pixel_sha")
+
+
+def previous_records(
+    instance: dg.DagsterInstance, store: ArtifactStore, config: ProcessedImagesConfig
+) -> dict[str, dict[str, Any]]:
+    """Per-image cache records already listed in the latest dataset built with the same settings.
+
+    Reading one manifest instead of one cache record per image keeps an incremental build O(k).
+    """
+    event = instance.get_latest_materialization_event(dg.AssetKey(PROCESSED_IMAGES))
+    version = event.asset_materialization.tags.get("dagster/data_version") if event and event.asset_materialization else None
+    if not version or not store.exists(PROCESSED_IMAGES, version):
+        return {}
+    manifest = store.read_json(PROCESSED_IMAGES, version, "manifest.json")
+    previous_settings = ProcessedImagesConfig(**manifest["settings"]).preprocess_settings()
+    if previous_settings != config.preprocess_settings():
+        return {}
+    return {item["sha"]: {field: item[field] for field in RECORD_FIELDS} for item in manifest["items"]}
+
+
 def preprocess_missing(
-    store: ArtifactStore, items: dict[str, dict[str, Any]], config: ProcessedImagesConfig
+    store: ArtifactStore,
+    items: dict[str, dict[str, Any]],
+    config: ProcessedImagesConfig,
+    known: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[dict[str, dict[str, Any]], int]:
     """Cache records for every item; decodes only the images not cached for these settings."""
     cache_root = store.object_root(preprocess_namespace(config.preprocess_settings()))
-    records = {sha: cached_record(cache_root, sha) for sha in items}
+    known = known or {}
+    records = {sha: known.get(sha) or cached_record(cache_root, sha) for sha in items}
     missing = sorted(sha for sha, record in records.items() if record is None)
     settings = config.preprocess_settings()
     fresh = parallel_starmap(
@@ -107,26 +137,54 @@ def build_manifest(
     return {"classes": classes, "settings": config.output_settings(), "items": rows}
 
 
+def label_text(labels: list[list[float]]) -> str:
+    return "".join(f"{int(l[0])} {l[1]:.6f} {l[2]:.6f} {l[3]:.6f} {l[4]:.6f}\n" for l in labels)
+
+
+def ensure_item_folder(store: ArtifactStore, cache_root: Path, namespace: str, item: dict[str, Any]) -> str:
+    """A content-addressed `<key>/images/<sha>.jpg` + `<key>/labels/<sha>.txt` pair; returns the image path.
+
+    Ultralytics finds a label by swapping the last `/images/` of the image path for `/labels/`, so
+    dataset versions can list these shared pairs instead of re-linking every image: a new version
+    costs O(new items) file operations plus two list files.
+    """
+    sha = item["sha"]
+    folder = store.object_path(DATASET_ITEMS, hash_json([namespace, sha, item["labels"]]))
+    image = f"{folder}/images/{sha}.jpg"
+    if os.path.exists(image):
+        return image
+    staging = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}")
+    os.makedirs(f"{staging}/images")
+    os.mkdir(f"{staging}/labels")
+    with open(f"{staging}/labels/{sha}.txt", "w") as label_file:
+        label_file.write(label_text(item["labels"]))
+    link_or_copy(cached_image(cache_root, sha), f"{staging}/images/{sha}.jpg")
+    try:
+        os.rename(staging, folder)  # atomic: the pair appears complete or not at all
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)  # a concurrent writer committed the same pair
+    return image
+
+
 def write_dataset(store: ArtifactStore, manifest: dict[str, Any], config: ProcessedImagesConfig, version: str) -> None:
-    """The ultralytics-ready folder: images/<split>, labels/<split>, data.yaml (relative paths)."""
-    cache_root = store.object_root(preprocess_namespace(config.preprocess_settings()))
+    """The ultralytics-ready dataset: data.yaml naming train.txt / val.txt image lists, and the manifest."""
+    namespace = preprocess_namespace(config.preprocess_settings())
+    cache_root = store.object_root(namespace)
+    lists: dict[str, list[str]] = {split: [] for split in SPLITS}
+    for item in manifest["items"]:
+        lists[item["split"]].append(ensure_item_folder(store, cache_root, namespace, item))
     with store.write_artifact(PROCESSED_IMAGES, version) as staging:
-        for split in SPLITS:
-            (staging / "images" / split).mkdir(parents=True)
-            (staging / "labels" / split).mkdir(parents=True)
-        for item in manifest["items"]:
-            link_or_copy(cached_image(cache_root, item["sha"]), staging / "images" / item["split"] / f"{item['sha']}.jpg")
-            lines = "".join(f"{int(l[0])} {l[1]:.6f} {l[2]:.6f} {l[3]:.6f} {l[4]:.6f}\n" for l in item["labels"])
-            (staging / "labels" / item["split"] / f"{item['sha']}.txt").write_text(lines)
+        for split, paths in lists.items():
+            (staging / f"{split}.txt").write_text("".join(f"{path}\n" for path in paths))
         data_yaml = {
-            # No `path:`: ultralytics then resolves train/val next to this file, so the folder is relocatable.
-            "train": "images/train",
-            "val": "images/val",
+            # No `path:`: ultralytics resolves the lists next to this file.
+            "train": "train.txt",
+            "val": "val.txt",
             "nc": len(manifest["classes"]),
             "names": dict(enumerate(manifest["classes"])),
         }
         (staging / "data.yaml").write_text(yaml.safe_dump(data_yaml, sort_keys=False))
-        atomic_write_bytes(staging / "manifest.json", canonical_json(manifest))
+        atomic_write_bytes(staging / "manifest.json", canonical_json(manifest), durable=True)
 
 
 def dataset_metadata(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -169,7 +227,8 @@ def processed_images(
     else:
         classes, items, duplicates = union_of_batches(artifact_store, included)
         union_metadata["duplicate_images"] = duplicates
-        records, num_processed = preprocess_missing(artifact_store, items, config)
+        known = previous_records(context.instance, artifact_store, config)
+        records, num_processed = preprocess_missing(artifact_store, items, config, known)
         manifest = build_manifest(classes, items, records, config)
         version = manifest_version(manifest)
         if not artifact_store.exists(PROCESSED_IMAGES, version):

@@ -16,7 +16,7 @@ import yaml
 from PIL import Image, ImageOps
 
 from yolo_assets.hashing import sha256_bytes
-from resources.artifact_store import atomic_write_bytes, object_file
+from yolo_assets.fileio import atomic_write_bytes, object_file
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
