@@ -6,7 +6,7 @@ YOLO_ASSETS_HOME ?= $(CURDIR)/.yolo-assets
 export YOLO_ASSETS_HOME
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test ui bench clean-home
+.PHONY: install demo test ui mlflow-ui bench clean-home
 
 install: $(STAMP)
 
@@ -25,6 +25,9 @@ test: install
 
 ui: install
 	$(BIN)/yolo-assets ui
+
+mlflow-ui: install
+	$(BIN)/yolo-assets mlflow-ui
 
 bench: install
 	$(BIN)/python benchmarks/bench_ingest.py

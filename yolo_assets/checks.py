@@ -66,3 +66,11 @@ def split_leakage_result(manifest: Mapping[str, Any]) -> dg.AssetCheckResult:
         passed=not leaks,
         metadata={"num_leaks": len(leaks), "leaks": dg.MetadataValue.json(leaks[:50])},
     )
+
+
+PROMOTION_GATE = dg.AssetCheckSpec(
+    "promotion_gate",
+    asset="registered_model",
+    blocking=True,
+    description="The challenger is not worse than the champion on the same val split (or clears the first-model floor).",
+)

@@ -114,7 +114,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 
 def format_status_table(rows: list[dict[str, Any]]) -> str:
     headers = ["asset", "data version", "code", "materialized (UTC)", "partitions", "stale", "cache hit", "images"]
-    table = [
+    return format_table(headers, [
         [
             row["key"],
             (row["data_version"] or "-")[:12],
@@ -126,11 +126,7 @@ def format_status_table(rows: list[dict[str, Any]]) -> str:
             str(row["metadata"].get("num_images", "-")),
         ]
         for row in rows
-    ]
-    widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in table]
-    return "\n".join(lines)
+    ])
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -142,25 +138,106 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from yolo_assets.runs import tick
+def model_versions(defs: Any) -> list[dict[str, Any]]:
+    """Registered versions of the model with their aliases and lineage tags, newest first."""
+    mlflow = defs.resources["mlflow"]
+    client = mlflow.client()
+    try:
+        aliases = client.get_registered_model(mlflow.model_name).aliases
+    except Exception:  # no model registered yet
+        return []
+    by_version: dict[str, list[str]] = {}
+    for alias, version in aliases.items():
+        by_version.setdefault(str(version), []).append(alias)
+    rows = []
+    for version in client.search_model_versions(f"name='{mlflow.model_name}'"):
+        rows.append(
+            {
+                "version": int(version.version),
+                "aliases": sorted(by_version.get(str(version.version), [])),
+                "mAP50": version.tags.get("mAP50"),
+                "mAP50-95": version.tags.get("mAP50-95"),
+                "dataset_version": version.tags.get("dataset_version", "")[:12],
+                "batches": version.tags.get("batch_names", ""),
+                "promotion_gate": version.tags.get("promotion_gate", ""),
+            }
+        )
+    return sorted(rows, key=lambda row: -row["version"])
+
+
+def format_table(headers: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    return "\n".join(lines)
+
+
+def demo_summary(defs: Any, instance: Any) -> str:
     from yolo_assets.status import asset_status
+
+    key_metrics = ("num_images", "num_processed", "epochs", "train_mAP50", "mAP50", "mAP50-95", "champion_mAP50-95", "model_version", "alias")
+    rows = []
+    for row in asset_status(defs, instance):
+        metadata = row["metadata"]
+        metrics = " ".join(f"{name}={metadata[name]}" for name in key_metrics if metadata.get(name) is not None)
+        rows.append([row["key"], (row["data_version"] or "-")[:12], str(metadata.get("cache_hit", "-")), metrics])
+    versions = [
+        [str(v["version"]), ",".join(v["aliases"]) or "-", v["mAP50"] or "-", v["mAP50-95"] or "-", v["promotion_gate"], v["dataset_version"], v["batches"]]
+        for v in model_versions(defs)
+    ]
+    return (
+        format_table(["asset", "data version", "cache hit", "key metrics"], rows)
+        + "\n\nMLflow model versions:\n"
+        + format_table(["version", "aliases", "mAP50", "mAP50-95", "gate", "dataset", "batches"], versions)
+    )
+
+
+def _land_synthetic(home: Path, name: str, images: int, seed: int) -> None:
     from yolo_assets.synth import write_batch
+
+    target = landing_dir(home) / name
+    if not target.exists():
+        write_batch(target, images, seed=seed)
+        print(f"landed {name}: {images} synthetic images", flush=True)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Two batches -> ingest -> train v1 -> evaluate -> register (champion); a third batch -> retrain
+    (warm start) -> evaluate against the champion -> register v2 (promoted or not by the gate)."""
+    from yolo_assets.runs import tick
 
     started = time.perf_counter()
     home, defs, instance = _context(args, create=True)
-    print(f"home: {home}")
-    for index, (name, count) in enumerate((("batch_001", args.images), ("batch_002", args.images)), start=1):
-        target = landing_dir(home) / name
-        if not target.exists():
-            write_batch(target, count, seed=index)
-            print(f"landed {name}: {count} synthetic images")
-    ok = _print_outcomes(tick(defs, instance, home))
+    print(f"home: {home}", flush=True)
+    outcomes = []
+    for step, batches in enumerate(((("batch_001", 1), ("batch_002", 2)), (("batch_003", 3),)), start=1):
+        for name, seed in batches:
+            _land_synthetic(home, name, args.images, seed)
+        print(f"\n[{step}/2] tick: ingest through the sensor, then retrain/evaluate/register through automation", flush=True)
+        step_outcomes = tick(defs, instance, home)
+        _print_outcomes(step_outcomes)
+        outcomes += step_outcomes
     print()
-    print(format_status_table(asset_status(defs, instance)))
-    print(f"\ndemo finished in {time.perf_counter() - started:.1f}s")
-    print(f"open the Dagster UI with: make ui   (or: {HOME_ENV_VAR}={home} yolo-assets ui)")
-    return 0 if ok else 1
+    print(demo_summary(defs, instance))
+    versions = model_versions(defs)
+    print(f"\ndemo finished in {time.perf_counter() - started:.0f}s")
+    print(f"Dagster UI: make ui          (or: {HOME_ENV_VAR}={home} yolo-assets ui)  -> http://127.0.0.1:3000")
+    print(f"MLflow UI:  make mlflow-ui   (or: {HOME_ENV_VAR}={home} yolo-assets mlflow-ui)  -> http://127.0.0.1:5000")
+    # A challenger refused by the promotion gate is a normal outcome; anything else failing is not.
+    unexpected = [o for o in outcomes if not o.success and "promotion_gate" not in o.failure]
+    return 0 if versions and not unexpected else 1
+
+
+def cmd_mlflow_ui(args: argparse.Namespace) -> int:
+    from yolo_assets.home import mlflow_dir, mlflow_tracking_uri
+
+    home = _open_home(args, create=True)
+    mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
+    command = [mlflow, "ui", "--backend-store-uri", mlflow_tracking_uri(home),
+               "--default-artifact-root", str(mlflow_dir(home) / "artifacts"), "--host", args.host, "--port", str(args.port)]
+    print(" ".join(command))
+    os.execv(command[0], command)
+    return 0  # not reached
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -200,9 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
 
-    demo = sub.add_parser("demo", help="synthesise batches, ingest them through the sensor, print status")
+    demo = sub.add_parser("demo", help="the whole product on synthetic data: ingest, train, evaluate, register, retrain")
     demo.add_argument("--images", type=int, default=120, help="images per synthetic batch")
     demo.set_defaults(func=cmd_demo)
+
+    mlflow_ui = sub.add_parser("mlflow-ui", help="start the MLflow UI on the home's tracking store")
+    mlflow_ui.add_argument("--host", default="127.0.0.1")
+    mlflow_ui.add_argument("--port", type=int, default=5000)
+    mlflow_ui.set_defaults(func=cmd_mlflow_ui)
 
     ui = sub.add_parser("ui", help="start `dagster dev` on the home's instance")
     ui.add_argument("--host", default="127.0.0.1")

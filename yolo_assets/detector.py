@@ -16,6 +16,7 @@ from typing import Any
 
 # Set before ultralytics is imported anywhere: no network probes, settings kept in our home folder.
 os.environ.setdefault("YOLO_OFFLINE", "true")
+os.environ.setdefault("YOLO_VERBOSE", "false")  # per-epoch progress goes to the Dagster log instead
 
 PLOT_FILES = ("BoxPR_curve.png", "BoxF1_curve.png", "confusion_matrix.png", "confusion_matrix_normalized.png")
 

@@ -12,6 +12,9 @@ _DAGSTER_YAML = """\
 # Written by yolo-assets for the embedded default (SQLite storage under this folder).
 telemetry:
   enabled: false
+concurrency:
+  pools:
+    default_limit: 1  # the "gpu" pool: two trainings never share one device
 """
 
 
@@ -36,9 +39,22 @@ def hash_cache_path(home: Path) -> Path:
     return home / "cache" / "file-hashes.sqlite"
 
 
+def mlflow_dir(home: Path) -> Path:
+    return home / "mlflow"
+
+
+def mlflow_tracking_uri(home: Path) -> str:
+    return f"sqlite:///{mlflow_dir(home) / 'mlflow.db'}"
+
+
+def scratch_dir(home: Path) -> Path:
+    """Working folders of training and validation (ultralytics writes here, never to ./runs)."""
+    return home / "scratch"
+
+
 def ensure_home(home: Path) -> Path:
     """Create the home layout (idempotent) and point DAGSTER_HOME at its instance folder."""
-    for folder in (dagster_home(home), landing_dir(home), store_dir(home), hash_cache_path(home).parent):
+    for folder in (dagster_home(home), landing_dir(home), store_dir(home), hash_cache_path(home).parent, mlflow_dir(home)):
         folder.mkdir(parents=True, exist_ok=True)
     dagster_yaml = dagster_home(home) / "dagster.yaml"
     if not dagster_yaml.exists():

@@ -2,6 +2,7 @@
 
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ import dagster as dg
 # The daemon's own tags: runs launched here are deduplicated by run_key exactly like daemon runs.
 RUN_KEY_TAG = "dagster/run_key"
 SENSOR_NAME_TAG = "dagster/sensor_name"
-CONSOLE_LOG_LEVEL = os.environ.get("YOLO_ASSETS_LOG_LEVEL", "WARNING")
+CONSOLE_LOG_LEVEL = os.environ.get("YOLO_ASSETS_LOG_LEVEL", "INFO")
 
 
 @dataclass(frozen=True)
@@ -64,12 +65,32 @@ def run_key_used(instance: dg.DagsterInstance, sensor_name: str, run_key: str) -
     return any(run.tags.get(SENSOR_NAME_TAG) == sensor_name for run in runs)
 
 
+AUTOMATION_SENSOR = "model_automation_sensor"
+# Each round can only request assets whose upstream changed in the round before; the chain is short.
+MAX_AUTOMATION_ROUNDS = 4
+
+
+def evaluate_automation(defs: dg.Definitions, instance: dg.DagsterInstance, home: Path) -> list[dg.AssetKey]:
+    """One evaluation of every AutomationCondition (what the automation sensor does), cursor kept in the home."""
+    cursor_file = _cursor_file(home, AUTOMATION_SENSOR)
+    cursor = dg.deserialize_value(cursor_file.read_text()) if cursor_file.exists() else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)  # raised inside Dagster's own evaluator
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)  # type: ignore[arg-type]
+    cursor_file.parent.mkdir(parents=True, exist_ok=True)
+    cursor_file.write_text(dg.serialize_value(result.cursor))
+    return sorted(key for key in defs.resolve_asset_graph().get_all_asset_keys() if result.get_num_requested(key))
+
+
 def tick(
     defs: dg.Definitions, instance: dg.DagsterInstance, home: Path, run_config: Mapping[str, Any] | None = None
 ) -> list[RunOutcome]:
-    """Evaluate every sensor once and execute the runs it requests, one after another."""
+    """Evaluate every sensor once and execute the runs it requests, then let declarative automation
+    request what the new versions call for (retrain, evaluate, register), as the daemon would."""
     outcomes: list[RunOutcome] = []
     for sensor in defs.sensors or []:
+        if isinstance(sensor, dg.AutomationConditionSensorDefinition):
+            continue
         cursor_file = _cursor_file(home, sensor.name)
         cursor = json.loads(cursor_file.read_text())["cursor"] if cursor_file.exists() else None
         # An instance_ref (not the instance) lets Dagster validate partitions added in this same tick.
@@ -101,4 +122,13 @@ def tick(
             )
         cursor_file.parent.mkdir(parents=True, exist_ok=True)
         cursor_file.write_text(json.dumps({"cursor": data.cursor}))
+    for _ in range(MAX_AUTOMATION_ROUNDS):
+        requested = evaluate_automation(defs, instance, home)
+        if not requested:
+            break
+        names = ", ".join(key.to_user_string() for key in requested)
+        outcomes.append(
+            execute(defs, instance, requested, tags={SENSOR_NAME_TAG: AUTOMATION_SENSOR}, run_config=run_config,
+                    description=f"{AUTOMATION_SENSOR}: {names}")
+        )
     return outcomes

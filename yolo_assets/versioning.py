@@ -28,3 +28,19 @@ def materialization_data_version(record: dg.EventLogRecord) -> str | None:
 def materialization_code_version(record: dg.EventLogRecord) -> str | None:
     materialization = record.asset_materialization
     return materialization.tags.get("dagster/code_version") if materialization and materialization.tags else None
+
+
+def latest_materialization(instance: dg.DagsterInstance, asset: str) -> dg.AssetMaterialization | None:
+    event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+    return event.asset_materialization if event else None
+
+
+def latest_data_version(instance: dg.DagsterInstance, asset: str) -> str | None:
+    materialization = latest_materialization(instance, asset)
+    return materialization.tags.get("dagster/data_version") if materialization and materialization.tags else None
+
+
+def metadata_value(materialization: dg.AssetMaterialization | None, name: str, default: Any = None) -> Any:
+    if materialization is None or name not in materialization.metadata:
+        return default
+    return getattr(materialization.metadata[name], "value", default)

@@ -1,0 +1,192 @@
+"""Model path through the real assets: ultralytics training, MLflow tracking and registry, the gate.
+
+One scenario is built once for the module (training is the expensive part) and each test asserts
+one property of it:
+  v1: 1 epoch on batch_a, the first model, promoted over a floor of 0
+  v2: more epochs on batch_a + batch_b (automation after a new batch): a better model, promoted
+  a batch below min_new_images: ingested, retrain_gate fails, no training
+  v3: 1 epoch from scratch on the same data: a worse model, refused (alias challenger)
+"""
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import mlflow
+import pandas as pd
+import pytest
+
+from resources.model_policy import ModelPolicy
+from yolo_assets.definitions import build_definitions
+from yolo_assets.home import dagster_home, ensure_home, landing_dir
+from yolo_assets.runs import RunOutcome, execute, tick
+from yolo_assets.serving import DETECTION_COLUMNS
+from yolo_assets.synth import write_batch
+
+pytestmark = pytest.mark.slow
+
+SMALL = {"epochs": 1, "imgsz": 96, "batch": 16, "workers": 0, "warm_start": False}
+GOOD = {**SMALL, "epochs": 12, "imgsz": 128}
+
+
+def train_config(settings: dict[str, Any]) -> dict[str, Any]:
+    return {"ops": {"trained_weights": {"config": settings}}}
+
+
+class Scenario:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.defs = build_definitions(home, model_policy=ModelPolicy(min_new_images=5, first_model_min_map50=0.0))
+        self.instance = dg.DagsterInstance.from_config(str(dagster_home(home)))
+        self.mlflow = self.defs.resources["mlflow"]
+        self.outcomes: dict[str, list[RunOutcome]] = {}
+        self.versions: dict[str, str] = {}
+
+    def tick(self, name: str, config: dict[str, Any]) -> None:
+        self.outcomes[name] = tick(self.defs, self.instance, self.home, train_config(config))
+
+    def materialize(self, assets: list[str], config: dict[str, Any]) -> RunOutcome:
+        return execute(self.defs, self.instance, [dg.AssetKey(a) for a in assets], run_config=train_config(config))
+
+    def latest(self, asset: str) -> dg.AssetMaterialization:
+        event = self.instance.get_latest_materialization_event(dg.AssetKey(asset))
+        assert event and event.asset_materialization
+        return event.asset_materialization
+
+    def meta(self, asset: str) -> dict[str, Any]:
+        return {k: getattr(v, "value", v) for k, v in self.latest(asset).metadata.items()}
+
+    def runs(self) -> list[Any]:
+        client = self.mlflow.client()
+        return client.search_runs([self.mlflow.experiment_id()])
+
+    def model_version(self, version: int | str) -> Any:
+        return self.mlflow.client().get_model_version(self.mlflow.model_name, str(version))
+
+    def alias(self, alias: str) -> int:
+        return int(self.mlflow.alias_version(alias).version)
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
+    home = ensure_home(tmp_path_factory.mktemp("model") / "home")
+    previous = os.environ.get("DAGSTER_HOME")
+    os.environ["DAGSTER_HOME"] = str(dagster_home(home))
+    s = Scenario(home)
+    write_batch(landing_dir(home) / "batch_a", 64, seed=1)
+    s.tick("v1", SMALL)
+    s.versions["v1"] = s.latest("trained_weights").tags["dagster/data_version"]
+    write_batch(landing_dir(home) / "batch_b", 48, seed=2)
+    s.tick("v2", GOOD)
+    s.versions["v2"] = s.latest("trained_weights").tags["dagster/data_version"]
+    write_batch(landing_dir(home) / "batch_small", 2, seed=3)
+    s.tick("small", GOOD)
+    s.tick("idle", GOOD)
+    s.outcomes["v3"] = [s.materialize(["trained_weights", "evaluation_report", "registered_model"], SMALL)]
+    s.versions["v3"] = s.latest("trained_weights").tags["dagster/data_version"]
+    yield s
+    s.instance.dispose()
+    if previous is None:
+        os.environ.pop("DAGSTER_HOME", None)
+    else:
+        os.environ["DAGSTER_HOME"] = previous
+
+
+def test_tick_ingests_then_automation_trains_evaluates_and_registers(scenario: Scenario) -> None:
+    ingest, model = scenario.outcomes["v1"]
+    assert ingest.success and model.success, (ingest, model)
+    assert "trained_weights" in model.description and "registered_model" in model.description
+    assert scenario.meta("registered_model")["model_version"] == 3  # the scenario ends with v3 registered
+    # After v1 the champion was v1; a new batch made automation retrain (v2), and v2 took the alias.
+    assert [o.success for o in scenario.outcomes["v2"]] == [True, True]
+    assert "registered_model" in scenario.outcomes["v2"][1].description
+
+
+def test_first_model_is_registered_with_lineage_tags(scenario: Scenario) -> None:
+    version = scenario.model_version(1)
+    tags = version.tags
+    assert tags["weights_version"] == scenario.versions["v1"]
+    batch_a = scenario.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("labeled_batch"), asset_partitions=["batch_a"]), limit=1
+    ).records[0]
+    assert f'"batch_a": "{batch_a.asset_materialization.tags["dagster/data_version"]}"' in tags["batches"]
+    assert tags["batch_names"] == "batch_a"
+    v1_training = scenario.mlflow.client().get_run(scenario.model_version(1).run_id)
+    assert v1_training.data.tags["dataset_version"] == tags["dataset_version"]
+    assert v1_training.data.tags["dagster_run_id"] == tags["training_dagster_run_id"]
+    assert tags["promotion_gate"] == "passed"
+    v2_tags = scenario.model_version(2).tags
+    assert v2_tags["batch_names"] == "batch_a,batch_b"
+    assert v2_tags["dataset_version"] != tags["dataset_version"]
+
+
+def test_training_logs_params_and_per_epoch_metrics_to_one_mlflow_run(scenario: Scenario) -> None:
+    client = scenario.mlflow.client()
+    run = client.get_run(scenario.meta("trained_weights")["mlflow_run_id"])
+    assert run.data.params["epochs"] == "1" and run.data.params["imgsz"] == "96"
+    v2_run = client.get_run(scenario.model_version(2).run_id)
+    history = client.get_metric_history(v2_run.info.run_id, "metrics/mAP50-95B")
+    assert [m.step for m in history] == list(range(1, GOOD["epochs"] + 2))  # every epoch + final validation
+    assert client.get_metric_history(v2_run.info.run_id, "train/box_loss")
+    artifacts = {a.path for a in client.list_artifacts(v2_run.info.run_id, "training")}
+    assert {"training/best.pt", "training/results.csv", "training/args.yaml"} <= artifacts
+    evaluation = {a.path for a in client.list_artifacts(v2_run.info.run_id, "evaluation")}
+    assert {"evaluation/report.md", "evaluation/metrics.json", "evaluation/BoxPR_curve.png"} <= evaluation
+    # One MLflow run per training and nothing else: ultralytics' own MLflow callback stayed off.
+    assert len(scenario.runs()) == 3
+    assert not Path("runs").exists() and not Path("mlruns").exists()
+
+
+def test_gate_promotes_a_better_model_and_refuses_a_worse_one(scenario: Scenario) -> None:
+    v2 = scenario.model_version(2)
+    assert float(v2.tags["mAP50-95"]) > float(scenario.model_version(1).tags["mAP50-95"]) + 0.01
+    assert v2.tags["promotion_gate"] == "passed"
+    [refused] = scenario.outcomes["v3"]
+    assert not refused.success and "promotion_gate" in refused.failure
+    v3 = scenario.model_version(3)
+    assert v3.tags["weights_version"] == scenario.versions["v3"]
+    assert v3.tags["promotion_gate"] == "failed" and "mAP50-95" in v3.tags["promotion_reasons"]
+    assert scenario.alias("champion") == 2 and scenario.alias("challenger") == 3
+    report = scenario.meta("evaluation_report")
+    assert report["champion_mAP50-95"] == pytest.approx(float(v2.tags["mAP50-95"]), abs=1e-3)
+    assert "![Precision-recall curve](data:image/png;base64," in report["report"]
+
+
+def test_automation_waits_for_enough_new_images(scenario: Scenario) -> None:
+    [ingest] = scenario.outcomes["small"]  # 2 new images < min_new_images=5: no training run
+    assert ingest.success and "labeled_data_sensor" in ingest.description
+    assert scenario.outcomes["idle"] == []
+    key = dg.AssetCheckKey(dg.AssetKey("processed_images"), "retrain_gate")
+    record = scenario.instance.event_log_storage.get_latest_asset_check_execution_by_key([key])[key]
+    assert record.status.value == "FAILED"
+    assert record.event.dagster_event.event_specific_data.metadata["new_images"].value == 2
+
+
+def test_rematerialising_is_a_cache_hit_without_training(scenario: Scenario) -> None:
+    runs_before = len(scenario.runs())
+    assert scenario.materialize(["trained_weights", "evaluation_report"], SMALL).success
+    assert scenario.meta("trained_weights")["cache_hit"] is True
+    assert scenario.meta("evaluation_report")["cache_hit"] is True
+    assert scenario.latest("trained_weights").tags["dagster/data_version"] == scenario.versions["v3"]
+    assert len(scenario.runs()) == runs_before  # no epoch ran: no new MLflow run
+
+
+def test_cpu_training_twice_gives_the_same_weights_hash(scenario: Scenario) -> None:
+    runs_before = len(scenario.runs())
+    for key_file in (scenario.home / "store" / "trained_weights" / "_cache_keys").iterdir():
+        key_file.unlink()  # forget the memo: the next materialisation really trains again
+    assert scenario.materialize(["trained_weights"], SMALL).success
+    assert scenario.meta("trained_weights")["cache_hit"] is False
+    assert len(scenario.runs()) == runs_before + 1
+    assert scenario.latest("trained_weights").tags["dagster/data_version"] == scenario.versions["v3"]
+
+
+def test_registered_model_loads_with_pyfunc_and_predicts(scenario: Scenario) -> None:
+    mlflow.set_tracking_uri(scenario.mlflow.tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/{scenario.mlflow.model_name}@champion")
+    image = next((scenario.home / "landing" / "batch_a" / "images").glob("*.jpg"))
+    detections = model.predict(pd.DataFrame({"image": [str(image)]}), params={"conf": 0.001})
+    assert list(detections.columns) == DETECTION_COLUMNS
+    assert len(detections) > 0 and set(detections["class_name"]) <= {"scratch", "spot", "crack"}

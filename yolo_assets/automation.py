@@ -1,0 +1,72 @@
+"""Sensor-driven retraining: declarative automation from a new dataset version to a registered model.
+
+`trained_weights` materialises when `processed_images` gets a new data version (not merely a new
+materialisation), its checks passed (blocking `split_leakage`, and `retrain_gate`: at least
+`min_new_images` new images since the dataset the current weights were trained on), and nothing
+upstream is running. `evaluation_report` and `registered_model` follow in the same run.
+"""
+
+
+import dagster as dg
+
+from resources.artifact_store import ArtifactStore
+from resources.model_policy import ModelPolicy
+from yolo_assets.processed_images import PROCESSED_IMAGES, processed_images
+from yolo_assets.versioning import latest_data_version, latest_materialization, metadata_value
+
+AC = dg.AutomationCondition
+
+# on_missing(): the very first model is built as soon as its inputs exist, even when they appeared
+# before the automation sensor's first tick (whose evaluation only records a baseline).
+RETRAIN_ON_NEW_DATA = (
+    (
+        AC.any_deps_match(AC.data_version_changed()).since_last_handled()
+        & AC.any_deps_match(AC.all_checks_match(AC.check_passed()))
+        & ~AC.any_deps_in_progress()
+        & ~AC.in_progress()
+    ).with_label("new dataset version with enough new images")
+    | AC.on_missing()
+)
+
+FOLLOW_UPSTREAM = (
+    (
+        AC.any_deps_match(AC.data_version_changed() | AC.will_be_requested()).since_last_handled()
+        & AC.all_deps_blocking_checks_passed()
+        & ~AC.any_deps_in_progress()
+        & ~AC.in_progress()
+    ).with_label("upstream has a new version")
+    | AC.on_missing()
+)
+
+
+def dataset_images(store: ArtifactStore, version: str) -> set[str]:
+    return {item["sha"] for item in store.read_json(PROCESSED_IMAGES, version, "manifest.json")["items"]}
+
+
+@dg.asset_check(
+    asset=processed_images,
+    name="retrain_gate",
+    blocking=False,
+    description="Passes when at least min_new_images images are new since the dataset the current weights were trained on.",
+)
+def retrain_gate(
+    context: dg.AssetCheckExecutionContext, artifact_store: ArtifactStore, model_policy: ModelPolicy
+) -> dg.AssetCheckResult:
+    current = latest_data_version(context.instance, PROCESSED_IMAGES)
+    trained_on = metadata_value(latest_materialization(context.instance, "trained_weights"), "dataset_version")
+    if current is None:
+        return dg.AssetCheckResult(passed=False, metadata={"reason": "no dataset yet"})
+    if not trained_on or not artifact_store.exists(PROCESSED_IMAGES, trained_on):
+        return dg.AssetCheckResult(passed=True, metadata={"reason": "no trained model yet", "min_new_images": model_policy.min_new_images})
+    new_images = len(dataset_images(artifact_store, current) - dataset_images(artifact_store, trained_on))
+    passed = new_images >= model_policy.min_new_images
+    return dg.AssetCheckResult(
+        passed=passed,
+        severity=dg.AssetCheckSeverity.ERROR if passed else dg.AssetCheckSeverity.WARN,
+        metadata={
+            "new_images": new_images,
+            "min_new_images": model_policy.min_new_images,
+            "trained_on_dataset": trained_on,
+            "reason": f"{new_images} new images since the last trained dataset (minimum {model_policy.min_new_images})",
+        },
+    )

@@ -1,0 +1,149 @@
+"""`registered_model`: an MLflow Model Registry version with lineage tags, promoted by the gate.
+
+The `promotion_gate` check (blocking) passes when the challenger is not worse than the champion on the
+same val split (mAP50-95 within a tolerance, no class's AP dropping too far), or, with no champion yet,
+when its mAP50 clears a floor. Pass: alias `champion` moves to the new version. Fail: alias
+`challenger`, and the champion stays.
+"""
+
+import json
+from typing import Any
+
+import dagster as dg
+
+from resources.artifact_store import ArtifactStore
+from resources.mlflow_tracking import MLflowResource
+from resources.model_policy import ModelPolicy
+from yolo_assets.automation import FOLLOW_UPSTREAM
+from yolo_assets.checks import PROMOTION_GATE
+from yolo_assets.detector import ultralytics_version
+from yolo_assets.evaluation import EVALUATION_CODE_VERSION, EVALUATION_REPORT, evaluation_report
+from yolo_assets.hashing import hash_json
+from yolo_assets.training import TRAINED_WEIGHTS, TRAINING_SUMMARY, code_versions, weights_path
+from yolo_assets.versioning import latest_data_version
+
+REGISTERED_MODEL = "registered_model"
+REGISTRY_CODE_VERSION = "1"
+
+
+def promotion_decision(metrics: dict[str, Any], policy: ModelPolicy) -> tuple[bool, list[str]]:
+    """(passed, reasons) for the challenger in `metrics` against the champion evaluated beside it."""
+    challenger, champion = metrics["challenger"], metrics["champion"]
+    if champion is None:
+        passed = challenger["mAP50"] >= policy.first_model_min_map50
+        return passed, [f"no champion to compare: mAP50 {challenger['mAP50']:.3f} vs floor {policy.first_model_min_map50:.3f}"]
+    reasons = []
+    floor = champion["mAP50-95"] - policy.promotion_tolerance
+    if challenger["mAP50-95"] < floor:
+        reasons.append(f"mAP50-95 {challenger['mAP50-95']:.3f} < champion {champion['mAP50-95']:.3f} - tolerance {policy.promotion_tolerance}")
+    for name, values in challenger["per_class"].items():
+        old = champion["per_class"].get(name, {}).get("ap50_95")
+        if old is not None and old - values["ap50_95"] > policy.max_class_ap_drop:
+            reasons.append(f"class {name}: AP50-95 dropped {old - values['ap50_95']:.3f} (> {policy.max_class_ap_drop})")
+    if not reasons:
+        reasons.append(f"mAP50-95 {challenger['mAP50-95']:.3f} vs champion {champion['mAP50-95']:.3f}; no class dropped more than {policy.max_class_ap_drop}")
+        return True, reasons
+    return False, reasons
+
+
+def find_version(mlflow: MLflowResource, weights_version: str):  # type: ignore[no-untyped-def]
+    """The registry version already made from these weights: registration is idempotent."""
+    versions = mlflow.client().search_model_versions(
+        f"name='{mlflow.model_name}' and tags.weights_version='{weights_version}'"
+    )
+    return max(versions, key=lambda v: int(v.version)) if versions else None
+
+
+def register(
+    mlflow: MLflowResource, store: ArtifactStore, summary: dict[str, Any], metrics: dict[str, Any], tags: dict[str, str]
+):  # type: ignore[no-untyped-def]
+    import mlflow as mlflow_api
+
+    from yolo_assets.serving import YoloDetectorModel
+
+    mlflow.activate()
+    mlflow.experiment_id()
+    weights = weights_path(store, metrics["weights_version"])
+    with mlflow_api.start_run(run_id=summary["mlflow_run_id"]):
+        info = mlflow_api.pyfunc.log_model(
+            name="model",
+            python_model=YoloDetectorModel(),
+            artifacts={"weights": str(weights)},
+            pip_requirements=[f"ultralytics=={ultralytics_version()}", "torch", "pandas", "mlflow"],
+            registered_model_name=mlflow.model_name,
+        )
+    client = mlflow.client()
+    version = client.get_model_version(mlflow.model_name, str(info.registered_model_version))
+    for name, value in tags.items():
+        client.set_model_version_tag(mlflow.model_name, version.version, name, value)
+    return client.get_model_version(mlflow.model_name, version.version)
+
+
+@dg.asset(
+    deps=[evaluation_report],
+    code_version=REGISTRY_CODE_VERSION,
+    check_specs=[PROMOTION_GATE],
+    group_name="model",
+    automation_condition=FOLLOW_UPSTREAM,
+    kinds={"mlflow"},
+    description="MLflow registry version of the evaluated weights; alias champion when the promotion gate passes.",
+)
+def registered_model(
+    context: dg.AssetExecutionContext, artifact_store: ArtifactStore, mlflow: MLflowResource, model_policy: ModelPolicy
+) -> dg.MaterializeResult:
+    evaluation_version = latest_data_version(context.instance, EVALUATION_REPORT)
+    if evaluation_version is None:
+        raise dg.Failure("evaluation_report has never been materialised: nothing to register", allow_retries=False)
+    metrics = artifact_store.read_json(EVALUATION_REPORT, evaluation_version, "metrics.json")
+    summary = artifact_store.read_json(TRAINED_WEIGHTS, metrics["weights_version"], TRAINING_SUMMARY)
+    passed, reasons = promotion_decision(metrics, model_policy)
+    version = find_version(mlflow, metrics["weights_version"])
+    already_registered = version is not None
+    if version is None:
+        tags = {
+            "weights_version": metrics["weights_version"],
+            "dataset_version": metrics["dataset_version"],
+            "batches": json.dumps(summary["input_batches"], sort_keys=True),
+            "batch_names": ",".join(sorted(summary["input_batches"])),
+            "training_dagster_run_id": summary["dagster_run_id"],
+            "dagster_run_id": context.run.run_id,
+            "evaluation_version": evaluation_version,
+            "code_versions": json.dumps({**code_versions(), "evaluation_report": EVALUATION_CODE_VERSION, "registered_model": REGISTRY_CODE_VERSION}, sort_keys=True),
+            "mAP50": f"{metrics['challenger']['mAP50']:.4f}",
+            "mAP50-95": f"{metrics['challenger']['mAP50-95']:.4f}",
+        }
+        version = register(mlflow, artifact_store, summary, metrics, tags)
+    champion = mlflow.alias_version("champion")
+    is_champion = champion is not None and champion.version == version.version
+    alias = "champion" if passed or is_champion else "challenger"
+    client = mlflow.client()
+    client.set_registered_model_alias(mlflow.model_name, alias, version.version)
+    client.set_model_version_tag(mlflow.model_name, version.version, "promotion_gate", "passed" if passed else "failed")
+    client.set_model_version_tag(mlflow.model_name, version.version, "promotion_reasons", "; ".join(reasons))
+    context.log.info(f"{mlflow.model_name} version {version.version} -> alias {alias}: {'; '.join(reasons)}")
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(hash_json({"model": mlflow.model_name, "version": version.version, "alias": alias})),
+        metadata={
+            "model_name": mlflow.model_name,
+            "model_version": int(version.version),
+            "alias": alias,
+            "model_uri": f"models:/{mlflow.model_name}/{version.version}",
+            "already_registered": already_registered,
+            "weights_version": metrics["weights_version"],
+            "dataset_version": metrics["dataset_version"],
+            "mAP50": round(metrics["challenger"]["mAP50"], 4),
+            "mAP50-95": round(metrics["challenger"]["mAP50-95"], 4),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=PROMOTION_GATE.name,
+                passed=passed,
+                metadata={
+                    "reasons": dg.MetadataValue.json(reasons),
+                    "challenger_mAP50-95": round(metrics["challenger"]["mAP50-95"], 4),
+                    "champion_mAP50-95": round(metrics["champion"]["mAP50-95"], 4) if metrics["champion"] else -1.0,
+                    "alias": alias,
+                },
+            )
+        ],
+    )

@@ -1,0 +1,31 @@
+"""The registered model: an MLflow pyfunc that wraps YOLO weights and returns detections."""
+
+from typing import Any
+
+import mlflow.pyfunc
+import pandas as pd
+
+DETECTION_COLUMNS = ["image", "class_id", "class_name", "confidence", "x1", "y1", "x2", "y2"]
+
+
+class YoloDetectorModel(mlflow.pyfunc.PythonModel):
+    """Input: a DataFrame with an `image` column of file paths (or a list of paths).
+    Output: one row per detection, pixel boxes in the input image's frame."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        import os
+
+        os.environ.setdefault("YOLO_OFFLINE", "true")
+        from ultralytics import YOLO
+
+        self.model = YOLO(context.artifacts["weights"])
+
+    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        params = params or {}
+        paths = list(model_input["image"]) if isinstance(model_input, pd.DataFrame) else list(model_input)
+        rows = []
+        for index, path in enumerate(paths):
+            result = self.model.predict(str(path), conf=float(params.get("conf", 0.25)), verbose=False)[0]
+            for box, class_id, confidence in zip(result.boxes.xyxy.tolist(), result.boxes.cls.tolist(), result.boxes.conf.tolist()):
+                rows.append([index, int(class_id), result.names[int(class_id)], float(confidence), *box])
+        return pd.DataFrame(rows, columns=DETECTION_COLUMNS)
