@@ -10,5 +10,5 @@ class ModelPolicy(dg.ConfigurableResource):
     """The challenger's mAP50-95 may be at most this much below the champion's."""
     max_class_ap_drop: float = 0.05
     """No class's AP50-95 may drop by more than this versus the champion."""
-    first_model_min_map50: float = 0.5
+    first_model_min_map50: float = 0.3
     """With no champion yet, a model is promoted when its mAP50 reaches this floor."""

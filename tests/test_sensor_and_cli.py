@@ -49,20 +49,23 @@ def test_definitions_load_like_dagster_dev(home: Home) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     graph = home.defs.resolve_asset_graph()
     assert graph.get(dg.AssetKey("processed_images")).parent_keys == {dg.AssetKey("labeled_batch")}
-    assert {c.name for c in graph.asset_check_keys} == {"label_validity", "split_leakage"}
+    assert {c.name for c in graph.asset_check_keys} == {"label_validity", "split_leakage", "retrain_gate", "promotion_gate"}
+    assert graph.get(dg.AssetKey("trained_weights")).automation_condition is not None
 
 
 def test_cli_tick_then_status_json(home: Home, land_copy, capsys: pytest.CaptureFixture[str]) -> None:
     land_copy("batch_a", 6, 1)
-    assert main(["tick"]) == 0
+    assert main(["tick", "--no-automation"]) == 0
     assert "labeled_data_sensor partition=batch_a: SUCCESS" in capsys.readouterr().out
-    assert main(["tick"]) == 0
+    assert main(["tick", "--no-automation"]) == 0
     assert "nothing to run" in capsys.readouterr().out
     assert main(["status", "--json"]) == 0
     assets = {row["key"]: row for row in json.loads(capsys.readouterr().out)["assets"]}
-    assert set(assets) == {"labeled_batch", "processed_images"}
+    assert set(assets) == {"labeled_batch", "processed_images", "trained_weights", "evaluation_report", "registered_model"}
+    assert assets["trained_weights"]["data_version"] is None and assets["trained_weights"]["stale"] is True
     for row in assets.values():
         assert set(row) == {"key", "data_version", "code_version", "time", "partitions", "stale", "metadata"}
+    for row in (assets["labeled_batch"], assets["processed_images"]):
         assert row["stale"] is False and row["code_version"] == "1"
     assert assets["labeled_batch"]["partitions"] == 1
     assert assets["processed_images"]["data_version"] == home.data_version("processed_images")
@@ -83,7 +86,7 @@ def test_cli_user_mistakes_are_one_line_errors(home: Home, tmp_path: Path) -> No
     )
     assert unknown.returncode == 2
     assert unknown.stderr.strip().splitlines() == [
-        "yolo-assets: error: unknown asset no_such_asset (known: labeled_batch, processed_images)"
+        "yolo-assets: error: unknown asset no_such_asset (known: evaluation_report, labeled_batch, processed_images, registered_model, trained_weights)"
     ]
     missing = subprocess.run(
         [sys.executable, "-m", "yolo_assets.cli", "--home", str(tmp_path / "nowhere"), "status"],

@@ -16,8 +16,12 @@ from yolo_assets.versioning import latest_data_version, latest_materialization, 
 
 AC = dg.AutomationCondition
 
-# on_missing(): the very first model is built as soon as its inputs exist, even when they appeared
-# before the automation sensor's first tick (whose evaluation only records a baseline).
+# The very first build: as soon as the inputs exist, even when they appeared before the automation
+# sensor's first tick (AutomationCondition.on_missing() only covers targets added after that tick).
+FIRST_BUILD = (
+    (AC.missing() & ~AC.any_deps_missing()).newly_true() & ~AC.in_progress() & ~AC.any_deps_in_progress()
+).with_label("first build once the inputs exist")
+
 RETRAIN_ON_NEW_DATA = (
     (
         AC.any_deps_match(AC.data_version_changed()).since_last_handled()
@@ -25,7 +29,7 @@ RETRAIN_ON_NEW_DATA = (
         & ~AC.any_deps_in_progress()
         & ~AC.in_progress()
     ).with_label("new dataset version with enough new images")
-    | AC.on_missing()
+    | FIRST_BUILD
 )
 
 FOLLOW_UPSTREAM = (
@@ -35,7 +39,7 @@ FOLLOW_UPSTREAM = (
         & ~AC.any_deps_in_progress()
         & ~AC.in_progress()
     ).with_label("upstream has a new version")
-    | AC.on_missing()
+    | FIRST_BUILD
 )
 
 

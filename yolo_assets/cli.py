@@ -77,7 +77,7 @@ def cmd_tick(args: argparse.Namespace) -> int:
     from yolo_assets.runs import tick
 
     home, defs, instance = _context(args)
-    outcomes = tick(defs, instance, home, _load_run_config(args.config))
+    outcomes = tick(defs, instance, home, _load_run_config(args.config), automation=not args.no_automation)
     if not outcomes:
         print("no new batches: nothing to run")
     return 0 if _print_outcomes(outcomes) else 1
@@ -265,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     tick_parser = sub.add_parser("tick", help="evaluate the sensors once and run what they request")
     tick_parser.add_argument("--config", help="run config YAML applied to the runs")
+    tick_parser.add_argument("--no-automation", action="store_true", help="run the sensors only (ingest), not the automation")
     tick_parser.set_defaults(func=cmd_tick)
 
     mat = sub.add_parser("materialize", help="materialise assets with the current config")

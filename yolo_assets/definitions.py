@@ -51,7 +51,7 @@ def build_definitions(home: Path, **resource_overrides: dg.ConfigurableResource)
         ),
         "model_policy": ModelPolicy(
             min_new_images=int(os.environ.get("YOLO_ASSETS_MIN_NEW_IMAGES", "1")),
-            first_model_min_map50=float(os.environ.get("YOLO_ASSETS_FIRST_MODEL_MIN_MAP50", "0.5")),
+            first_model_min_map50=float(os.environ.get("YOLO_ASSETS_FIRST_MODEL_MIN_MAP50", "0.3")),
         ),
         "yolo_workspace": YoloWorkspace(scratch_dir=str(scratch_dir(home)), ultralytics_config_dir=str(home / "ultralytics")),
     }

@@ -23,7 +23,7 @@ from yolo_assets.checks import SPLIT_LEAKAGE, split_leakage_result
 from yolo_assets.hashing import canonical_json, hash_json
 from yolo_assets.parallel import parallel_starmap
 from yolo_assets.preprocess import cached_image, cached_record, preprocess_namespace, preprocess_one
-from yolo_assets.versioning import cache_key, manifest_version
+from yolo_assets.versioning import cache_key, latest_data_version, manifest_version
 
 PROCESSED_IMAGES = "processed_images"
 PROCESSED_IMAGES_CODE_VERSION = "1"
@@ -81,8 +81,7 @@ def previous_records(
 
     Reading one manifest instead of one cache record per image keeps an incremental build O(k).
     """
-    event = instance.get_latest_materialization_event(dg.AssetKey(PROCESSED_IMAGES))
-    version = event.asset_materialization.tags.get("dagster/data_version") if event and event.asset_materialization else None
+    version = latest_data_version(instance, PROCESSED_IMAGES)
     if not version or not store.exists(PROCESSED_IMAGES, version):
         return {}
     manifest = store.read_json(PROCESSED_IMAGES, version, "manifest.json")

@@ -59,7 +59,7 @@ def register(
 ):  # type: ignore[no-untyped-def]
     import mlflow as mlflow_api
 
-    from yolo_assets.serving import YoloDetectorModel
+    from yolo_assets.serving import SIGNATURE, YoloDetectorModel
 
     mlflow.activate()
     mlflow.experiment_id()
@@ -69,6 +69,7 @@ def register(
             name="model",
             python_model=YoloDetectorModel(),
             artifacts={"weights": str(weights)},
+            signature=SIGNATURE,
             pip_requirements=[f"ultralytics=={ultralytics_version()}", "torch", "pandas", "mlflow"],
             registered_model_name=mlflow.model_name,
         )
@@ -131,6 +132,7 @@ def registered_model(
             "already_registered": already_registered,
             "weights_version": metrics["weights_version"],
             "dataset_version": metrics["dataset_version"],
+            "evaluation_version": evaluation_version,
             "mAP50": round(metrics["challenger"]["mAP50"], 4),
             "mAP50-95": round(metrics["challenger"]["mAP50-95"], 4),
         },

@@ -49,7 +49,7 @@ def execute(
     failure = ""
     if not result.success:
         failure = "; ".join(
-            f"{event.step_key}: {event.step_failure_data.error.message.strip().splitlines()[0] if event.step_failure_data.error else 'failed'}"
+            f"{event.step_key}: {' '.join(event.step_failure_data.error.message.split()) if event.step_failure_data.error else 'failed'}"
             for event in result.all_events
             if event.is_step_failure and event.step_failure_data
         ) or "run failed"
@@ -83,7 +83,11 @@ def evaluate_automation(defs: dg.Definitions, instance: dg.DagsterInstance, home
 
 
 def tick(
-    defs: dg.Definitions, instance: dg.DagsterInstance, home: Path, run_config: Mapping[str, Any] | None = None
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    home: Path,
+    run_config: Mapping[str, Any] | None = None,
+    automation: bool = True,
 ) -> list[RunOutcome]:
     """Evaluate every sensor once and execute the runs it requests, then let declarative automation
     request what the new versions call for (retrain, evaluate, register), as the daemon would."""
@@ -122,7 +126,7 @@ def tick(
             )
         cursor_file.parent.mkdir(parents=True, exist_ok=True)
         cursor_file.write_text(json.dumps({"cursor": data.cursor}))
-    for _ in range(MAX_AUTOMATION_ROUNDS):
+    for _ in range(MAX_AUTOMATION_ROUNDS if automation else 0):
         requested = evaluate_automation(defs, instance, home)
         if not requested:
             break

@@ -4,8 +4,19 @@ from typing import Any
 
 import mlflow.pyfunc
 import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 DETECTION_COLUMNS = ["image", "class_id", "class_name", "confidence", "x1", "y1", "x2", "y2"]
+
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string", "image")]),
+    outputs=Schema(
+        [ColSpec("long", "image"), ColSpec("long", "class_id"), ColSpec("string", "class_name")]
+        + [ColSpec("double", name) for name in ("confidence", "x1", "y1", "x2", "y2")]
+    ),
+    params=ParamSchema([ParamSpec("conf", "double", 0.25)]),
+)
 
 
 class YoloDetectorModel(mlflow.pyfunc.PythonModel):
@@ -20,7 +31,9 @@ class YoloDetectorModel(mlflow.pyfunc.PythonModel):
 
         self.model = YOLO(context.artifacts["weights"])
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    # model_input is deliberately unannotated: MLflow would otherwise derive a schema from the hint;
+    # SIGNATURE (a DataFrame with an `image` column) is declared when the model is logged.
+    def predict(self, context: Any, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:  # type: ignore[no-untyped-def]
         params = params or {}
         paths = list(model_input["image"]) if isinstance(model_input, pd.DataFrame) else list(model_input)
         rows = []

@@ -7,6 +7,14 @@ import dagster as dg
 
 from yolo_assets.batches import LABELED_BATCH, batch_partitions, latest_batch_versions
 from yolo_assets.processed_images import PROCESSED_IMAGES
+from yolo_assets.versioning import latest_data_version
+
+# Model assets name the upstream version they were built from in their metadata.
+BUILT_FROM = {
+    "trained_weights": (PROCESSED_IMAGES, "dataset_version"),
+    "evaluation_report": ("trained_weights", "weights_version"),
+    "registered_model": ("evaluation_report", "evaluation_version"),
+}
 
 
 def metadata_to_json(metadata: dict[str, dg.MetadataValue]) -> dict[str, Any]:
@@ -29,6 +37,10 @@ def _stale(key: dg.AssetKey, code_version: str | None, materialization: dg.Asset
         recorded = getattr(materialization.metadata.get("input_batches"), "value", None)
         current = {b.partition: b.data_version for b in latest_batch_versions(instance) if b.label_validity_passed}
         return recorded != current
+    if key.to_user_string() in BUILT_FROM:
+        upstream, field = BUILT_FROM[key.to_user_string()]
+        recorded = getattr(materialization.metadata.get(field), "value", None)
+        return recorded != latest_data_version(instance, upstream)
     return False
 
 

@@ -56,19 +56,19 @@ def _polyline_box(points: Sequence[tuple[float, float]], pad: float) -> Box:
 
 def _draw_scratch(rng: np.random.Generator, image: Image.Image, draw: ImageDraw.ImageDraw) -> Box:
     width, height = image.size
-    length = rng.uniform(0.25, 0.5) * min(width, height)
+    length = rng.uniform(0.3, 0.55) * min(width, height)
     angle = rng.uniform(0, math.pi)
     x0, y0 = rng.uniform(0.15 * width, 0.85 * width), rng.uniform(0.15 * height, 0.85 * height)
     points = [(x0 + t * length * math.cos(angle) + rng.normal(0, 1.0), y0 + t * length * math.sin(angle))
               for t in np.linspace(0, 1, 8)]
-    stroke = int(rng.integers(2, 4))
+    stroke = int(rng.integers(3, 6))
     draw.line(points, fill=_contrast_color(rng, image, x0, y0), width=stroke)
     return _polyline_box(points, stroke / 2 + 1)
 
 
 def _draw_spot(rng: np.random.Generator, image: Image.Image, draw: ImageDraw.ImageDraw) -> Box:
     width, height = image.size
-    rx, ry = rng.uniform(0.03, 0.07) * width, rng.uniform(0.03, 0.07) * height
+    rx, ry = rng.uniform(0.04, 0.08) * width, rng.uniform(0.04, 0.08) * height
     cx, cy = rng.uniform(0.1 * width, 0.9 * width), rng.uniform(0.1 * height, 0.9 * height)
     tint = (int(rng.uniform(90, 140)), int(rng.uniform(45, 70)), int(rng.uniform(10, 30)))  # rust / stain
     draw.ellipse((cx - rx, cy - ry, cx + rx, cy + ry), fill=tint)
@@ -79,7 +79,7 @@ def _draw_crack(rng: np.random.Generator, image: Image.Image, draw: ImageDraw.Im
     width, height = image.size
     x, y = rng.uniform(0.2 * width, 0.8 * width), rng.uniform(0.2 * height, 0.8 * height)
     heading = rng.uniform(0, 2 * math.pi)
-    step = 0.035 * min(width, height)
+    step = 0.045 * min(width, height)
     points = [(x, y)]
     for _ in range(int(rng.integers(6, 11))):
         heading += rng.uniform(-1.1, 1.1)  # jagged zig-zag, unlike a scratch
@@ -87,7 +87,7 @@ def _draw_crack(rng: np.random.Generator, image: Image.Image, draw: ImageDraw.Im
         points.append((x, y))
     branch_at = points[len(points) // 2]
     branch = [branch_at, (branch_at[0] + 2 * step * math.cos(heading + 1.4), branch_at[1] + 2 * step * math.sin(heading + 1.4))]
-    stroke = int(rng.integers(2, 4))
+    stroke = int(rng.integers(3, 6))
     for line in (points, branch):
         draw.line(line, fill=(20, 18, 16), width=stroke, joint="curve")
     return _polyline_box(points + branch, stroke / 2 + 1)
@@ -121,8 +121,8 @@ def render_image(seed: int, index: int, classes: Sequence[str]) -> tuple[Image.I
     for _ in range(count):
         class_id = int(rng.integers(len(classes)))
         boxes.append((class_id, DRAWERS[classes[class_id]](rng, image, draw)))
-    image = image.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.3, 0.9))))
-    noisy = np.asarray(image, dtype=np.float32) + rng.normal(0, rng.uniform(2, 6), size=(height, width, 1))
+    image = image.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.3, 0.7))))
+    noisy = np.asarray(image, dtype=np.float32) + rng.normal(0, rng.uniform(2, 5), size=(height, width, 1))
     return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)), boxes
 
 

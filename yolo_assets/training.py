@@ -42,11 +42,15 @@ def _default(name: str, fallback: int) -> int:
 class TrainingConfig(dg.Config):
     model: str = "yolov8n.yaml"
     """Architecture YAML, trained from scratch (a .pt path also works; names are never downloaded)."""
-    epochs: int = _default("epochs", 15)
-    warm_start_epochs: int = _default("warm_start_epochs", 6)
+    epochs: int = _default("epochs", 20)
+    warm_start_epochs: int = _default("warm_start_epochs", 8)
     """Epochs when starting from the champion's weights (the daily-retrain case)."""
     imgsz: int = _default("imgsz", 256)
-    batch: int = _default("batch", 16)
+    batch: int = _default("batch", 8)
+    """Small batches: more optimiser steps per epoch, which matters on small from-scratch datasets."""
+    mosaic: float = 0.0
+    """Mosaic augmentation probability; it shrinks thin defects on small images, so off by default."""
+    warmup_epochs: float = 1.0
     device: str = "auto"
     """`auto` = CUDA when present, else CPU; or `cpu`, `0`, `0,1`."""
     seed: int = 0
@@ -136,6 +140,8 @@ def run_training(
             epochs=epochs,
             imgsz=config.imgsz,
             batch=config.batch,
+            mosaic=config.mosaic,
+            warmup_epochs=config.warmup_epochs,
             device=config.device,
             seed=config.seed,
             deterministic=config.deterministic,
