@@ -41,6 +41,10 @@ class ArtifactStore(dg.ConfigurableResource, ABC):
         """A local folder holding the artifact (downloaded first by remote stores)."""
 
     @abstractmethod
+    def versions(self, asset: str) -> list[str]:
+        """Every stored data version of an asset."""
+
+    @abstractmethod
     def lookup_cache_key(self, asset: str, cache_key: str) -> str | None:
         """The data version an earlier materialisation produced for this cache key, if still stored."""
 
@@ -105,6 +109,10 @@ class LocalArtifactStore(ArtifactStore):
         if not path.is_dir():
             raise FileNotFoundError(f"artifact {asset}/{version} is not in the store at {self.root}")
         return path
+
+    def versions(self, asset: str) -> list[str]:
+        folder = self._root / asset
+        return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("_")) if folder.is_dir() else []
 
     def _key_file(self, asset: str, cache_key: str) -> Path:
         return self._root / asset / "_cache_keys" / f"{cache_key}.json"

@@ -8,6 +8,7 @@ it last), or a single `.zip` / `.tar.gz` / `.tgz` / `.tar` archive file (complet
 import os
 import re
 import shutil
+import stat
 import tarfile
 import tempfile
 import zipfile
@@ -15,7 +16,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 import dagster as dg
 
@@ -48,26 +50,46 @@ class LandingZone(dg.ConfigurableResource, ABC):
 
     @abstractmethod
     @contextmanager
-    def open_batch(self, name: str) -> Iterator[Path]:
-        """A local folder with the batch's files (archives extracted, remote objects downloaded)."""
+    def open_batch(self, name: str) -> Iterator[tuple[Path, list[dict[str, Any]]]]:
+        """A local folder with the batch's files (archives extracted, remote objects downloaded), and
+        quarantine entries for what could not safely be brought there."""
 
 
-def _archive_member_is_safe(name: str) -> bool:
-    parts = Path(name).parts
-    return not Path(name).is_absolute() and ".." not in parts
+ARCHIVE_MEMBER_UNSAFE = "archive_member_unsafe"
 
 
-def extract_archive(archive: Path, dest: Path) -> None:
-    """Extract a zip/tar archive, refusing members that would escape `dest`."""
+def _member_is_safe(name: str) -> bool:
+    path = PurePosixPath(name.replace("\\", "/"))
+    return not path.is_absolute() and ".." not in path.parts and not re.match(r"^[A-Za-z]:", name)
+
+
+def extract_archive(archive: Path, dest: Path) -> list[dict[str, Any]]:
+    """Extract a zip/tar archive member by member. Members that would land outside `dest` (`../`,
+    absolute paths: zip-slip) and links are never written; they come back as quarantine entries."""
+    rejected: list[dict[str, Any]] = []
+
+    def reject(name: str, why: str) -> None:
+        rejected.append({"image": name, "label": None, "reason": ARCHIVE_MEMBER_UNSAFE, "detail": why})
+
     if archive.name.endswith(".zip"):
         with zipfile.ZipFile(archive) as zf:
-            for member in zf.namelist():
-                if not _archive_member_is_safe(member):
-                    raise ValueError(f"archive member escapes the batch folder: {member!r}")
-            zf.extractall(dest)
+            for member in zf.infolist():
+                if not _member_is_safe(member.filename):
+                    reject(member.filename, "path leaves the batch folder (zip-slip): not extracted")
+                elif stat.S_ISLNK(member.external_attr >> 16):
+                    reject(member.filename, "symbolic link inside the archive: not extracted")
+                else:
+                    zf.extract(member, dest)
     else:
         with tarfile.open(archive) as tf:
-            tf.extractall(dest, filter="data")  # the "data" filter rejects links and escapes
+            for member in tf.getmembers():
+                if not _member_is_safe(member.name):
+                    reject(member.name, "path leaves the batch folder: not extracted")
+                elif not (member.isfile() or member.isdir()):
+                    reject(member.name, "link or special file inside the archive: not extracted")
+                else:
+                    tf.extract(member, dest, filter="data")
+    return rejected
 
 
 class LocalLandingZone(LandingZone):
@@ -112,23 +134,29 @@ class LocalLandingZone(LandingZone):
         path = self._batch_path(name)
         if path.is_file():
             return self._hasher().hash_file(path)
-        files = sorted(
-            p for p in path.rglob("*") if p.is_file() and p.name != SUCCESS_MARKER and not p.name.startswith(".")
-        )
+        files, links = [], []
+        for dirpath, _, filenames in os.walk(path):  # links are recorded, never followed
+            for filename in filenames:
+                file = Path(dirpath) / filename
+                if filename == SUCCESS_MARKER or filename.startswith("."):
+                    continue
+                (links if file.is_symlink() else files).append(file)
         hashes = self._hasher().hash_files(files)
-        return hash_json([[p.relative_to(path).as_posix(), hashes[str(p.resolve())]] for p in files])
+        entries = [[p.relative_to(path).as_posix(), hashes[str(p.resolve())]] for p in files]
+        entries += [[p.relative_to(path).as_posix(), "link:" + os.readlink(p)] for p in links]
+        return hash_json(sorted(entries))
 
     @contextmanager
-    def open_batch(self, name: str) -> Iterator[Path]:
+    def open_batch(self, name: str) -> Iterator[tuple[Path, list[dict[str, Any]]]]:
         path = self._batch_path(name)
         if path.is_dir():
-            yield path
+            yield path, []
             return
         scratch = Path(tempfile.mkdtemp(prefix=f"batch-{name}-"))
         try:
-            extract_archive(path, scratch)
+            rejected = extract_archive(path, scratch)
             entries = [e for e in scratch.iterdir() if not e.name.startswith((".", "__MACOSX"))]
             # Archives usually wrap the batch in one top-level folder: look inside it.
-            yield entries[0] if len(entries) == 1 and entries[0].is_dir() else scratch
+            yield (entries[0] if len(entries) == 1 and entries[0].is_dir() else scratch), rejected
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -101,7 +101,7 @@ def test_reuploaded_batch_with_new_content_is_ingested_again(home: Home, land_co
 def test_bad_items_are_quarantined_and_good_ones_kept(home: Home, land_copy) -> None:
     batch = land_copy("batch_a", 12, 1)
     images = sorted((batch / "images").glob("*.jpg"))
-    images[0].write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")  # corrupt image
+    images[0].write_bytes(images[0].read_bytes()[: images[0].stat().st_size // 2])  # cut short
     (batch / "labels" / f"{images[1].stem}.txt").write_text("0 0.5 0.5 0.1\n")  # malformed label
     (batch / "labels" / f"{images[2].stem}.txt").write_text("9 0.5 0.5 0.1 0.1\n")  # unknown class
     (batch / "labels" / "orphan.txt").write_text("0 0.5 0.5 0.1 0.1\n")  # label without image
@@ -110,7 +110,7 @@ def test_bad_items_are_quarantined_and_good_ones_kept(home: Home, land_copy) -> 
     meta = home.metadata("labeled_batch", "batch_a")
     assert meta["num_images"] == 9 and meta["num_quarantined"] == 4
     assert meta["quarantine_reasons"] == {
-        "image_undecodable": 1,
+        "image_truncated": 1,
         "label_malformed": 1,
         "class_unknown": 1,
         "image_missing": 1,
@@ -139,9 +139,9 @@ def test_label_validity_blocks_a_mostly_broken_batch(home: Home, land_copy) -> N
     assert meta["excluded_batches"] == ["bad"] and meta["num_images"] == 8
 
 
-def test_split_leakage_check_catches_pixel_identical_images(home: Home, tmp_path: Path) -> None:
-    # The same picture as JPEG and as PNG: different bytes, identical pixels. Pick one whose two
-    # encodings hash into different splits, then land both.
+def _same_picture_twice() -> tuple[bytes, bytes]:
+    """The same picture as JPEG and as PNG (different bytes, identical pixels) whose content hashes
+    fall in different splits."""
     from yolo_assets.hashing import sha256_bytes
     from yolo_assets.synth import render_image
 
@@ -152,12 +152,39 @@ def test_split_leakage_check_catches_pixel_identical_images(home: Home, tmp_path
         png = io.BytesIO()
         Image.open(io.BytesIO(jpeg.getvalue())).save(png, format="PNG")
         if split_of(sha256_bytes(jpeg.getvalue()), 0.2) != split_of(sha256_bytes(png.getvalue()), 0.2):
-            break
+            return jpeg.getvalue(), png.getvalue()
+    raise AssertionError("no such picture in 200 tries")
+
+
+def test_our_split_keeps_identical_pictures_together(home: Home) -> None:
+    jpeg, png = _same_picture_twice()
     batch = home.land("batch_a", 6, 1)
-    (batch / "images" / "copy_a.jpg").write_bytes(jpeg.getvalue())
-    (batch / "images" / "copy_b.png").write_bytes(png.getvalue())
+    (batch / "images" / "copy_a.jpg").write_bytes(jpeg)
+    (batch / "images" / "copy_b.png").write_bytes(png)
     [outcome] = home.tick()
-    assert not outcome.success
+    assert outcome.success
+    by_pixels: dict[str, set[str]] = {}
+    for item in home.manifest("processed_images")["items"]:
+        by_pixels.setdefault(item["pixel_sha"], set()).add(item["split"])
+    assert all(len(splits) == 1 for splits in by_pixels.values())
+    assert len(by_pixels) == 7  # 8 images, two of them the same picture
+    assert home.check("processed_images", "split_leakage")[0] == "SUCCEEDED"
+    status, metadata = home.check("processed_images", "near_duplicates")
+    assert status == "SUCCEEDED" and metadata["num_pairs"] >= 1
+
+
+def test_split_leakage_blocks_an_export_split_that_leaks(home: Home) -> None:
+    from resources.dataset_policy import DatasetPolicy
+    from yolo_assets.definitions import build_definitions
+
+    home.defs = build_definitions(home.path, dataset_policy=DatasetPolicy(honour_export_split=True))
+    jpeg, png = _same_picture_twice()
+    batch = home.land("batch_a", 6, 1)
+    for split, name, data in (("train", "copy_a.jpg", jpeg), ("val", "copy_b.png", png)):
+        (batch / "images" / split).mkdir(exist_ok=True)
+        (batch / "images" / split / name).write_bytes(data)
+    [outcome] = home.tick()
+    assert not outcome.success and "split_leakage" in outcome.failure
     status, metadata = home.check("processed_images", "split_leakage")
     assert status == "FAILED" and metadata["num_leaks"] == 1
     assert metadata["leaks"][0]["identical_by"] == "pixel_sha"

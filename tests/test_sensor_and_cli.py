@@ -49,7 +49,7 @@ def test_definitions_load_like_dagster_dev(home: Home) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     graph = home.defs.resolve_asset_graph()
     assert graph.get(dg.AssetKey("processed_images")).parent_keys == {dg.AssetKey("labeled_batch")}
-    assert {c.name for c in graph.asset_check_keys} == {"label_validity", "split_leakage", "retrain_gate", "promotion_gate"}
+    assert {c.name for c in graph.asset_check_keys} == {"label_validity", "class_registry", "split_leakage", "near_duplicates", "retrain_gate", "promotion_gate"}
     assert graph.get(dg.AssetKey("trained_weights")).automation_condition is not None
 
 

@@ -15,11 +15,26 @@ LABEL_VALIDITY = dg.AssetCheckSpec(
     description="Fails when the share of quarantined image/label pairs exceeds max_quarantined_fraction.",
 )
 
+CLASS_REGISTRY = dg.AssetCheckSpec(
+    "class_registry",
+    asset="labeled_batch",
+    blocking=True,
+    description="Under new_class_policy=reject, fails when the batch names a class the dataset has never seen.",
+)
+
 SPLIT_LEAKAGE = dg.AssetCheckSpec(
     "split_leakage",
     asset="processed_images",
     blocking=True,
     description="Fails when the same image (byte-identical, or pixel-identical after decoding) is in two splits.",
+)
+
+
+NEAR_DUPLICATES = dg.AssetCheckSpec(
+    "near_duplicates",
+    asset="processed_images",
+    blocking=False,
+    description="Warns about near-duplicate images (perceptual hash within near_duplicate_distance bits) in different splits; lists all pairs.",
 )
 
 
@@ -44,6 +59,18 @@ def label_validity_result(manifest: Mapping[str, Any], max_quarantined_fraction:
             "num_accepted": len(manifest["items"]),
             "num_quarantined": len(manifest["quarantine"]),
             "quarantine_reasons": dict(reasons),
+        },
+    )
+
+
+def class_registry_result(new_classes: list[str], registry: list[str], policy: str) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=CLASS_REGISTRY.name,
+        passed=not new_classes or policy == "extend",
+        metadata={
+            "new_classes": dg.MetadataValue.json(new_classes),
+            "registry": dg.MetadataValue.json(registry),
+            "new_class_policy": policy,
         },
     )
 
@@ -74,3 +101,23 @@ PROMOTION_GATE = dg.AssetCheckSpec(
     blocking=True,
     description="The challenger is not worse than the champion on the same val split (or clears the first-model floor).",
 )
+
+
+def near_duplicates_result(manifest: Mapping[str, Any], max_distance: int) -> dg.AssetCheckResult:
+    """Near-duplicates are expected (augmented copies); across splits they leak, so that warns."""
+    from yolo_assets.processed_images import near_duplicate_pairs
+
+    items = {item["sha"]: item for item in manifest["items"]}
+    pairs = near_duplicate_pairs(items, max_distance)
+    across = [(a, b, d) for a, b, d in pairs if items[a]["split"] != items[b]["split"]]
+    return dg.AssetCheckResult(
+        check_name=NEAR_DUPLICATES.name,
+        passed=not across,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "num_pairs": len(pairs),
+            "num_across_splits": len(across),
+            "max_distance": max_distance,
+            "pairs": dg.MetadataValue.json([{"a": a[:12], "b": b[:12], "distance": d, "splits": [items[a]["split"], items[b]["split"]]} for a, b, d in pairs[:50]]),
+        },
+    )

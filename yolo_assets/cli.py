@@ -129,6 +129,30 @@ def format_status_table(rows: list[dict[str, Any]]) -> str:
     ])
 
 
+def resolve_version(store: Any, asset: str, prefix: str) -> str:
+    matches = [v for v in store.versions(asset) if v.startswith(prefix)]
+    if len(matches) != 1:
+        problem = "no" if not matches else f"{len(matches)}"
+        raise UserError(f"{problem} stored {asset} version starts with {prefix!r}")
+    return matches[0]
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from yolo_assets.processed_images import PROCESSED_IMAGES, dataset_diff
+
+    _, defs, _ = _context(args)
+    store = defs.resources["artifact_store"]
+    old, new = (resolve_version(store, PROCESSED_IMAGES, prefix) for prefix in (args.old, args.new))
+    diff = dataset_diff(*(store.read_json(PROCESSED_IMAGES, v, "manifest.json") for v in (old, new)))
+    if args.json:
+        print(json.dumps({"old": old, "new": new, **diff}, indent=2))
+        return 0
+    print(f"processed_images {old[:12]} -> {new[:12]}: +{diff['added']} added, -{diff['removed']} removed, {diff['relabeled']} relabeled")
+    rows = [[name, str(c["added"]), str(c["removed"]), str(c["relabeled"])] for name, c in sorted(diff["images_per_class"].items())]
+    print(format_table(["class", "images added", "removed", "relabeled"], rows))
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from yolo_assets.status import asset_status
 
@@ -277,6 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="latest version, code version and staleness of every asset")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
+
+    diff = sub.add_parser("diff", help="images added / removed / relabeled between two processed_images versions")
+    diff.add_argument("old", help="data version (or a unique prefix)")
+    diff.add_argument("new", help="data version (or a unique prefix)")
+    diff.add_argument("--json", action="store_true")
+    diff.set_defaults(func=cmd_diff)
 
     demo = sub.add_parser("demo", help="the whole product on synthetic data: ingest, train, evaluate, register, retrain")
     demo.add_argument("--images", type=int, default=120, help="images per synthetic batch")

@@ -6,6 +6,7 @@ from pathlib import Path
 import dagster as dg
 
 from resources.artifact_store import LocalArtifactStore
+from resources.dataset_policy import DatasetPolicy
 from resources.landing_zone import LocalLandingZone
 from resources.mlflow_tracking import MLflowResource
 from resources.model_policy import ModelPolicy
@@ -52,6 +53,12 @@ def build_definitions(home: Path, **resource_overrides: dg.ConfigurableResource)
         "model_policy": ModelPolicy(
             min_new_images=int(os.environ.get("YOLO_ASSETS_MIN_NEW_IMAGES", "1")),
             first_model_min_map50=float(os.environ.get("YOLO_ASSETS_FIRST_MODEL_MIN_MAP50", "0.3")),
+        ),
+        "dataset_policy": DatasetPolicy(
+            new_class_policy=os.environ.get("YOLO_ASSETS_NEW_CLASS_POLICY", "extend"),  # type: ignore[arg-type]
+            label_conflicts=os.environ.get("YOLO_ASSETS_LABEL_CONFLICTS", "quarantine"),  # type: ignore[arg-type]
+            missing_label=os.environ.get("YOLO_ASSETS_MISSING_LABEL", "background"),  # type: ignore[arg-type]
+            honour_export_split=os.environ.get("YOLO_ASSETS_HONOUR_EXPORT_SPLIT", "false").lower() in ("1", "true", "yes"),
         ),
         "yolo_workspace": YoloWorkspace(scratch_dir=str(scratch_dir(home)), ultralytics_config_dir=str(home / "ultralytics")),
     }

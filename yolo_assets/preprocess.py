@@ -15,7 +15,7 @@ from PIL import Image
 
 from yolo_assets.fileio import atomic_write_bytes, object_file
 from yolo_assets.hashing import hash_json, sha256_bytes
-from yolo_assets.yolo_format import decode_image
+from yolo_assets.yolo_format import decode_image, to_rgb
 
 
 def preprocess_namespace(settings: dict[str, Any]) -> str:
@@ -24,14 +24,23 @@ def preprocess_namespace(settings: dict[str, Any]) -> str:
 
 def decode_and_resize(data: bytes, max_side: int, max_pixels: int) -> Image.Image:
     """Decode, apply EXIF orientation, convert to RGB, shrink so the long side is <= max_side."""
-    image = decode_image(data, max_pixels)
-    if image.mode != "RGB":
-        image = image.convert("RGB")
+    image = to_rgb(decode_image(data, max_pixels))
     scale = max_side / max(image.size)
     if scale < 1.0:
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
         image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
     return image
+
+
+def difference_hash(image: Image.Image) -> str:
+    """64-bit perceptual hash (dHash): near-identical pictures differ in a few bits."""
+    small = image.convert("L").resize((9, 8), Image.Resampling.LANCZOS)
+    pixels = list(small.getdata())
+    bits = 0
+    for row in range(8):
+        for col in range(8):
+            bits = (bits << 1) | (pixels[row * 9 + col] > pixels[row * 9 + col + 1])
+    return f"{bits:016x}"
 
 
 def encode_jpeg(image: Image.Image, quality: int) -> bytes:
@@ -53,6 +62,7 @@ def preprocess_one(
         "file_sha": sha256_bytes(encoded),
         # Identical pictures re-encoded differently still share this: the leakage check uses it.
         "pixel_sha": sha256_bytes(image.tobytes()),
+        "dhash": difference_hash(image),
     }
     target = object_file(Path(cache_root), image_sha)
     atomic_write_bytes(target.with_suffix(".jpg"), encoded)

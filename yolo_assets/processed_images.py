@@ -17,9 +17,11 @@ import dagster as dg
 import yaml
 
 from resources.artifact_store import ArtifactStore
+from resources.dataset_policy import DatasetPolicy
+from yolo_assets.batches import BLOBS, LABELED_BATCH, BatchVersion, labeled_batch, latest_batch_versions, quarantine_table
+from yolo_assets.checks import NEAR_DUPLICATES, SPLIT_LEAKAGE, near_duplicates_result, split_leakage_result
 from yolo_assets.fileio import atomic_write_bytes, link_or_copy
-from yolo_assets.batches import BLOBS, LABELED_BATCH, BatchVersion, labeled_batch, latest_batch_versions
-from yolo_assets.checks import SPLIT_LEAKAGE, split_leakage_result
+from yolo_assets.formats import class_key
 from yolo_assets.hashing import canonical_json, hash_json
 from yolo_assets.parallel import parallel_starmap
 from yolo_assets.preprocess import cached_image, cached_record, preprocess_namespace, preprocess_one
@@ -27,7 +29,7 @@ from yolo_assets.versioning import cache_key, latest_data_version, manifest_vers
 
 PROCESSED_IMAGES = "processed_images"
 PROCESSED_IMAGES_CODE_VERSION = "1"
-SPLITS = ("train", "val")
+SPLITS = ("train", "val", "test")
 DATASET_ITEMS = "dataset-items"
 
 
@@ -52,26 +54,101 @@ def split_of(image_sha: str, val_fraction: float) -> str:
     return "val" if int(image_sha[:12], 16) / 16**12 < val_fraction else "train"
 
 
+LABEL_CONFLICT = "label_conflict"
+
+
 def union_of_batches(
-    store: ArtifactStore, batches: list[BatchVersion]
-) -> tuple[list[str], dict[str, dict[str, Any]], int]:
+    store: ArtifactStore, batches: list[BatchVersion], policy: DatasetPolicy
+) -> tuple[list[str], dict[str, dict[str, Any]], int, list[dict[str, Any]]]:
     """Class names reconciled by name (ids in order of first appearance), items keyed by image hash.
 
-    An image present in several batches keeps the labels of the batch that landed last.
+    The same image in two batches with the same labels is kept once; with different labels it is a
+    conflict: both copies leave the dataset (listed with the reason), or under `last_writer_wins`
+    the batch that landed last wins. Returns (classes, items, duplicates, conflicts).
     """
     classes: list[str] = []
+    keys: set[str] = set()
     items: dict[str, dict[str, Any]] = {}
+    conflicted: dict[str, list[dict[str, Any]]] = {}
     duplicates = 0
+
+    def canonical(boxes: list[list[Any]]) -> list[list[Any]]:
+        return sorted([class_key(b[0], policy.case_sensitive_classes), *b[1:]] for b in boxes)
+
     for batch in batches:
         manifest = store.read_json(LABELED_BATCH, batch.data_version, "manifest.json")
-        classes += [name for name in manifest["classes"] if name not in classes]
+        for name in manifest["classes"]:
+            if class_key(name, policy.case_sensitive_classes) not in keys:
+                keys.add(class_key(name, policy.case_sensitive_classes))
+                classes.append(name)
         for item in manifest["items"]:
-            duplicates += item["image_sha"] in items
-            items[item["image_sha"]] = {**item, "batch": batch.partition}
-    return classes, items, duplicates
+            sha, entry = item["image_sha"], {**item, "batch": batch.partition}
+            if sha in conflicted:
+                conflicted[sha].append(entry)
+            elif sha not in items or policy.label_conflicts == "last_writer_wins":
+                duplicates += sha in items
+                items[sha] = entry
+            elif canonical(items[sha]["boxes"]) == canonical(item["boxes"]):
+                duplicates += 1
+            else:
+                conflicted[sha] = [items.pop(sha), entry]
+    conflicts = [
+        {"image": f"{c['batch']}/{c['source']}", "label": c.get("label_source"), "reason": LABEL_CONFLICT,
+         "detail": "labeled differently in " + ", ".join(f"{x['batch']}/{x['source']}" for x in copies)}
+        for copies in conflicted.values()
+        for c in copies
+    ]
+    return classes, items, duplicates, conflicts
 
 
-RECORD_FIELDS = ("width", "height", "file_sha", "pixel_sha")
+def near_duplicate_pairs(records: dict[str, dict[str, Any]], max_distance: int) -> list[tuple[str, str, int]]:
+    """Pairs of images whose perceptual hashes differ in at most `max_distance` bits.
+
+    Band the 64-bit hash into max_distance + 1 chunks: two hashes that close agree exactly on at
+    least one chunk (pigeonhole), so only images sharing a chunk are compared: no N^2 scan.
+    """
+    bands = max_distance + 1
+    width = -(-64 // bands)
+    buckets: dict[tuple[int, int], list[str]] = {}
+    for sha, record in records.items():
+        value = int(record["dhash"], 16)
+        for band in range(bands):
+            buckets.setdefault((band, (value >> (band * width)) & ((1 << width) - 1)), []).append(sha)
+    pairs: dict[tuple[str, str], int] = {}
+    for members in buckets.values():
+        for i, a in enumerate(members):
+            for b in members[i + 1 :]:
+                pair = (min(a, b), max(a, b))
+                if pair not in pairs:
+                    distance = bin(int(records[a]["dhash"], 16) ^ int(records[b]["dhash"], 16)).count("1")
+                    if distance <= max_distance:
+                        pairs[pair] = distance
+    return sorted((a, b, d) for (a, b), d in pairs.items())
+
+
+def assign_splits(
+    items: dict[str, dict[str, Any]], pairs: list[tuple[str, str, int]], config: "ProcessedImagesConfig", policy: DatasetPolicy
+) -> dict[str, str]:
+    """Our split: a pure function of the content hash, and near-duplicates follow the smallest hash
+    of their group so augmented copies never straddle train and val. Or the export's own split."""
+    if policy.honour_export_split:
+        return {sha: item.get("split_hint") or split_of(sha, config.val_fraction) for sha, item in items.items()}
+    parent = {sha: sha for sha in items}
+
+    def find(sha: str) -> str:
+        while parent[sha] != sha:
+            parent[sha] = parent[parent[sha]]
+            sha = parent[sha]
+        return sha
+
+    for a, b, _ in pairs:
+        if a in parent and b in parent:
+            low, high = sorted((find(a), find(b)))
+            parent[high] = low
+    return {sha: split_of(find(sha), config.val_fraction) for sha in items}
+
+
+RECORD_FIELDS = ("width", "height", "file_sha", "pixel_sha", "dhash")
 
 
 def previous_records(
@@ -86,7 +163,7 @@ def previous_records(
         return {}
     manifest = store.read_json(PROCESSED_IMAGES, version, "manifest.json")
     previous_settings = ProcessedImagesConfig(**manifest["settings"]).preprocess_settings()
-    if previous_settings != config.preprocess_settings():
+    if previous_settings != config.preprocess_settings() or any(f not in manifest["items"][0] for f in RECORD_FIELDS if manifest["items"]):
         return {}
     return {item["sha"]: {field: item[field] for field in RECORD_FIELDS} for item in manifest["items"]}
 
@@ -101,7 +178,7 @@ def preprocess_missing(
     cache_root = store.object_root(preprocess_namespace(config.preprocess_settings()))
     known = known or {}
     records = {sha: known.get(sha) or cached_record(cache_root, sha) for sha in items}
-    missing = sorted(sha for sha, record in records.items() if record is None)
+    missing = sorted(sha for sha, record in records.items() if record is None or any(f not in record for f in RECORD_FIELDS))
     settings = config.preprocess_settings()
     fresh = parallel_starmap(
         preprocess_one,
@@ -116,24 +193,30 @@ def preprocess_missing(
 
 
 def build_manifest(
-    classes: list[str], items: dict[str, dict[str, Any]], records: dict[str, dict[str, Any]], config: ProcessedImagesConfig
+    classes: list[str],
+    items: dict[str, dict[str, Any]],
+    records: dict[str, dict[str, Any]],
+    splits: dict[str, str],
+    config: ProcessedImagesConfig,
+    policy: DatasetPolicy,
 ) -> dict[str, Any]:
-    class_id = {name: i for i, name in enumerate(classes)}
+    class_id = {class_key(name, policy.case_sensitive_classes): i for i, name in enumerate(classes)}
     rows = []
     for sha in sorted(items):
         item, record = items[sha], records[sha]
         rows.append(
             {
                 "sha": sha,
-                "split": split_of(sha, config.val_fraction),
+                "split": splits[sha],
                 "file_sha": record["file_sha"],
                 "pixel_sha": record["pixel_sha"],
+                "dhash": record["dhash"],
                 "width": record["width"],
                 "height": record["height"],
-                "labels": [[class_id[box[0]], *box[1:]] for box in item["boxes"]],
+                "labels": [[class_id[class_key(box[0], policy.case_sensitive_classes)], *box[1:]] for box in item["boxes"]],
             }
         )
-    return {"classes": classes, "settings": config.output_settings(), "items": rows}
+    return {"classes": classes, "settings": config.output_settings(), "policy": policy.model_dump(), "items": rows}
 
 
 def label_text(labels: list[list[float]]) -> str:
@@ -174,16 +257,39 @@ def write_dataset(store: ArtifactStore, manifest: dict[str, Any], config: Proces
         lists[item["split"]].append(ensure_item_folder(store, cache_root, namespace, item))
     with store.write_artifact(PROCESSED_IMAGES, version) as staging:
         for split, paths in lists.items():
-            (staging / f"{split}.txt").write_text("".join(f"{path}\n" for path in paths))
-        data_yaml = {
-            # No `path:`: ultralytics resolves the lists next to this file.
-            "train": "train.txt",
-            "val": "val.txt",
-            "nc": len(manifest["classes"]),
-            "names": dict(enumerate(manifest["classes"])),
-        }
+            if paths or split != "test":
+                (staging / f"{split}.txt").write_text("".join(f"{path}\n" for path in paths))
+        data_yaml: dict[str, Any] = {"train": "train.txt", "val": "val.txt"}  # resolved next to this file
+        if lists["test"]:
+            data_yaml["test"] = "test.txt"
+        data_yaml.update({"nc": len(manifest["classes"]), "names": dict(enumerate(manifest["classes"]))})
         (staging / "data.yaml").write_text(yaml.safe_dump(data_yaml, sort_keys=False))
         atomic_write_bytes(staging / "manifest.json", canonical_json(manifest), durable=True)
+
+
+def dataset_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """Images added / removed / relabeled between two dataset manifests, and box counts per class."""
+
+    def labels(manifest: dict[str, Any]) -> dict[str, list[list[Any]]]:
+        return {
+            item["sha"]: sorted([manifest["classes"][int(l[0])], *l[1:]] for l in item["labels"]) for item in manifest["items"]
+        }
+
+    before, after = labels(old), labels(new)
+    added, removed = sorted(set(after) - set(before)), sorted(set(before) - set(after))
+    relabeled = sorted(sha for sha in set(before) & set(after) if before[sha] != after[sha])
+    per_class: dict[str, dict[str, int]] = {}
+    for shas, side, field in ((added, after, "added"), (removed, before, "removed"), (relabeled, after, "relabeled")):
+        for sha in shas:
+            for name in {box[0] for box in side[sha]} or {"(background)"}:
+                per_class.setdefault(name, {"added": 0, "removed": 0, "relabeled": 0})[field] += 1
+    return {
+        "added": len(added),
+        "removed": len(removed),
+        "relabeled": len(relabeled),
+        "images_per_class": per_class,
+        "examples": {"added": added[:5], "removed": removed[:5], "relabeled": relabeled[:5]},
+    }
 
 
 def dataset_metadata(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -200,39 +306,53 @@ def dataset_metadata(manifest: dict[str, Any]) -> dict[str, Any]:
 @dg.asset(
     deps=[labeled_batch],
     code_version=PROCESSED_IMAGES_CODE_VERSION,
-    check_specs=[SPLIT_LEAKAGE],
+    check_specs=[SPLIT_LEAKAGE, NEAR_DUPLICATES],
     group_name="data",
     kinds={"python"},
     description="Union of accepted batches: stable train/val split, preprocessed once per image, ultralytics-ready.",
 )
 def processed_images(
-    context: dg.AssetExecutionContext, config: ProcessedImagesConfig, artifact_store: ArtifactStore
+    context: dg.AssetExecutionContext,
+    config: ProcessedImagesConfig,
+    artifact_store: ArtifactStore,
+    dataset_policy: DatasetPolicy,
 ) -> dg.MaterializeResult:
     started = time.perf_counter()
     batches = latest_batch_versions(context.instance)
-    included = [b for b in batches if b.label_validity_passed]
-    excluded = [b.partition for b in batches if not b.label_validity_passed]
+    included = [b for b in batches if b.accepted]
+    excluded = [b.partition for b in batches if not b.accepted]
     if excluded:
-        context.log.warning(f"left out batches whose label_validity failed: {excluded}")
+        context.log.warning(f"left out batches whose label_validity or class_registry check failed: {excluded}")
     if not included:
-        raise dg.Failure(description="no labeled batch has passed label_validity yet: nothing to build", allow_retries=False)
+        raise dg.Failure(description="no labeled batch has passed its checks yet: nothing to build", allow_retries=False)
     inputs = {b.partition: b.data_version for b in included}
-    key = cache_key(PROCESSED_IMAGES_CODE_VERSION, inputs, config.output_settings())
+    previous_version = latest_data_version(context.instance, PROCESSED_IMAGES)
+    key = cache_key(
+        PROCESSED_IMAGES_CODE_VERSION, inputs, {**config.output_settings(), "policy": dataset_policy.model_dump()}
+    )
     version = artifact_store.lookup_cache_key(PROCESSED_IMAGES, key)
     cache_hit, num_processed = version is not None, 0
     union_metadata: dict[str, Any] = {}
     if version is not None:
         manifest = artifact_store.read_json(PROCESSED_IMAGES, version, "manifest.json")
     else:
-        classes, items, duplicates = union_of_batches(artifact_store, included)
+        classes, items, duplicates, conflicts = union_of_batches(artifact_store, included, dataset_policy)
         union_metadata["duplicate_images"] = duplicates
+        union_metadata["label_conflicts"] = dg.MetadataValue.md(quarantine_table(conflicts))
+        for conflict in conflicts:
+            context.log.warning(f"left out {conflict['image']}: {conflict['reason']} ({conflict['detail']})")
         known = previous_records(context.instance, artifact_store, config)
         records, num_processed = preprocess_missing(artifact_store, items, config, known)
-        manifest = build_manifest(classes, items, records, config)
+        pairs = near_duplicate_pairs(records, dataset_policy.near_duplicate_distance)
+        manifest = build_manifest(classes, items, records, assign_splits(items, pairs, config, dataset_policy), config, dataset_policy)
         version = manifest_version(manifest)
         if not artifact_store.exists(PROCESSED_IMAGES, version):
             write_dataset(artifact_store, manifest, config, version)
         artifact_store.record_cache_key(PROCESSED_IMAGES, key, version)
+    if previous_version and previous_version != version and artifact_store.exists(PROCESSED_IMAGES, previous_version):
+        previous = artifact_store.read_json(PROCESSED_IMAGES, previous_version, "manifest.json")
+        union_metadata["diff_base"] = previous_version
+        union_metadata["diff"] = dg.MetadataValue.json(dataset_diff(previous, manifest))
     elapsed = time.perf_counter() - started
     context.log.info(
         f"dataset {version[:12]}: {len(manifest['items'])} images, {num_processed} decoded, cache_hit={cache_hit}, {elapsed:.2f}s"
@@ -250,5 +370,8 @@ def processed_images(
             "seconds": round(elapsed, 3),
             "path": dg.MetadataValue.path(artifact_store.uri(PROCESSED_IMAGES, version)),
         },
-        check_results=[split_leakage_result(manifest)],
+        check_results=[
+            split_leakage_result(manifest),
+            near_duplicates_result(manifest, dataset_policy.near_duplicate_distance),
+        ],
     )

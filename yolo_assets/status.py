@@ -35,7 +35,7 @@ def _stale(key: dg.AssetKey, code_version: str | None, materialization: dg.Asset
         return len(batches) < len(partitions) or any(b.code_version != code_version for b in batches)
     if key.to_user_string() == PROCESSED_IMAGES:
         recorded = getattr(materialization.metadata.get("input_batches"), "value", None)
-        current = {b.partition: b.data_version for b in latest_batch_versions(instance) if b.label_validity_passed}
+        current = {b.partition: b.data_version for b in latest_batch_versions(instance) if b.accepted}
         return recorded != current
     if key.to_user_string() in BUILT_FROM:
         upstream, field = BUILT_FROM[key.to_user_string()]

@@ -1,153 +1,164 @@
-"""Read an ultralytics YOLO batch and inspect each image/label pair.
+"""Inspect one image/label item: decode the image, parse its YOLO label, keep it or say why not.
 
-Every pair ends either accepted (hashes, size, boxes) or quarantined with a reason code; nothing
-is dropped silently. `inspect_pair` runs in worker processes, so it takes and returns plain data.
+Every item ends accepted (hashes, size, boxes) or quarantined with a reason code; nothing is dropped
+silently. `inspect_item` runs in worker processes, so it takes and returns plain data.
 """
 
-from __future__ import annotations
-
 import io
+import math
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+import numpy as np
 from PIL import Image, ImageOps
 
-from yolo_assets.hashing import sha256_bytes
 from yolo_assets.fileio import atomic_write_bytes, object_file
+from yolo_assets.hashing import sha256_bytes
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+ROUNDING = 1e-5  # labels carry ~6 decimals: edge boxes may poke out by that much
 
-# Quarantine reason codes (stable: users filter on them).
+# Quarantine reason codes (stable: users filter on them). Batch-level codes live in formats.py.
 IMAGE_MISSING = "image_missing"
 IMAGE_EMPTY = "image_empty"
+IMAGE_NOT_AN_IMAGE = "image_not_an_image"
+IMAGE_TRUNCATED = "image_truncated"
 IMAGE_UNDECODABLE = "image_undecodable"
 IMAGE_TOO_LARGE = "image_too_large"
+LABEL_MISSING = "label_missing"
+LABEL_NOT_TEXT = "label_not_text"
 LABEL_MALFORMED = "label_malformed"
+LABEL_NOT_FINITE = "label_not_finite"
 CLASS_UNKNOWN = "class_unknown"
 COORDS_OUT_OF_RANGE = "coords_out_of_range"
 BOX_DEGENERATE = "box_degenerate"
 
 
-class BatchFormatError(ValueError):
-    """The batch as a whole cannot be read (no data.yaml, no class names...)."""
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB from any mode: 16-bit grey is scaled (not clipped), palette and alpha flattened on white."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        image = Image.fromarray((np.asarray(image).astype(np.uint32) >> 8).clip(0, 255).astype(np.uint8))
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
+        return background
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
-@dataclass(frozen=True)
-class BatchPair:
-    image: str | None  # paths relative to the batch root
-    label: str | None
-
-
-@dataclass(frozen=True)
-class BatchLayout:
-    class_names: list[str]
-    pairs: list[BatchPair]
-
-
-def _class_names(data_yaml: Path) -> list[str]:
-    try:
-        data = yaml.safe_load(data_yaml.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise BatchFormatError(f"{data_yaml.name} is not valid YAML: {error}") from error
-    names = data.get("names") if isinstance(data, dict) else None
-    if isinstance(names, dict):
-        ids = sorted(int(k) for k in names)
-        if ids != list(range(len(ids))):
-            raise BatchFormatError(f"{data_yaml.name}: class ids must be 0..n-1, got {ids}")
-        return [str(names[k] if k in names else names[str(k)]).strip() for k in ids]
-    if isinstance(names, list) and names:
-        return [str(n).strip() for n in names]
-    raise BatchFormatError(f"{data_yaml.name} has no class 'names' list or mapping")
-
-
-def label_path_for(image_rel: Path) -> Path:
-    """Ultralytics' rule: the last `images` folder becomes `labels`, the suffix becomes .txt."""
-    parts = list(image_rel.parts)
-    for i in range(len(parts) - 2, -1, -1):
-        if parts[i] == "images":
-            parts[i] = "labels"
-            break
-    return Path(*parts).with_suffix(".txt")
-
-
-def read_yolo_layout(root: Path) -> BatchLayout:
-    data_yaml = next((root / n for n in ("data.yaml", "data.yml") if (root / n).is_file()), None)
-    if data_yaml is None:
-        raise BatchFormatError(f"no data.yaml at the batch root ({root.name}): not an ultralytics YOLO batch")
-    names = _class_names(data_yaml)
-    files = [p.relative_to(root) for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")]
-    images = sorted(p for p in files if p.suffix.lower() in IMAGE_SUFFIXES and "images" in p.parts[:-1])
-    labels = {p for p in files if p.suffix == ".txt" and "labels" in p.parts[:-1]}
-    pairs: list[BatchPair] = []
-    for image in images:
-        label = label_path_for(image)
-        pairs.append(BatchPair(image.as_posix(), label.as_posix() if label in labels else None))
-        labels.discard(label)
-    pairs.extend(BatchPair(None, orphan.as_posix()) for orphan in sorted(labels))
-    return BatchLayout(names, pairs)
-
-
-def parse_label(text: str, num_classes: int) -> tuple[list[list[float]], str | None, str]:
-    """YOLO label lines -> boxes [class_id, cx, cy, w, h]; or (partial, reason, detail) on the first bad line."""
-    boxes: list[list[float]] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) != 5:
-            return boxes, LABEL_MALFORMED, f"line {number}: expected 5 fields, got {len(fields)}"
-        try:
-            class_id = int(fields[0])
-            cx, cy, w, h = (float(f) for f in fields[1:])
-        except ValueError:
-            return boxes, LABEL_MALFORMED, f"line {number}: not numbers: {line.strip()[:80]!r}"
-        if not 0 <= class_id < num_classes:
-            return boxes, CLASS_UNKNOWN, f"line {number}: class id {class_id} not in 0..{num_classes - 1}"
-        if not all(0.0 <= v <= 1.0 for v in (cx, cy, w, h)):
-            return boxes, COORDS_OUT_OF_RANGE, f"line {number}: coordinates outside [0, 1]: {line.strip()[:80]!r}"
-        if w <= 0.0 or h <= 0.0:
-            return boxes, BOX_DEGENERATE, f"line {number}: zero-size box"
-        boxes.append([class_id, cx, cy, w, h])
-    return boxes, None, ""
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Identify the image from its header (raises for files that are no image at all)."""
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return Image.open(io.BytesIO(data))
 
 
 def decode_image(data: bytes, max_pixels: int) -> Image.Image:
     """Fully decode (truncation shows only on load) and apply the EXIF orientation."""
-    Image.MAX_IMAGE_PIXELS = max_pixels
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(io.BytesIO(data)) as opened:
-            opened.load()
-            return ImageOps.exif_transpose(opened)
+    with open_image(data, max_pixels) as opened:
+        opened.load()
+        return ImageOps.exif_transpose(opened)
 
 
-def inspect_pair(
-    root: str, image: str | None, label: str | None, num_classes: int, max_pixels: int, blob_root: str
+def image_problem(data: bytes, max_pixels: int) -> tuple[Image.Image | None, str | None, str]:
+    """(decoded image, None, "") or (None, reason code, detail)."""
+    if not data:
+        return None, IMAGE_EMPTY, "zero-byte image file"
+    try:
+        open_image(data, max_pixels).close()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        return None, IMAGE_TOO_LARGE, str(error)[:200]
+    except Exception:  # UnidentifiedImageError, or a format plugin that cannot even read the header
+        return None, IMAGE_NOT_AN_IMAGE, "not an image file, whatever its extension says"
+    try:
+        return decode_image(data, max_pixels), None, ""
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        return None, IMAGE_TOO_LARGE, str(error)[:200]
+    except OSError as error:
+        code = IMAGE_TRUNCATED if "truncated" in str(error).lower() else IMAGE_UNDECODABLE
+        return None, code, f"{type(error).__name__}: {str(error)[:200]}"
+    except Exception as error:  # PIL raises SyntaxError, ValueError... for other broken files
+        return None, IMAGE_UNDECODABLE, f"{type(error).__name__}: {str(error)[:200]}"
+
+
+def parse_label(text: str, num_classes: int, tolerance: float) -> tuple[list[list[float]], str | None, str, dict[str, int]]:
+    """YOLO label lines -> unique boxes [class_id, cx, cy, w, h].
+
+    Polygons (class x1 y1 x2 y2 ...) become their bounding box; coordinates within `tolerance`
+    outside [0, 1] are clipped; duplicate lines are dropped. Returns (boxes, reason, detail, fixes).
+    """
+    boxes: list[list[float]] = []
+    fixes = {"polygons_converted": 0, "coords_clipped": 0, "duplicate_boxes_removed": 0}
+    for number, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) < 5 or (len(fields) > 5 and len(fields) % 2 == 0):
+            return [], LABEL_MALFORMED, f"line {number}: {len(fields)} fields (a box has 5, a polygon an odd number >= 7)", fixes
+        try:
+            class_id = int(fields[0])
+            values = [float(f) for f in fields[1:]]
+        except ValueError:
+            return [], LABEL_MALFORMED, f"line {number}: not numbers: {line.strip()[:80]!r}", fixes
+        if not all(math.isfinite(v) for v in values):
+            return [], LABEL_NOT_FINITE, f"line {number}: NaN or infinite value", fixes
+        if not 0 <= class_id < num_classes:
+            return [], CLASS_UNKNOWN, f"line {number}: class id {class_id} not in 0..{num_classes - 1}", fixes
+        if len(values) > 4:  # a segmentation polygon: its bounding box
+            xs, ys = values[0::2], values[1::2]
+            values = [(min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys)]
+            fixes["polygons_converted"] += 1
+        cx, cy, w, h = values
+        if w <= 0 or h <= 0:
+            return [], BOX_DEGENERATE, f"line {number}: width or height <= 0", fixes
+        x0, y0, x1, y1 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+        if min(x0, y0) < -tolerance or max(x1, y1) > 1 + tolerance:
+            return [], COORDS_OUT_OF_RANGE, f"line {number}: box reaches outside [0, 1] by more than {tolerance}", fixes
+        if min(x0, y0) < -ROUNDING or max(x1, y1) > 1 + ROUNDING:
+            fixes["coords_clipped"] += 1  # beyond what 6-decimal label rounding explains
+        x0, y0, x1, y1 = max(x0, 0.0), max(y0, 0.0), min(x1, 1.0), min(y1, 1.0)
+        box = [class_id, round((x0 + x1) / 2, 6), round((y0 + y1) / 2, 6), round(x1 - x0, 6), round(y1 - y0, 6)]
+        if box in boxes:
+            fixes["duplicate_boxes_removed"] += 1
+            continue
+        boxes.append(box)
+    return boxes, None, "", fixes
+
+
+def inspect_item(
+    root: str,
+    image: str | None,
+    label: str | None,
+    label_text: str | None,
+    num_classes: int,
+    max_pixels: int,
+    tolerance: float,
+    missing_label: str,
+    blob_root: str,
 ) -> dict[str, Any]:
-    """Validate one pair; accepted image and label bytes are copied into the content-addressed blob store."""
-    result: dict[str, Any] = {"image": image, "label": label, "reason": None, "detail": ""}
-    label_bytes = (Path(root) / label).read_bytes() if label else b""
-    if label:
+    """Validate one item; accepted image and label bytes are copied into the content-addressed blob store."""
+    result: dict[str, Any] = {"image": image, "label": label, "reason": None, "detail": "", "fixes": {}}
+    if label is not None:
+        label_bytes = (Path(root) / label).read_bytes()
+    else:
+        label_bytes = (label_text or "").encode()
+    if label is not None or label_text is not None:
         result["label_sha"] = sha256_bytes(label_bytes)
     if image is None:
         return {**result, "reason": IMAGE_MISSING, "detail": "label file has no matching image"}
+    if label is None and label_text is None and missing_label == "quarantine":
+        return {**result, "reason": LABEL_MISSING, "detail": "image has no label file (missing_label=quarantine)"}
     image_bytes = (Path(root) / image).read_bytes()
-    if not image_bytes:
-        return {**result, "reason": IMAGE_EMPTY, "detail": "zero-byte image file"}
+    decoded, reason, detail = image_problem(image_bytes, max_pixels)
+    if reason:
+        return {**result, "reason": reason, "detail": detail}
     try:
-        decoded = decode_image(image_bytes, max_pixels)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        return {**result, "reason": IMAGE_TOO_LARGE, "detail": str(error)[:200]}
-    except Exception as error:  # PIL raises OSError, SyntaxError, ValueError... for broken files
-        return {**result, "reason": IMAGE_UNDECODABLE, "detail": f"{type(error).__name__}: {str(error)[:200]}"}
-    try:
-        text = label_bytes.decode("utf-8")
+        text = label_bytes.decode("utf-8-sig")  # a byte-order mark is harmless
     except UnicodeDecodeError:
-        return {**result, "reason": LABEL_MALFORMED, "detail": "label file is not UTF-8 text"}
-    boxes, reason, detail = parse_label(text, num_classes)
+        return {**result, "reason": LABEL_NOT_TEXT, "detail": "label file is not UTF-8 text"}
+    boxes, reason, detail, fixes = parse_label(text, num_classes, tolerance)
     if reason:
         return {**result, "reason": reason, "detail": detail}
     image_sha = sha256_bytes(image_bytes)
@@ -156,4 +167,12 @@ def inspect_pair(
             blob = object_file(Path(blob_root), sha)
             if not blob.exists():
                 atomic_write_bytes(blob, data)
-    return {**result, "image_sha": image_sha, "width": decoded.width, "height": decoded.height, "boxes": boxes}
+    assert decoded is not None
+    return {
+        **result,
+        "fixes": {k: v for k, v in fixes.items() if v},
+        "image_sha": image_sha,
+        "width": decoded.width,
+        "height": decoded.height,
+        "boxes": boxes,
+    }
