@@ -2,6 +2,8 @@
 a tracking server is a config change (`tracking_uri`)."""
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -39,9 +41,25 @@ class MLflowResource(dg.ConfigurableResource):
         except MlflowException:
             return None
 
-    def activate(self) -> None:
-        """Point MLflow's fluent API (used by pyfunc.log_model) at this tracking server."""
+    @contextmanager
+    def activated(self) -> Iterator[None]:
+        """Point MLflow's fluent API (used by pyfunc.log_model) at this tracking store for a while.
+
+        mlflow.set_tracking_uri also writes MLFLOW_TRACKING_URI into the environment; it is restored
+        afterwards so nothing else in the process (or its children) inherits our store by accident.
+        """
         import mlflow
 
+        saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"] or "")
+            mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"] or "")

@@ -23,7 +23,7 @@ DEADLINE_S = 420
 def test_daemon_ingests_a_landed_batch_and_registers_a_model(tmp_path: Path) -> None:
     home = ensure_home(tmp_path / "home")
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
         "YOLO_ASSETS_HOME": str(home),
         "DAGSTER_HOME": str(dagster_home(home)),
         # Automation launches runs without run config: deployment defaults keep this one tiny.

@@ -193,8 +193,8 @@ def test_cpu_training_twice_gives_the_same_weights_hash(scenario: Scenario) -> N
 
 
 def test_registered_model_loads_with_pyfunc_and_predicts(scenario: Scenario) -> None:
-    mlflow.set_tracking_uri(scenario.mlflow.tracking_uri)
-    model = mlflow.pyfunc.load_model(f"models:/{scenario.mlflow.model_name}@champion")
+    with scenario.mlflow.activated():
+        model = mlflow.pyfunc.load_model(f"models:/{scenario.mlflow.model_name}@champion")
     image = next((scenario.home / "landing" / "batch_a" / "images").glob("*.jpg"))
     detections = model.predict(pd.DataFrame({"image": [str(image)]}), params={"conf": 0.001})
     assert list(detections.columns) == DETECTION_COLUMNS

@@ -46,7 +46,7 @@ def build_definitions(home: Path, **resource_overrides: dg.ConfigurableResource)
         "landing_zone": LocalLandingZone(root=str(landing_dir(home)), hash_cache_path=str(hash_cache_path(home))),
         "artifact_store": LocalArtifactStore(root=str(store_dir(home))),
         "mlflow": MLflowResource(
-            tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or mlflow_tracking_uri(home),
+            tracking_uri=os.environ.get("YOLO_ASSETS_MLFLOW_TRACKING_URI") or mlflow_tracking_uri(home),
             artifact_root=str(mlflow_dir(home) / "artifacts"),
             model_name=os.environ.get("YOLO_ASSETS_MODEL_NAME", "yolo-defect-detector"),
         ),

@@ -61,10 +61,8 @@ def register(
 
     from yolo_assets.serving import SIGNATURE, YoloDetectorModel
 
-    mlflow.activate()
-    mlflow.experiment_id()
     weights = weights_path(store, metrics["weights_version"])
-    with mlflow_api.start_run(run_id=summary["mlflow_run_id"]):
+    with mlflow.activated(), mlflow_api.start_run(run_id=summary["mlflow_run_id"]):
         info = mlflow_api.pyfunc.log_model(
             name="model",
             python_model=YoloDetectorModel(),
