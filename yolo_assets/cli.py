@@ -153,6 +153,36 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from yolo_assets import lineage
+
+    _, defs, instance = _context(args)
+    try:
+        if args.model:
+            result = lineage.model_lineage(instance, defs.resources["mlflow"], args.model)
+        elif args.asset:
+            if args.asset not in {k.to_user_string() for k in defs.resolve_asset_graph().materializable_asset_keys}:
+                raise UserError(f"unknown asset {args.asset}")
+            result = lineage.asset_lineage(instance, args.asset)
+        elif args.run_id:
+            result = lineage.run_lineage(instance, args.run_id, defs.resolve_asset_graph())
+        else:
+            raise UserError("give a RUN_ID, --model NAME/VERSION (or NAME@ALIAS), or --asset KEY")
+    except (LookupError, ValueError) as error:
+        raise UserError(str(error)) from error
+    except Exception as error:  # MLflow: unknown model or version
+        if type(error).__name__ == "MlflowException":
+            raise UserError(str(error).splitlines()[0]) from error
+        raise
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    elif "failed_steps" in result:
+        print("\n".join(lineage.summary_lines(result)))
+    else:
+        print(yaml.safe_dump(result, sort_keys=False, default_flow_style=False).rstrip())
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from yolo_assets.status import asset_status
 
@@ -307,6 +337,13 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("new", help="data version (or a unique prefix)")
     diff.add_argument("--json", action="store_true")
     diff.set_defaults(func=cmd_diff)
+
+    lineage = sub.add_parser("lineage", help="why a run failed / what made a model / where an asset came from")
+    lineage.add_argument("run_id", nargs="?", help="a Dagster run id")
+    lineage.add_argument("--model", help="NAME/VERSION or NAME@ALIAS of a registered model")
+    lineage.add_argument("--asset", help="an asset key: its latest materialisation")
+    lineage.add_argument("--json", action="store_true")
+    lineage.set_defaults(func=cmd_lineage)
 
     demo = sub.add_parser("demo", help="the whole product on synthetic data: ingest, train, evaluate, register, retrain")
     demo.add_argument("--images", type=int, default=120, help="images per synthetic batch")

@@ -11,6 +11,8 @@ from resources.landing_zone import LocalLandingZone
 from resources.mlflow_tracking import MLflowResource
 from resources.model_policy import ModelPolicy
 from resources.trainer import YoloWorkspace
+from resources.alerts import AlertNotifier
+from sensors.failure_alerts import run_failure_alert
 from sensors.labeled_data import labeled_data_sensor
 from yolo_assets.automation import retrain_gate
 from yolo_assets.batches import labeled_batch
@@ -60,12 +62,17 @@ def build_definitions(home: Path, **resource_overrides: dg.ConfigurableResource)
             missing_label=os.environ.get("YOLO_ASSETS_MISSING_LABEL", "background"),  # type: ignore[arg-type]
             honour_export_split=os.environ.get("YOLO_ASSETS_HONOUR_EXPORT_SPLIT", "false").lower() in ("1", "true", "yes"),
         ),
+        # A webhook URL carries its token: it is read from the environment through EnvVar, never logged.
+        "alert_notifier": AlertNotifier(
+            webhook_url=dg.EnvVar("YOLO_ASSETS_ALERT_WEBHOOK_URL") if os.environ.get("YOLO_ASSETS_ALERT_WEBHOOK_URL") else None,
+            ui_url=os.environ.get("YOLO_ASSETS_UI_URL", "http://127.0.0.1:3000"),
+        ),
         "yolo_workspace": YoloWorkspace(scratch_dir=str(scratch_dir(home)), ultralytics_config_dir=str(home / "ultralytics")),
     }
     return dg.Definitions(
         assets=[labeled_batch, processed_images, *MODEL_ASSETS],
         asset_checks=[retrain_gate],
-        sensors=[labeled_data_sensor, model_automation_sensor],
+        sensors=[labeled_data_sensor, model_automation_sensor, run_failure_alert],
         resources={**resources, **resource_overrides},
     )
 

@@ -53,7 +53,25 @@ def execute(
             for event in result.all_events
             if event.is_step_failure and event.step_failure_data
         ) or "run failed"
+    if not result.success:
+        alert_failure(defs, instance, result.run_id)
     return RunOutcome(result.run_id, description, result.success, failure)
+
+
+def alert_failure(defs: dg.Definitions, instance: dg.DagsterInstance, run_id: str) -> None:
+    """What run_failure_alert does under the daemon, for runs executed in this process."""
+    import logging
+
+    from sensors.failure_alerts import alert_payload
+    from yolo_assets.lineage import run_lineage
+
+    notifier = defs.resources.get("alert_notifier")
+    if notifier is None:
+        return
+    if isinstance(notifier.webhook_url, dg.EnvVar):  # resolved by Dagster for sensors; here by hand
+        notifier = notifier.model_copy(update={"webhook_url": notifier.webhook_url.get_value()})
+    lineage = run_lineage(instance, run_id, defs.resolve_asset_graph())
+    notifier.send(alert_payload(lineage, notifier.run_link(run_id)), logging.getLogger("yolo_assets.alerts"))
 
 
 def _cursor_file(home: Path, sensor_name: str) -> Path:
@@ -93,8 +111,8 @@ def tick(
     request what the new versions call for (retrain, evaluate, register), as the daemon would."""
     outcomes: list[RunOutcome] = []
     for sensor in defs.sensors or []:
-        if isinstance(sensor, dg.AutomationConditionSensorDefinition):
-            continue
+        if isinstance(sensor, (dg.AutomationConditionSensorDefinition, dg.RunStatusSensorDefinition)):
+            continue  # automation runs below; failure alerts are sent as runs finish
         cursor_file = _cursor_file(home, sensor.name)
         cursor = json.loads(cursor_file.read_text())["cursor"] if cursor_file.exists() else None
         # An instance_ref (not the instance) lets Dagster validate partitions added in this same tick.

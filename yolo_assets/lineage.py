@@ -1,0 +1,261 @@
+"""Why did this run fail, and what made this model? Read from the Dagster instance's event log
+(run, step-failure and materialisation records, provenance tags) and the MLflow registry."""
+
+import json
+import re
+from datetime import datetime, timezone
+from typing import Any
+
+import dagster as dg
+
+from yolo_assets.versioning import metadata_value
+
+LABELED_BATCH = "labeled_batch"
+OUR_CODE = re.compile(r'File "[^"]*/(yolo_assets|resources|sensors)/[^"]+"')
+MATERIALIZATION = dg.DagsterEventType.ASSET_MATERIALIZATION
+
+
+def _time(timestamp: float | None) -> str | None:
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds") if timestamp else None
+
+
+def _innermost_error(error: Any) -> Any:
+    while getattr(error, "cause", None) is not None:
+        error = error.cause
+    return error
+
+
+def our_frames(error: Any, limit: int = 3) -> list[str]:
+    """The innermost stack frames that are this project's code (not Dagster's or a library's)."""
+    frames: list[str] = []
+    while error is not None:
+        frames += [" ".join(frame.split()) for frame in error.stack if OUR_CODE.search(frame)]
+        error = getattr(error, "cause", None)
+    return frames[-limit:]
+
+
+def _op_config(run: dg.DagsterRun | None, asset: str) -> dict[str, Any]:
+    if run is None:
+        return {}
+    return ((run.run_config or {}).get("ops", {}).get(asset, {}) or {}).get("config", {}) or {}
+
+
+def _latest_before(instance: dg.DagsterInstance, asset: str, before: float | None) -> dg.EventLogRecord | None:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), before_timestamp=before), limit=1
+    ).records
+    return records[0] if records else None
+
+
+def batches_since(instance: dg.DagsterInstance, after: float, before: float | None) -> list[dict[str, Any]]:
+    """Batch versions that landed in the window, with their validation summaries."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(LABELED_BATCH), after_timestamp=after, before_timestamp=before),
+        limit=1000,
+    ).records
+    return [
+        {
+            "batch": record.asset_materialization.partition,
+            "data_version": record.asset_materialization.tags.get("dagster/data_version"),
+            "num_images": metadata_value(record.asset_materialization, "num_images"),
+            "num_quarantined": metadata_value(record.asset_materialization, "num_quarantined"),
+            "quarantine_reasons": metadata_value(record.asset_materialization, "quarantine_reasons", {}),
+            "new_classes": metadata_value(record.asset_materialization, "new_classes", []),
+        }
+        for record in reversed(records)
+        if record.asset_materialization
+    ]
+
+
+def diff_since_last_success(
+    instance: dg.DagsterInstance, asset: str, run: dg.DagsterRun, run_end: float | None, code_version: str | None
+) -> dict[str, Any]:
+    """What changed for `asset` between its last successful materialisation and this run."""
+    run_start = instance.get_run_record_by_id(run.run_id).start_time  # type: ignore[union-attr]
+    last = _latest_before(instance, asset, run_start)
+    if last is None or last.asset_materialization is None:
+        return {"last_success": None, "note": "never materialised before this run"}
+    tags = last.asset_materialization.tags
+    inputs_changed: dict[str, Any] = {}
+    recorded_batches = metadata_value(last.asset_materialization, "input_batches")
+    if recorded_batches is not None:  # a partitioned input: compare partition by partition
+        from yolo_assets.batches import latest_batch_versions
+
+        current = {b.partition: b.data_version for b in latest_batch_versions(instance)}
+        changed = sorted(p for p in set(recorded_batches) | set(current) if recorded_batches.get(p) != current.get(p))
+        if changed:
+            inputs_changed[LABELED_BATCH] = {"changed_partitions": changed}
+    for tag, old in tags.items():
+        if tag.startswith("dagster/input_data_version/") and not (recorded_batches is not None and tag.endswith(LABELED_BATCH)):
+            parent = tag.rsplit("/", 1)[-1]
+            current = _latest_before(instance, parent, run_end)
+            new = current.asset_materialization.tags.get("dagster/data_version") if current and current.asset_materialization else None
+            if new != old:
+                inputs_changed[parent] = {"then": old, "now": new}
+    old_config = _op_config(instance.get_run_by_id(last.run_id), asset)
+    new_config = _op_config(run, asset)
+    return {
+        "last_success": {"run_id": last.run_id, "time": _time(last.timestamp), "data_version": tags.get("dagster/data_version")},
+        "inputs_changed": inputs_changed,
+        "code_version_changed": None if tags.get("dagster/code_version") == code_version else {"then": tags.get("dagster/code_version"), "now": code_version},
+        "config_changed": {k: {"then": old_config.get(k), "now": new_config.get(k)} for k in sorted(set(old_config) | set(new_config)) if old_config.get(k) != new_config.get(k)},
+        "new_batches": batches_since(instance, last.timestamp, run_end),
+    }
+
+
+def run_lineage(instance: dg.DagsterInstance, run_id: str, asset_graph: Any | None = None) -> dict[str, Any]:
+    run = instance.get_run_by_id(run_id)
+    if run is None:
+        raise LookupError(f"no run {run_id} in this instance")
+    record = instance.get_run_record_by_id(run_id)
+    planned, materialized, failed_steps, failed_checks = [], {}, [], []
+    for entry in instance.all_logs(run_id):
+        event = entry.dagster_event
+        if event is None:
+            continue
+        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED and event.asset_key:
+            planned.append(event.asset_key.to_user_string())
+        elif event.event_type == MATERIALIZATION and event.asset_key:
+            materialized[event.asset_key.to_user_string()] = event.step_materialization_data.materialization
+        elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION and not event.event_specific_data.passed:
+            evaluation = event.event_specific_data
+            failed_checks.append({
+                "check": f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}",
+                "severity": evaluation.severity.value,
+                "metadata": {k: getattr(v, "value", v) for k, v in evaluation.metadata.items()},
+            })
+        elif event.event_type == dg.DagsterEventType.STEP_FAILURE and event.step_failure_data:
+            error = event.step_failure_data.error
+            inner = _innermost_error(error) if error else None
+            failed_steps.append({
+                "step": event.step_key,
+                "error_type": inner.cls_name if inner else None,
+                "message": " ".join((inner.message if inner else "").split())[:500],
+                "frames": our_frames(error) if error else [],
+            })
+    assets = []
+    for asset in dict.fromkeys(planned):
+        node_code = asset_graph.get(dg.AssetKey(asset)).code_version if asset_graph is not None else None
+        done = materialized.get(asset)
+        entry: dict[str, Any] = {"asset": asset, "materialized": done is not None}
+        if done is not None:
+            entry["data_version"] = done.tags.get("dagster/data_version")
+            entry["code_version"] = done.tags.get("dagster/code_version")
+            entry["inputs"] = {t.rsplit("/", 1)[-1]: v for t, v in done.tags.items() if t.startswith("dagster/input_data_version/")}
+        else:
+            entry["code_version"] = node_code
+            entry["since_last_success"] = diff_since_last_success(instance, asset, run, record.end_time if record else None, node_code)
+        assets.append(entry)
+    return {
+        "run_id": run_id,
+        "status": run.status.value,
+        "partition": run.tags.get("dagster/partition"),
+        "triggered_by": run.tags.get("dagster/sensor_name") or run.tags.get("dagster/schedule_name") or "manual",
+        "started": _time(record.start_time if record else None),
+        "ended": _time(record.end_time if record else None),
+        "failed_steps": failed_steps,
+        "failed_checks": failed_checks,
+        "assets": assets,
+    }
+
+
+def summary_lines(lineage: dict[str, Any]) -> list[str]:
+    """The incident summary: what failed, why, and what changed since the last good run."""
+    lines = [f"run {lineage['run_id']} {lineage['status']}" + (f" (partition {lineage['partition']})" if lineage["partition"] else "")
+             + f", triggered by {lineage['triggered_by']}, {lineage['started']} -> {lineage['ended']}"]
+    for step in lineage["failed_steps"]:
+        lines.append(f"failed step {step['step']}: {step['error_type']}: {step['message']}")
+        lines += [f"    at {frame}" for frame in step["frames"]]
+    for check in lineage["failed_checks"]:
+        details = ", ".join(f"{k}={json.dumps(v)}" for k, v in check["metadata"].items())[:300]
+        lines.append(f"failed check {check['check']} ({check['severity']}): {details}")
+    for asset in lineage["assets"]:
+        if asset["materialized"]:
+            inputs = ", ".join(f"{k}={v[:12]}" for k, v in asset["inputs"].items())
+            lines.append(f"materialised {asset['asset']} {asset['data_version'][:12]} (code {asset['code_version']}{'; inputs ' + inputs if inputs else ''})")
+            continue
+        diff = asset["since_last_success"]
+        if not diff["last_success"]:
+            lines.append(f"not materialised {asset['asset']}: {diff['note']}")
+            continue
+        last = diff["last_success"]
+        lines.append(f"not materialised {asset['asset']}; last success {last['data_version'][:12]} in run {last['run_id'][:8]} at {last['time']}; since then:")
+        for parent, change in diff["inputs_changed"].items():
+            if "changed_partitions" in change:
+                lines.append(f"    input {parent}: partitions {', '.join(change['changed_partitions'])} changed or new")
+            else:
+                lines.append(f"    input {parent}: {(change['then'] or '-')[:12]} -> {(change['now'] or '-')[:12]}")
+        if diff["code_version_changed"]:
+            lines.append(f"    code version: {diff['code_version_changed']['then']} -> {diff['code_version_changed']['now']}")
+        for key, change in diff["config_changed"].items():
+            lines.append(f"    config {key}: {change['then']} -> {change['now']}")
+        for batch in diff["new_batches"]:
+            extra = f", new classes {batch['new_classes']}" if batch["new_classes"] else ""
+            lines.append(f"    new batch {batch['batch']} {str(batch['data_version'])[:12]}: {batch['num_images']} images, "
+                         f"{batch['num_quarantined']} quarantined {batch['quarantine_reasons'] or ''}{extra}")
+        if not (diff["inputs_changed"] or diff["code_version_changed"] or diff["config_changed"] or diff["new_batches"]):
+            lines.append("    nothing: same inputs, code and config (a transient fault?)")
+    return lines
+
+
+def asset_lineage(instance: dg.DagsterInstance, asset: str) -> dict[str, Any]:
+    record = _latest_before(instance, asset, None)
+    if record is None or record.asset_materialization is None:
+        raise LookupError(f"{asset} has never been materialised")
+    materialization = record.asset_materialization
+    return {
+        "asset": asset,
+        "partition": materialization.partition,
+        "run_id": record.run_id,
+        "time": _time(record.timestamp),
+        "data_version": materialization.tags.get("dagster/data_version"),
+        "code_version": materialization.tags.get("dagster/code_version"),
+        "inputs": {t.rsplit("/", 1)[-1]: v for t, v in materialization.tags.items() if t.startswith("dagster/input_data_version/")},
+        "metadata": {k: getattr(v, "value", v) for k, v in materialization.metadata.items() if k != "report"},
+    }
+
+
+def model_lineage(instance: dg.DagsterInstance, mlflow: Any, reference: str) -> dict[str, Any]:
+    """NAME/VERSION or NAME@alias -> the Dagster runs, training config, dataset version and batches."""
+    client = mlflow.client()
+    if "@" in reference:
+        name, alias = reference.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias)
+    elif "/" in reference:
+        name, number = reference.rsplit("/", 1)
+        version = client.get_model_version(name, number)
+    else:
+        raise ValueError(f"expected NAME/VERSION or NAME@ALIAS, got {reference!r}")
+    tags = version.tags
+    training_run = instance.get_run_by_id(tags.get("training_dagster_run_id", ""))
+    mlflow_run = client.get_run(version.run_id) if version.run_id else None
+    batches = json.loads(tags.get("batches", "{}"))
+    batch_details = []
+    for batch, data_version in sorted(batches.items()):
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(LABELED_BATCH), asset_partitions=[batch]), limit=100
+        ).records
+        match = next((r for r in records if r.asset_materialization and r.asset_materialization.tags.get("dagster/data_version") == data_version), None)
+        batch_details.append({
+            "batch": batch,
+            "data_version": data_version,
+            "num_images": metadata_value(match.asset_materialization, "num_images") if match else None,
+            "num_quarantined": metadata_value(match.asset_materialization, "num_quarantined") if match else None,
+            "ingest_run_id": match.run_id if match else None,
+        })
+    return {
+        "model": version.name,
+        "version": int(version.version),
+        "aliases": list(version.aliases),
+        "weights_version": tags.get("weights_version"),
+        "dataset_version": tags.get("dataset_version"),
+        "training_dagster_run_id": tags.get("training_dagster_run_id"),
+        "registered_by_dagster_run_id": tags.get("dagster_run_id"),
+        "mlflow_run_id": version.run_id,
+        "training_config": {**(mlflow_run.data.params if mlflow_run else {}), **_op_config(training_run, "trained_weights")},
+        "metrics": {"mAP50": tags.get("mAP50"), "mAP50-95": tags.get("mAP50-95")},
+        "promotion_gate": tags.get("promotion_gate"),
+        "promotion_reasons": tags.get("promotion_reasons"),
+        "code_versions": json.loads(tags.get("code_versions", "{}")),
+        "batches": batch_details,
+    }
