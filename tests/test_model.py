@@ -27,6 +27,7 @@ from yolo_assets.synth import write_batch
 
 pytestmark = pytest.mark.slow
 
+FAKE_SECRET = "fake-secret-0c9a7d51"
 SMALL = {"epochs": 1, "imgsz": 96, "batch": 16, "workers": 0, "warm_start": False}
 # Enough optimiser steps on ~80 training images to leave mAP at zero behind (measured: mAP50 ~0.1).
 GOOD = {**SMALL, "epochs": 14, "imgsz": 160, "batch": 4}
@@ -78,6 +79,9 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     home = ensure_home(tmp_path_factory.mktemp("model") / "home")
     previous = os.environ.get("DAGSTER_HOME")
     os.environ["DAGSTER_HOME"] = str(dagster_home(home))
+    # Secrets in the environment must not end up in MLflow (checked below).
+    os.environ["AWS_SECRET_ACCESS_KEY"] = FAKE_SECRET
+    os.environ["YOLO_ASSETS_ALERT_WEBHOOK_URL"] = f"http://127.0.0.1:9/hooks/{FAKE_SECRET}"
     s = Scenario(home)
     write_batch(landing_dir(home) / "batch_a", 64, seed=1)
     s.tick("v1", SMALL)
@@ -91,6 +95,8 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     s.outcomes["v3"] = [s.materialize(["trained_weights", "evaluation_report", "registered_model"], SMALL)]
     s.versions["v3"] = s.latest("trained_weights").tags["dagster/data_version"]
     yield s
+    os.environ.pop("AWS_SECRET_ACCESS_KEY", None)
+    os.environ.pop("YOLO_ASSETS_ALERT_WEBHOOK_URL", None)
     s.instance.dispose()
     if previous is None:
         os.environ.pop("DAGSTER_HOME", None)
@@ -199,3 +205,30 @@ def test_registered_model_loads_with_pyfunc_and_predicts(scenario: Scenario) -> 
     detections = model.predict(pd.DataFrame({"image": [str(image)]}), params={"conf": 0.001})
     assert list(detections.columns) == DETECTION_COLUMNS
     assert len(detections) > 0 and set(detections["class_name"]) <= {"scratch", "spot", "crack"}
+
+
+def test_secrets_never_reach_mlflow(scenario: Scenario) -> None:
+    client = scenario.mlflow.client()
+    for run in scenario.runs():
+        assert FAKE_SECRET not in repr(run.data.params) and FAKE_SECRET not in repr(run.data.tags)
+    for version in client.search_model_versions(f"name='{scenario.mlflow.model_name}'"):
+        assert FAKE_SECRET not in repr(version.tags)
+
+
+def test_model_lineage_goes_back_to_runs_config_dataset_and_batches(scenario: Scenario, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from yolo_assets.cli import main
+
+    home = ["--home", str(scenario.home)]
+    assert main([*home, "lineage", "--model", f"{scenario.mlflow.model_name}@champion", "--json"]) == 0
+    lineage = json.loads(capsys.readouterr().out)
+    v2 = scenario.model_version(2)
+    assert lineage["version"] == 2 and "champion" in lineage["aliases"]
+    assert lineage["dataset_version"] == v2.tags["dataset_version"]
+    assert lineage["training_config"]["epochs"] in (GOOD["epochs"], str(GOOD["epochs"]))
+    assert scenario.instance.get_run_by_id(lineage["training_dagster_run_id"]) is not None
+    assert [b["batch"] for b in lineage["batches"]] == ["batch_a", "batch_b"]
+    assert all(b["ingest_run_id"] and b["num_images"] for b in lineage["batches"])
+    assert main([*home, "lineage", "--model", f"{scenario.mlflow.model_name}/3"]) == 0
+    assert "promotion_gate: failed" in capsys.readouterr().out

@@ -15,6 +15,7 @@ from typing import Any
 import dagster as dg
 
 from resources.artifact_store import ArtifactStore
+from yolo_assets.retries import TRANSIENT_RETRY
 from yolo_assets.fileio import atomic_write_bytes
 from resources.landing_zone import LandingZone
 from yolo_assets.checks import (
@@ -178,6 +179,7 @@ def batch_metadata(manifest: dict[str, Any], config: LabeledBatchConfig) -> dict
 
 
 @dg.asset(
+    retry_policy=TRANSIENT_RETRY,
     partitions_def=batch_partitions,
     code_version=LABELED_BATCH_CODE_VERSION,
     check_specs=[LABEL_VALIDITY, CLASS_REGISTRY],

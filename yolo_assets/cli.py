@@ -183,6 +183,18 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_recover(args: argparse.Namespace) -> int:
+    from yolo_assets.runs import recover_dead_runs
+
+    _, _, instance = _context(args)
+    recovered = recover_dead_runs(instance)
+    for run_id in recovered:
+        print(f"run {run_id}: its process is gone; marked failed, pool slots freed")
+    if not recovered:
+        print("no dead runs")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from yolo_assets.status import asset_status
 
@@ -344,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     lineage.add_argument("--asset", help="an asset key: its latest materialisation")
     lineage.add_argument("--json", action="store_true")
     lineage.set_defaults(func=cmd_lineage)
+
+    sub.add_parser("recover", help="mark runs whose process died as failed and free their pool slots").set_defaults(func=cmd_recover)
 
     demo = sub.add_parser("demo", help="the whole product on synthetic data: ingest, train, evaluate, register, retrain")
     demo.add_argument("--images", type=int, default=120, help="images per synthetic batch")

@@ -130,14 +130,49 @@ def train_detector(
     deterministic: bool,
     workers: int,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    checkpoint: Path | None = None,
 ) -> Path:
-    """Train in `workdir` (never ./runs); returns the run folder with weights/best.pt and weights/last.pt."""
+    """Train in `workdir` (never ./runs); returns the run folder with weights/best.pt and weights/last.pt.
+
+    With `checkpoint`, last.pt is copied there (atomically) after every epoch, and when that file
+    already exists the training resumes from it instead of starting over.
+    """
     from ultralytics import YOLO
 
-    detector = YOLO(model)
+    resume = checkpoint is not None and checkpoint.exists()
+    detector = YOLO(str(checkpoint) if resume else model)
     if on_epoch is not None:
         detector.add_callback("on_fit_epoch_end", lambda trainer: on_epoch(trainer.epoch + 1, epoch_metrics(trainer)))
+    if checkpoint is not None:
+        detector.add_callback("on_model_save", lambda trainer: _keep_checkpoint(Path(trainer.last), checkpoint))
     shutil.rmtree(workdir, ignore_errors=True)
+    if resume:
+        detector.train(resume=True, data=str(data_yaml), save_dir=str(workdir), workers=workers,
+                       device=resolve_device(device), plots=True)
+    else:
+        _train_from_start(detector, data_yaml, workdir, epochs=epochs, imgsz=imgsz, batch=batch, mosaic=mosaic,
+                          warmup_epochs=warmup_epochs, device=device, seed=seed, deterministic=deterministic, workers=workers)
+    for weights in ("best.pt", "last.pt"):
+        canonicalize_checkpoint(workdir / "weights" / weights)
+    return workdir
+
+
+def checkpoint_epoch(checkpoint: Path) -> int:
+    """Epochs completed in a saved checkpoint (ultralytics stores the 0-based epoch index)."""
+    import torch
+
+    return int(torch.load(checkpoint, map_location="cpu", weights_only=False)["epoch"]) + 1
+
+
+def _keep_checkpoint(last: Path, checkpoint: Path) -> None:
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    partial = checkpoint.with_name(checkpoint.name + ".partial")
+    shutil.copyfile(last, partial)
+    os.replace(partial, checkpoint)
+
+
+def _train_from_start(detector: Any, data_yaml: Path, workdir: Path, *, epochs: int, imgsz: int, batch: int,
+                      mosaic: float, warmup_epochs: float, device: str, seed: int, deterministic: bool, workers: int) -> None:
     detector.train(
         data=str(data_yaml),
         epochs=epochs,
@@ -156,9 +191,6 @@ def train_detector(
         verbose=False,
         amp=resolve_device(device) != "cpu",
     )
-    for weights in ("best.pt", "last.pt"):
-        canonicalize_checkpoint(workdir / "weights" / weights)
-    return workdir
 
 
 def validate_detector(

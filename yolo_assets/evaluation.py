@@ -17,6 +17,7 @@ from PIL import Image
 from resources.artifact_store import ArtifactStore
 from resources.mlflow_tracking import MLflowResource
 from resources.trainer import YoloWorkspace
+from yolo_assets.retries import TRANSIENT_RETRY
 from yolo_assets.automation import FOLLOW_UPSTREAM
 from yolo_assets.detector import resolve_device, validate_detector
 from yolo_assets.fileio import atomic_write_bytes
@@ -117,6 +118,7 @@ def evaluate(
 
 
 @dg.asset(
+    retry_policy=TRANSIENT_RETRY,
     deps=[trained_weights],
     code_version=EVALUATION_CODE_VERSION,
     group_name="model",

@@ -18,6 +18,7 @@ import yaml
 
 from resources.artifact_store import ArtifactStore
 from resources.dataset_policy import DatasetPolicy
+from yolo_assets.retries import TRANSIENT_RETRY
 from yolo_assets.batches import BLOBS, LABELED_BATCH, BatchVersion, labeled_batch, latest_batch_versions, quarantine_table
 from yolo_assets.checks import NEAR_DUPLICATES, SPLIT_LEAKAGE, near_duplicates_result, split_leakage_result
 from yolo_assets.fileio import atomic_write_bytes, link_or_copy
@@ -304,6 +305,7 @@ def dataset_metadata(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 @dg.asset(
+    retry_policy=TRANSIENT_RETRY,
     deps=[labeled_batch],
     code_version=PROCESSED_IMAGES_CODE_VERSION,
     check_specs=[SPLIT_LEAKAGE, NEAR_DUPLICATES],

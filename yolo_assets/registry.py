@@ -7,6 +7,7 @@ when its mAP50 clears a floor. Pass: alias `champion` moves to the new version. 
 """
 
 import json
+import warnings
 from typing import Any
 
 import dagster as dg
@@ -14,6 +15,7 @@ import dagster as dg
 from resources.artifact_store import ArtifactStore
 from resources.mlflow_tracking import MLflowResource
 from resources.model_policy import ModelPolicy
+from yolo_assets.retries import TRANSIENT_RETRY
 from yolo_assets.automation import FOLLOW_UPSTREAM
 from yolo_assets.checks import PROMOTION_GATE
 from yolo_assets.detector import ultralytics_version
@@ -62,7 +64,9 @@ def register(
     from yolo_assets.serving import SIGNATURE, YoloDetectorModel
 
     weights = weights_path(store, metrics["weights_version"])
-    with mlflow.activated(), mlflow_api.start_run(run_id=summary["mlflow_run_id"]):
+    with mlflow.activated(), mlflow_api.start_run(run_id=summary["mlflow_run_id"]), warnings.catch_warnings():
+        # The signature is declared explicitly; MLflow's hints about type hints and input examples do not apply.
+        warnings.filterwarnings("ignore", message=".*(type hint|input example).*", category=UserWarning)
         info = mlflow_api.pyfunc.log_model(
             name="model",
             python_model=YoloDetectorModel(),
@@ -79,6 +83,7 @@ def register(
 
 
 @dg.asset(
+    retry_policy=TRANSIENT_RETRY,
     deps=[evaluation_report],
     code_version=REGISTRY_CODE_VERSION,
     check_specs=[PROMOTION_GATE],

@@ -74,6 +74,38 @@ def alert_failure(defs: dg.Definitions, instance: dg.DagsterInstance, run_id: st
     notifier.send(alert_payload(lineage, notifier.run_link(run_id)), logging.getLogger("yolo_assets.alerts"))
 
 
+def recover_dead_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark runs whose process on this machine died (SIGKILL, OOM, reboot) as failed and free their
+    concurrency-pool slots, so a re-run is not left waiting for a `gpu` slot nobody will release.
+
+    What the daemon's run monitoring does for launchers that can check worker health, for the
+    embedded default where runs execute in local processes.
+    """
+    recovered = []
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+        start = next(
+            (e for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_START) if e.dagster_event),
+            None,
+        )
+        pid = start.dagster_event.pid if start else None
+        if not pid or _process_alive(pid):
+            continue
+        instance.report_run_failed(run)
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        recovered.append(run.run_id)
+    return recovered
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _cursor_file(home: Path, sensor_name: str) -> Path:
     return home / "sensor-cursors" / f"{sensor_name}.json"
 
@@ -110,6 +142,7 @@ def tick(
     """Evaluate every sensor once and execute the runs it requests, then let declarative automation
     request what the new versions call for (retrain, evaluate, register), as the daemon would."""
     outcomes: list[RunOutcome] = []
+    recover_dead_runs(instance)
     for sensor in defs.sensors or []:
         if isinstance(sensor, (dg.AutomationConditionSensorDefinition, dg.RunStatusSensorDefinition)):
             continue  # automation runs below; failure alerts are sent as runs finish

@@ -17,9 +17,10 @@ import dagster as dg
 from resources.artifact_store import ArtifactStore
 from resources.mlflow_tracking import MLflowResource
 from resources.trainer import YoloWorkspace
+from yolo_assets.retries import TRAINING_RETRY
 from yolo_assets.automation import RETRAIN_ON_NEW_DATA
 from yolo_assets.batches import LABELED_BATCH_CODE_VERSION
-from yolo_assets.detector import resolve_device, train_detector, ultralytics_version
+from yolo_assets.detector import checkpoint_epoch, resolve_device, train_detector, ultralytics_version
 from yolo_assets.fileio import atomic_write_bytes
 from yolo_assets.hashing import sha256_file
 from yolo_assets.processed_images import PROCESSED_IMAGES, PROCESSED_IMAGES_CODE_VERSION, processed_images
@@ -28,6 +29,7 @@ from yolo_assets.versioning import cache_key, latest_materialization, metadata_v
 TRAINED_WEIGHTS = "trained_weights"
 TRAINED_WEIGHTS_CODE_VERSION = "1"
 TRAINING_SUMMARY = "training.json"
+CHECKPOINTS = "checkpoints"
 KEPT_FILES = ("results.csv", "args.yaml", "results.png", "labels.jpg", "BoxPR_curve.png", "BoxF1_curve.png",
               "confusion_matrix.png", "confusion_matrix_normalized.png", "val_batch0_pred.jpg", "train_batch0.jpg")
 # Run on a GPU node in production (dagster-k8s reads this tag); ignored by the local executors.
@@ -99,23 +101,38 @@ def run_training(
     dataset_version: str,
     recipe: dict[str, Any],
     input_batches: dict[str, str],
+    key: str,
 ) -> tuple[str, dict[str, Any]]:
-    """Train, store the artifact, track it in MLflow; returns (weights data version, summary)."""
+    """Train, store the artifact, track it in MLflow; returns (weights data version, summary).
+
+    The checkpoint lives in the store under the cache key: a retried or re-launched training of the
+    same recipe on the same data resumes from it, and keeps logging to the same MLflow run.
+    """
     workspace.prepare()
     client = mlflow.client()
-    run = client.create_run(
-        mlflow.experiment_id(),
-        run_name=f"train-{dataset_version[:10]}",
-        tags={
-            "dataset_version": dataset_version,
-            "batches": json.dumps(input_batches, sort_keys=True),
-            "dagster_run_id": context.run.run_id,
-            "code_versions": json.dumps(code_versions(), sort_keys=True),
-        },
-    )
-    run_id = run.info.run_id
-    for name, value in {**recipe, "dataset_version": dataset_version, "workers": config.workers}.items():
-        client.log_param(run_id, name, str(value))
+    checkpoint = store.object_path(CHECKPOINTS, key).with_suffix(".pt")
+    run_file = checkpoint.with_suffix(".json")
+    if checkpoint.exists() and checkpoint_epoch(checkpoint) >= recipe["epochs"]:
+        checkpoint.unlink()  # killed after its last epoch: nothing left to resume, train again
+    if checkpoint.exists() and run_file.exists():
+        run_id = json.loads(run_file.read_text())["mlflow_run_id"]
+        context.log.info(f"resuming from epoch {checkpoint_epoch(checkpoint) + 1} (checkpoint of an interrupted training of this recipe)")
+        client.set_tag(run_id, "resumed_by_dagster_run_id", context.run.run_id)
+    else:
+        run = client.create_run(
+            mlflow.experiment_id(),
+            run_name=f"train-{dataset_version[:10]}",
+            tags={
+                "dataset_version": dataset_version,
+                "batches": json.dumps(input_batches, sort_keys=True),
+                "dagster_run_id": context.run.run_id,
+                "code_versions": json.dumps(code_versions(), sort_keys=True),
+            },
+        )
+        run_id = run.info.run_id
+        for name, value in {**recipe, "dataset_version": dataset_version, "workers": config.workers}.items():
+            client.log_param(run_id, name, str(value))
+        atomic_write_bytes(run_file, json.dumps({"mlflow_run_id": run_id}).encode())
     epochs = recipe["epochs"]
     last_metrics: dict[str, float] = {}
 
@@ -147,9 +164,10 @@ def run_training(
             deterministic=config.deterministic,
             workers=config.workers,
             on_epoch=on_epoch,
+            checkpoint=checkpoint,
         )
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
+    except Exception:
+        client.set_terminated(run_id, "FAILED")  # the checkpoint stays: a retry resumes from it
         raise
     version = sha256_file(rundir / "weights" / "best.pt")
     summary = {
@@ -175,10 +193,13 @@ def run_training(
     client.set_tag(run_id, "weights_version", version)
     client.set_terminated(run_id, "FINISHED")
     shutil.rmtree(rundir, ignore_errors=True)
+    checkpoint.unlink(missing_ok=True)
+    run_file.unlink(missing_ok=True)
     return version, summary
 
 
 @dg.asset(
+    retry_policy=TRAINING_RETRY,
     deps=[processed_images],
     code_version=TRAINED_WEIGHTS_CODE_VERSION,
     pool="gpu",
@@ -220,7 +241,7 @@ def trained_weights(
             f"for {recipe['epochs']} epochs on dataset {dataset_version[:12]} ({splits}) on {device}"
         )
         version, summary = run_training(
-            context, config, artifact_store, mlflow, yolo_workspace, dataset_version, recipe, input_batches
+            context, config, artifact_store, mlflow, yolo_workspace, dataset_version, recipe, input_batches, key
         )
         artifact_store.record_cache_key(TRAINED_WEIGHTS, key, version)
     final = summary["final_metrics"]
