@@ -29,7 +29,11 @@ def our_frames(error: Any, limit: int = 3) -> list[str]:
     """The innermost stack frames that are this project's code (not Dagster's or a library's)."""
     frames: list[str] = []
     while error is not None:
-        frames += [" ".join(frame.split()) for frame in error.stack if OUR_CODE.search(frame)]
+        frames += [
+            " ".join(token for token in frame.split() if set(token) != {"^"})  # drop the ^^^ markers
+            for frame in error.stack
+            if OUR_CODE.search(frame)
+        ]
         error = getattr(error, "cause", None)
     return frames[-limit:]
 
@@ -127,10 +131,15 @@ def run_lineage(instance: dg.DagsterInstance, run_id: str, asset_graph: Any | No
         elif event.event_type == dg.DagsterEventType.STEP_FAILURE and event.step_failure_data:
             error = event.step_failure_data.error
             inner = _innermost_error(error) if error else None
+            message = " ".join((inner.message if inner else "").split())
+            if inner and message.startswith(f"{inner.cls_name}: "):
+                message = message[len(inner.cls_name) + 2 :]
+            if inner and message.startswith(f"dagster._core.errors.{inner.cls_name}: "):
+                message = message[len(inner.cls_name) + 23 :]
             failed_steps.append({
                 "step": event.step_key,
                 "error_type": inner.cls_name if inner else None,
-                "message": " ".join((inner.message if inner else "").split())[:500],
+                "message": message[:500],
                 "frames": our_frames(error) if error else [],
             })
     assets = []
@@ -191,8 +200,9 @@ def summary_lines(lineage: dict[str, Any]) -> list[str]:
             lines.append(f"    config {key}: {change['then']} -> {change['now']}")
         for batch in diff["new_batches"]:
             extra = f", new classes {batch['new_classes']}" if batch["new_classes"] else ""
+            reasons = f" {json.dumps(batch['quarantine_reasons'])}" if batch["quarantine_reasons"] else ""
             lines.append(f"    new batch {batch['batch']} {str(batch['data_version'])[:12]}: {batch['num_images']} images, "
-                         f"{batch['num_quarantined']} quarantined {batch['quarantine_reasons'] or ''}{extra}")
+                         f"{batch['num_quarantined']} quarantined{reasons}{extra}")
         if not (diff["inputs_changed"] or diff["code_version_changed"] or diff["config_changed"] or diff["new_batches"]):
             lines.append("    nothing: same inputs, code and config (a transient fault?)")
     return lines

@@ -73,6 +73,19 @@ class TrainingConfig(dg.Config):
         }
 
 
+def check_model_source(model: str) -> None:
+    """A wrong architecture name or weights path is a config error: fail at once, never retry."""
+    from ultralytics.utils.checks import check_yaml
+
+    try:
+        if model.endswith((".yaml", ".yml")):
+            check_yaml(model)
+        elif not Path(model).is_file():
+            raise FileNotFoundError(f"weights file {model!r} does not exist (names are never downloaded)")
+    except Exception as error:
+        raise dg.Failure(f"model {model!r} cannot be used: {error}", allow_retries=False) from error
+
+
 def code_versions() -> dict[str, str]:
     return {
         "labeled_batch": LABELED_BATCH_CODE_VERSION,
@@ -226,6 +239,7 @@ def trained_weights(
             f"dataset {dataset_version[:12]} needs images in both splits to train, has {splits}", allow_retries=False
         )
     input_batches = metadata_value(dataset, "input_batches", {})
+    check_model_source(config.model)
     warm_start_from = champion_weights(mlflow, artifact_store) if config.warm_start else None
     device = resolve_device(config.device)
     recipe = config.recipe(device, warm_start_from)
