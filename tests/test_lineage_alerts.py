@@ -145,3 +145,16 @@ def test_asset_lineage_and_cli_errors(home: Home, land_copy, capsys: pytest.Capt
     assert result["metadata"]["input_batches"] == {"batch_a": home.data_version("labeled_batch", "batch_a")}
     assert main(["lineage", "no-such-run"]) == 2
     assert main(["lineage", "--asset", "nope"]) == 2
+
+
+def test_a_broken_training_config_fails_at_once_and_lineage_shows_our_frames(home: Home, land_copy, capsys: pytest.CaptureFixture[str]) -> None:
+    land_copy("batch_a", 6, 1)
+    home.tick()
+    outcome = home.materialize("trained_weights", run_config={"ops": {"trained_weights": {"config": {"model": "yolov8q.yaml"}}}})
+    assert not outcome.success and "yolov8q.yaml" in outcome.failure
+    restarts = home.instance.all_logs(outcome.run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY)
+    assert restarts == []  # a config error is deterministic: no retry
+    assert main(["lineage", outcome.run_id, "--json"]) == 0
+    [step] = json.loads(capsys.readouterr().out)["failed_steps"]
+    assert step["step"] == "trained_weights" and "yolov8q.yaml" in step["message"]
+    assert any("yolo_assets/training.py" in frame for frame in step["frames"])
