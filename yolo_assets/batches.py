@@ -30,9 +30,10 @@ from yolo_assets.parallel import parallel_starmap
 from yolo_assets.versioning import (
     cache_key,
     manifest_version,
-    latest_data_version,
+    latest_materialization,
     materialization_code_version,
     materialization_data_version,
+    metadata_value,
 )
 from resources.dataset_policy import DatasetPolicy
 from yolo_assets.formats import BatchFormatError, class_key, read_batch
@@ -216,7 +217,7 @@ def labeled_batch(
         artifact_store.record_cache_key(LABELED_BATCH, key, version)
     for entry in manifest["quarantine"]:
         context.log.warning(f"quarantined {entry['image'] or entry['label']}: {entry['reason']} ({entry['detail']})")
-    registry = class_registry(context.instance, artifact_store)
+    registry = class_registry(context.instance)
     known = {class_key(name, dataset_policy.case_sensitive_classes) for name in registry}
     new_classes = [n for n in manifest["classes"] if class_key(n, dataset_policy.case_sensitive_classes) not in known]
     registry_check = class_registry_result(new_classes if registry else [], registry, dataset_policy.new_class_policy)
@@ -237,12 +238,10 @@ def labeled_batch(
     )
 
 
-def class_registry(instance: dg.DagsterInstance, store: ArtifactStore) -> list[str]:
-    """The class names of the current dataset (the latest processed_images manifest)."""
-    version = latest_data_version(instance, "processed_images")
-    if not version or not store.exists("processed_images", version):
-        return []
-    return store.read_json("processed_images", version, "manifest.json")["classes"]
+def class_registry(instance: dg.DagsterInstance) -> list[str]:
+    """The class names of the current dataset, from the latest processed_images metadata (cheap:
+    no manifest read, whatever the dataset's size)."""
+    return list(metadata_value(latest_materialization(instance, "processed_images"), "classes", []) or [])
 
 
 @dataclass(frozen=True)
