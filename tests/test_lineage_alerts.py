@@ -158,3 +158,11 @@ def test_a_broken_training_config_fails_at_once_and_lineage_shows_our_frames(hom
     [step] = json.loads(capsys.readouterr().out)["failed_steps"]
     assert step["step"] == "trained_weights" and "yolov8q.yaml" in step["message"]
     assert any("yolo_assets/training.py" in frame for frame in step["frames"])
+
+
+def test_model_source_check_accepts_scaled_architecture_names() -> None:
+    from yolo_assets.training import check_model_source
+
+    check_model_source("yolov8n.yaml")  # no file of that name: ultralytics derives scale n from yolov8.yaml
+    with pytest.raises(dg.Failure):
+        check_model_source("missing-weights.pt")

@@ -75,11 +75,11 @@ class TrainingConfig(dg.Config):
 
 def check_model_source(model: str) -> None:
     """A wrong architecture name or weights path is a config error: fail at once, never retry."""
-    from ultralytics.utils.checks import check_yaml
+    from ultralytics.nn.tasks import yaml_model_load
 
     try:
         if model.endswith((".yaml", ".yml")):
-            check_yaml(model)
+            yaml_model_load(model)  # resolves scaled names (yolov8n.yaml -> yolov8.yaml, scale n) as YOLO() does
         elif not Path(model).is_file():
             raise FileNotFoundError(f"weights file {model!r} does not exist (names are never downloaded)")
     except Exception as error:
