@@ -102,6 +102,12 @@ def union_of_batches(
     return classes, items, duplicates, conflicts
 
 
+# Near-duplicates come in small groups (an image and its augmented copies); a hash band shared by
+# more images than this carries no information (flat, textureless regions) and would make the
+# lookup quadratic.
+MAX_BUCKET = 16
+
+
 def near_duplicate_pairs(records: dict[str, dict[str, Any]], max_distance: int) -> list[tuple[str, str, int]]:
     """Pairs of images whose perceptual hashes differ in at most `max_distance` bits.
 
@@ -117,6 +123,8 @@ def near_duplicate_pairs(records: dict[str, dict[str, Any]], max_distance: int) 
             buckets.setdefault((band, (value >> (band * width)) & ((1 << width) - 1)), []).append(sha)
     pairs: dict[tuple[str, str], int] = {}
     for members in buckets.values():
+        if len(members) > MAX_BUCKET:
+            continue  # a band value shared by that many images is a flat region, not a near-duplicate signal
         for i, a in enumerate(members):
             for b in members[i + 1 :]:
                 pair = (min(a, b), max(a, b))
