@@ -54,13 +54,13 @@ def bench_incremental(home: Path, images: int) -> tuple[dg.Definitions, dg.Dagst
     defs = build_definitions(home)
     instance = dg.DagsterInstance.from_config(str(dagster_home(home)))
     write_batch(landing_dir(home) / "batch_base", images, seed=11)
-    first_s, outcomes = timed(lambda: tick(defs, instance, home))
+    first_s, outcomes = timed(lambda: tick(defs, instance, home, automation=False))
     assert all(o.success for o in outcomes), outcomes
     first = processed_metadata(instance)
     first_steps = step_seconds(instance, outcomes)
     added = max(1, images // 100)
     write_batch(landing_dir(home) / "batch_added", added, seed=12)
-    second_s, outcomes = timed(lambda: tick(defs, instance, home))
+    second_s, outcomes = timed(lambda: tick(defs, instance, home, automation=False))
     assert all(o.success for o in outcomes), outcomes
     second = processed_metadata(instance)
     second_steps = step_seconds(instance, outcomes)
