@@ -23,18 +23,22 @@ def alert_payload(lineage: dict[str, Any], link: str) -> dict[str, Any]:
     }
 
 
+def send_failure_alert(instance: dg.DagsterInstance, run_id: str, asset_graph: Any, notifier: AlertNotifier, log: Any) -> None:
+    """Lineage of the failed run -> payload -> webhook; an alert goes out even when lineage cannot be read."""
+    try:
+        lineage = run_lineage(instance, run_id, asset_graph)
+    except Exception as error:
+        log.warning(f"lineage of run {run_id} unavailable: {type(error).__name__}: {error}")
+        lineage = {"run_id": run_id, "status": "FAILURE", "partition": None, "triggered_by": "", "started": None,
+                   "ended": None, "failed_steps": [], "failed_checks": [], "assets": []}
+    notifier.send(alert_payload(lineage, notifier.run_link(run_id)), log)
+
+
 @dg.run_failure_sensor(
     name="run_failure_alert",
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Posts a failed run's cause and its lineage diff to the alert webhook (or logs it).",
 )
 def run_failure_alert(context: dg.RunFailureSensorContext, alert_notifier: AlertNotifier) -> None:
-    run_id = context.dagster_run.run_id
-    try:
-        graph = context.repository_def.asset_graph if context.repository_def else None
-        lineage = run_lineage(context.instance, run_id, graph)
-    except Exception as error:  # an alert must go out even when the lineage cannot be read
-        context.log.warning(f"lineage of run {run_id} unavailable: {type(error).__name__}: {error}")
-        lineage = {"run_id": run_id, "status": "FAILURE", "partition": None, "triggered_by": "", "started": None,
-                   "ended": None, "failed_steps": [], "failed_checks": [], "assets": []}
-    alert_notifier.send(alert_payload(lineage, alert_notifier.run_link(run_id)), context.log)
+    graph = context.repository_def.asset_graph if context.repository_def else None
+    send_failure_alert(context.instance, context.dagster_run.run_id, graph, alert_notifier, context.log)

@@ -8,7 +8,7 @@ from typing import Any
 
 import dagster as dg
 
-from yolo_assets.versioning import metadata_value
+from yolo_assets.versioning import metadata_to_json, metadata_value
 
 LABELED_BATCH = "labeled_batch"
 OUR_CODE = re.compile(r'File "[^"]*/(yolo_assets|resources|sensors)/[^"]+"')
@@ -126,7 +126,7 @@ def run_lineage(instance: dg.DagsterInstance, run_id: str, asset_graph: Any | No
             failed_checks.append({
                 "check": f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}",
                 "severity": evaluation.severity.value,
-                "metadata": {k: getattr(v, "value", v) for k, v in evaluation.metadata.items()},
+                "metadata": metadata_to_json(dict(evaluation.metadata)),
             })
         elif event.event_type == dg.DagsterEventType.STEP_FAILURE and event.step_failure_data:
             error = event.step_failure_data.error
@@ -221,7 +221,7 @@ def asset_lineage(instance: dg.DagsterInstance, asset: str) -> dict[str, Any]:
         "data_version": materialization.tags.get("dagster/data_version"),
         "code_version": materialization.tags.get("dagster/code_version"),
         "inputs": {t.rsplit("/", 1)[-1]: v for t, v in materialization.tags.items() if t.startswith("dagster/input_data_version/")},
-        "metadata": {k: getattr(v, "value", v) for k, v in materialization.metadata.items() if k != "report"},
+        "metadata": {k: v for k, v in metadata_to_json(dict(materialization.metadata)).items() if k != "report"},
     }
 
 

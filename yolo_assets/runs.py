@@ -62,16 +62,14 @@ def alert_failure(defs: dg.Definitions, instance: dg.DagsterInstance, run_id: st
     """What run_failure_alert does under the daemon, for runs executed in this process."""
     import logging
 
-    from sensors.failure_alerts import alert_payload
-    from yolo_assets.lineage import run_lineage
+    from sensors.failure_alerts import send_failure_alert
 
     notifier = defs.resources.get("alert_notifier")
     if notifier is None:
         return
     if isinstance(notifier.webhook_url, dg.EnvVar):  # resolved by Dagster for sensors; here by hand
         notifier = notifier.model_copy(update={"webhook_url": notifier.webhook_url.get_value()})
-    lineage = run_lineage(instance, run_id, defs.resolve_asset_graph())
-    notifier.send(alert_payload(lineage, notifier.run_link(run_id)), logging.getLogger("yolo_assets.alerts"))
+    send_failure_alert(instance, run_id, defs.resolve_asset_graph(), notifier, logging.getLogger("yolo_assets.alerts"))
 
 
 def recover_dead_runs(instance: dg.DagsterInstance) -> list[str]:

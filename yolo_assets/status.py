@@ -7,7 +7,7 @@ import dagster as dg
 
 from yolo_assets.batches import LABELED_BATCH, batch_partitions, latest_batch_versions
 from yolo_assets.processed_images import PROCESSED_IMAGES
-from yolo_assets.versioning import latest_data_version
+from yolo_assets.versioning import latest_data_version, metadata_to_json
 
 # Model assets name the upstream version they were built from in their metadata.
 BUILT_FROM = {
@@ -15,14 +15,6 @@ BUILT_FROM = {
     "evaluation_report": ("trained_weights", "weights_version"),
     "registered_model": ("evaluation_report", "evaluation_version"),
 }
-
-
-def metadata_to_json(metadata: dict[str, dg.MetadataValue]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, value in metadata.items():
-        raw = getattr(value, "value", value)
-        out[name] = raw if isinstance(raw, (str, int, float, bool, list, dict, type(None))) else str(raw)
-    return out
 
 
 def _stale(key: dg.AssetKey, code_version: str | None, materialization: dg.AssetMaterialization | None, instance: dg.DagsterInstance) -> bool:

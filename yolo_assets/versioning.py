@@ -44,3 +44,11 @@ def metadata_value(materialization: dg.AssetMaterialization | None, name: str, d
     if materialization is None or name not in materialization.metadata:
         return default
     return getattr(materialization.metadata[name], "value", default)
+
+
+def metadata_to_json(metadata: dict[str, dg.MetadataValue]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in metadata.items():
+        raw = getattr(value, "value", value)
+        out[name] = raw if isinstance(raw, (str, int, float, bool, list, dict, type(None))) else str(raw)
+    return out
