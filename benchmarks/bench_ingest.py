@@ -124,7 +124,10 @@ def bench_sensor(home: Path, defs: dg.Definitions, instance: dg.DagsterInstance,
     total = sum(1 for p in landing_dir(home).rglob("*") if p.is_file())
 
     def evaluate(cursor: str | None) -> dg.SensorResult:
-        with dg.build_sensor_context(instance_ref=instance.get_ref(), cursor=cursor, definitions=defs, resources=defs.resources) as context:
+        # As the daemon and `yolo-assets tick` evaluate it: with the process's open instance.
+        with dg.build_sensor_context(
+            instance=instance, instance_ref=instance.get_ref(), cursor=cursor, definitions=defs, resources=defs.resources
+        ) as context:
             return labeled_data_sensor.evaluate_tick(context)
 
     cold_s, cold = timed(lambda: evaluate(None))

@@ -82,8 +82,27 @@ def test_edited_label_of_the_same_size_changes_the_version(home: Home, land_copy
     assert home.data_version("labeled_batch", "batch_a") != version
     # The sensor sees a re-upload once the marker is rewritten, and ingests it under a new run key.
     os.utime(batch / SUCCESS_MARKER, ns=(0, 1))
+    dataset_before = home.data_version("processed_images")
     [outcome] = home.tick()
     assert outcome.success
+    assert home.data_version("processed_images") != dataset_before
+    # The new version reuses the unchanged image/label pairs, but ultralytics reads the edited label.
+    edited_sha = next(i["image_sha"] for i in home.manifest("labeled_batch", "batch_a")["items"] if i["label_source"].endswith(label.name))
+    labels_read = dataset_label_files(home)
+    assert labels_read[edited_sha].split()[0] == edited.split()[0]
+    assert len(labels_read) == home.metadata("processed_images")["num_images"]
+
+
+def dataset_label_files(home: Home) -> dict[str, str]:
+    """image hash -> the label text ultralytics reads for it (image path with /images/ -> /labels/)."""
+    folder = Path(home.metadata("processed_images")["path"])
+    texts = {}
+    for split in ("train", "val"):
+        for line in (folder / f"{split}.txt").read_text().split():
+            image = Path(line)
+            label = Path(line.replace("/images/", "/labels/")).with_suffix(".txt")
+            texts[image.stem] = label.read_text()
+    return texts
 
 
 def test_reuploaded_batch_with_new_content_is_ingested_again(home: Home, land_copy, synthetic_batch_cache: Path) -> None:
@@ -230,3 +249,35 @@ def test_dataset_is_ultralytics_ready_and_its_cache_files_do_not_change_the_vers
     shutil.rmtree(home.store / "processed_images" / "_cache_keys")
     assert home.materialize("processed_images").success
     assert home.data_version("processed_images") == version
+
+
+def test_near_duplicate_search_finds_exactly_the_pairs_a_full_scan_finds() -> None:
+    """The banded, vectorised search against every pair compared directly (flat images excluded the
+    same way: a band value shared by more than MAX_BUCKET images carries no information)."""
+    import random
+    from itertools import combinations
+
+    from yolo_assets.processed_images import MAX_BUCKET, near_duplicate_pairs
+
+    rng = random.Random(5)
+    hashes: list[int] = []
+    for index in range(600):
+        if index % 5 == 0 and hashes:  # a near-duplicate of an earlier image: 0 to 4 bits flipped
+            value = rng.choice(hashes)
+            for bit in rng.sample(range(64), rng.randrange(5)):
+                value ^= 1 << bit
+        else:
+            value = rng.getrandbits(64)
+        hashes.append(value)
+    hashes += [0] * (MAX_BUCKET + 2)  # textureless images: all hash to zero
+    records = {f"{rng.getrandbits(256):064x}": {"dhash": f"{value:016x}"} for value in hashes}
+    found = near_duplicate_pairs(records, 4)
+    flat = {sha for sha, record in records.items() if int(record["dhash"], 16) == 0}
+    expected = sorted(
+        (a, b, bin(int(records[a]["dhash"], 16) ^ int(records[b]["dhash"], 16)).count("1"))
+        for a, b in combinations(sorted(records), 2)
+        if bin(int(records[a]["dhash"], 16) ^ int(records[b]["dhash"], 16)).count("1") <= 4
+    )
+    assert len(expected) > 100
+    assert [pair for pair in found if not {pair[0], pair[1]} <= flat] == [p for p in expected if not {p[0], p[1]} <= flat]
+    assert near_duplicate_pairs(dict(list(records.items())[:1]), 4) == []

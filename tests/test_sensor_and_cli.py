@@ -10,7 +10,9 @@ import dagster as dg
 import pytest
 
 from sensors.labeled_data import labeled_data_sensor
+from yolo_assets.batches import LABELED_BATCH_CODE_VERSION
 from yolo_assets.cli import main
+from yolo_assets.processed_images import PROCESSED_IMAGES_CODE_VERSION
 
 from conftest import Home
 
@@ -66,7 +68,9 @@ def test_cli_tick_then_status_json(home: Home, land_copy, capsys: pytest.Capture
     for row in assets.values():
         assert set(row) == {"key", "data_version", "code_version", "time", "partitions", "stale", "metadata"}
     for row in (assets["labeled_batch"], assets["processed_images"]):
-        assert row["stale"] is False and row["code_version"] == "1"
+        assert row["stale"] is False
+    assert assets["labeled_batch"]["code_version"] == LABELED_BATCH_CODE_VERSION
+    assert assets["processed_images"]["code_version"] == PROCESSED_IMAGES_CODE_VERSION
     assert assets["labeled_batch"]["partitions"] == 1
     assert assets["processed_images"]["data_version"] == home.data_version("processed_images")
     assert assets["processed_images"]["metadata"]["num_images"] == 6

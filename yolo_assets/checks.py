@@ -78,15 +78,18 @@ def class_registry_result(new_classes: list[str], registry: list[str], policy: s
 def split_leakage_result(manifest: Mapping[str, Any]) -> dg.AssetCheckResult:
     leaks: list[dict[str, Any]] = []
     for field in ("sha", "pixel_sha"):
-        splits_by_hash: dict[str, set[str]] = defaultdict(set)
-        members: dict[str, list[str]] = defaultdict(list)
+        first_split: dict[str, str] = {}
+        leaked: set[str] = set()
         for item in manifest["items"]:
-            splits_by_hash[item[field]].add(item["split"])
-            members[item[field]].append(item["sha"][:12])
+            if first_split.setdefault(item[field], item["split"]) != item["split"]:
+                leaked.add(item[field])
+        members: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+        for item in manifest["items"] if leaked else ():
+            if item[field] in leaked:
+                members[item[field]].append(item)
         leaks += [
-            {"identical_by": field, "splits": sorted(splits), "images": members[key]}
-            for key, splits in splits_by_hash.items()
-            if len(splits) > 1
+            {"identical_by": field, "splits": sorted({m["split"] for m in group}), "images": [m["sha"][:12] for m in group]}
+            for group in members.values()
         ]
     return dg.AssetCheckResult(
         check_name=SPLIT_LEAKAGE.name,
@@ -104,11 +107,10 @@ PROMOTION_GATE = dg.AssetCheckSpec(
 
 
 def near_duplicates_result(manifest: Mapping[str, Any], max_distance: int) -> dg.AssetCheckResult:
-    """Near-duplicates are expected (augmented copies); across splits they leak, so that warns."""
-    from yolo_assets.processed_images import near_duplicate_pairs
-
+    """Near-duplicates are expected (augmented copies); across splits they leak, so that warns.
+    The pairs are the ones the split assignment used, listed in the manifest."""
     items = {item["sha"]: item for item in manifest["items"]}
-    pairs = near_duplicate_pairs(items, max_distance)
+    pairs = [tuple(pair) for pair in manifest["near_duplicates"]]
     across = [(a, b, d) for a, b, d in pairs if items[a]["split"] != items[b]["split"]]
     return dg.AssetCheckResult(
         check_name=NEAR_DUPLICATES.name,

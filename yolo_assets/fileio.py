@@ -30,6 +30,10 @@ def link_or_copy(src: str | Path, dst: str | Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def object_file(namespace_root: Path, key: str) -> Path:
+def object_relpath(key: str) -> str:
     """Layout of content-addressed objects: fan out on the key's first two characters."""
-    return namespace_root / key[:2] / key
+    return f"{key[:2]}/{key}"
+
+
+def object_file(namespace_root: Path, key: str) -> Path:
+    return namespace_root / object_relpath(key)

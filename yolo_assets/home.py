@@ -15,6 +15,14 @@ telemetry:
 concurrency:
   pools:
     default_limit: 1  # the "gpu" pool: two trainings never share one device
+# All runs' events in one SQLite file (WAL) instead of one new database per run: creating and
+# migrating a per-run database cost ~0.25 s of every run's fixed overhead.
+event_log_storage:
+  module: dagster._core.storage.event_log
+  class: ConsolidatedSqliteEventLogStorage
+  config:
+    base_dir:
+      env: DAGSTER_HOME
 """
 
 

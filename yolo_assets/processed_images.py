@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import numpy as np
 import yaml
 
 from resources.artifact_store import ArtifactStore
@@ -21,15 +22,15 @@ from resources.dataset_policy import DatasetPolicy
 from yolo_assets.retries import TRANSIENT_RETRY
 from yolo_assets.batches import BLOBS, LABELED_BATCH, BatchVersion, labeled_batch, latest_batch_versions, quarantine_table
 from yolo_assets.checks import NEAR_DUPLICATES, SPLIT_LEAKAGE, near_duplicates_result, split_leakage_result
-from yolo_assets.fileio import atomic_write_bytes, link_or_copy
+from yolo_assets.fileio import atomic_write_bytes, link_or_copy, object_relpath
 from yolo_assets.formats import class_key
 from yolo_assets.hashing import canonical_json, hash_json
 from yolo_assets.parallel import parallel_starmap
 from yolo_assets.preprocess import cached_image, cached_record, preprocess_namespace, preprocess_one
-from yolo_assets.versioning import cache_key, latest_data_version, manifest_version
+from yolo_assets.versioning import cache_key, encoded_manifest, latest_data_version
 
 PROCESSED_IMAGES = "processed_images"
-PROCESSED_IMAGES_CODE_VERSION = "1"
+PROCESSED_IMAGES_CODE_VERSION = "2"
 SPLITS = ("train", "val", "test")
 DATASET_ITEMS = "dataset-items"
 
@@ -109,30 +110,39 @@ MAX_BUCKET = 16
 
 
 def near_duplicate_pairs(records: dict[str, dict[str, Any]], max_distance: int) -> list[tuple[str, str, int]]:
-    """Pairs of images whose perceptual hashes differ in at most `max_distance` bits.
+    """Pairs of images whose perceptual hashes differ in at most `max_distance` bits, sorted.
 
     Band the 64-bit hash into max_distance + 1 chunks: two hashes that close agree exactly on at
-    least one chunk (pigeonhole), so only images sharing a chunk are compared: no N^2 scan.
+    least one chunk (pigeonhole), so only images sharing a chunk value are compared: no N^2 scan.
+    Vectorised: per band, sort the chunk values and pair each image with the next MAX_BUCKET - 1
+    images of the same value, which costs a few milliseconds per thousand images.
     """
-    bands = max_distance + 1
+    shas = sorted(records)
+    if len(shas) < 2:
+        return []
+    hashes = np.array([int(records[sha]["dhash"], 16) for sha in shas], dtype=np.uint64)
+    bands = min(max_distance + 1, 64)
     width = -(-64 // bands)
-    buckets: dict[tuple[int, int], list[str]] = {}
-    for sha, record in records.items():
-        value = int(record["dhash"], 16)
-        for band in range(bands):
-            buckets.setdefault((band, (value >> (band * width)) & ((1 << width) - 1)), []).append(sha)
-    pairs: dict[tuple[str, str], int] = {}
-    for members in buckets.values():
-        if len(members) > MAX_BUCKET:
-            continue  # a band value shared by that many images is a flat region, not a near-duplicate signal
-        for i, a in enumerate(members):
-            for b in members[i + 1 :]:
-                pair = (min(a, b), max(a, b))
-                if pair not in pairs:
-                    distance = bin(int(records[a]["dhash"], 16) ^ int(records[b]["dhash"], 16)).count("1")
-                    if distance <= max_distance:
-                        pairs[pair] = distance
-    return sorted((a, b, d) for (a, b), d in pairs.items())
+    mask = np.uint64((1 << width) - 1) if width < 64 else np.uint64(2**64 - 1)
+    firsts, seconds = [], []
+    for band in range(bands):
+        values = (hashes >> np.uint64(band * width)) & mask
+        order = np.argsort(values, kind="stable")
+        ordered = values[order]
+        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+        sizes = np.diff(np.r_[starts, len(ordered)])
+        usable = np.repeat(sizes <= MAX_BUCKET, sizes)  # members of buckets that carry information
+        for offset in range(1, min(MAX_BUCKET, len(ordered))):
+            same = (ordered[offset:] == ordered[:-offset]) & usable[offset:]
+            firsts.append(order[:-offset][same])
+            seconds.append(order[offset:][same])
+    first, second = np.concatenate(firsts), np.concatenate(seconds)
+    low, high = np.minimum(first, second), np.maximum(first, second)
+    candidates = np.unique(low.astype(np.int64) * len(shas) + high)
+    low, high = candidates // len(shas), candidates % len(shas)
+    distances = np.bitwise_count(hashes[low] ^ hashes[high])
+    close = distances <= max_distance
+    return [(shas[a], shas[b], int(d)) for a, b, d in zip(low[close], high[close], distances[close])]
 
 
 def assign_splits(
@@ -160,21 +170,28 @@ def assign_splits(
 RECORD_FIELDS = ("width", "height", "file_sha", "pixel_sha", "dhash")
 
 
-def previous_records(
-    instance: dg.DagsterInstance, store: ArtifactStore, config: ProcessedImagesConfig
-) -> dict[str, dict[str, Any]]:
-    """Per-image cache records already listed in the latest dataset built with the same settings.
-
-    Reading one manifest instead of one cache record per image keeps an incremental build O(k).
-    """
+def previous_dataset(instance: dg.DagsterInstance, store: ArtifactStore) -> tuple[str, dict[str, Any]] | None:
+    """The latest dataset version and its manifest, read once per build: the per-image records,
+    the item folders and the diff all come from it."""
     version = latest_data_version(instance, PROCESSED_IMAGES)
     if not version or not store.exists(PROCESSED_IMAGES, version):
+        return None
+    return version, store.read_json(PROCESSED_IMAGES, version, "manifest.json")
+
+
+def reusable_rows(previous: dict[str, Any] | None, config: ProcessedImagesConfig) -> dict[str, dict[str, Any]]:
+    """Rows of the previous dataset, by image hash, when it was built with the same preprocessing.
+
+    Their per-image records and item folders are reused as they are: an incremental build reads
+    one manifest instead of one cache record per image, and checks no folder it already listed.
+    """
+    if not previous or not previous["items"]:
         return {}
-    manifest = store.read_json(PROCESSED_IMAGES, version, "manifest.json")
-    previous_settings = ProcessedImagesConfig(**manifest["settings"]).preprocess_settings()
-    if previous_settings != config.preprocess_settings() or any(f not in manifest["items"][0] for f in RECORD_FIELDS if manifest["items"]):
+    if ProcessedImagesConfig(**previous["settings"]).preprocess_settings() != config.preprocess_settings():
         return {}
-    return {item["sha"]: {field: item[field] for field in RECORD_FIELDS} for item in manifest["items"]}
+    if any(field not in previous["items"][0] for field in (*RECORD_FIELDS, "pair")):
+        return {}  # written by an older code version
+    return {row["sha"]: row for row in previous["items"]}
 
 
 def preprocess_missing(
@@ -201,18 +218,31 @@ def preprocess_missing(
     return records, len(missing)  # type: ignore[return-value]
 
 
+def pair_key(namespace: str, sha: str, labels: list[list[Any]]) -> str:
+    """Content address of an image/label pair: the preprocessed image and its label text."""
+    return hash_json([namespace, sha, labels])
+
+
 def build_manifest(
     classes: list[str],
     items: dict[str, dict[str, Any]],
     records: dict[str, dict[str, Any]],
-    splits: dict[str, str],
+    pairs: list[tuple[str, str, int]],
     config: ProcessedImagesConfig,
     policy: DatasetPolicy,
+    reusable: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
+    splits = assign_splits(items, pairs, config, policy)
+    namespace = preprocess_namespace(config.preprocess_settings())
     class_id = {class_key(name, policy.case_sensitive_classes): i for i, name in enumerate(classes)}
     rows = []
     for sha in sorted(items):
         item, record = items[sha], records[sha]
+        labels = [[class_id[class_key(box[0], policy.case_sensitive_classes)], *box[1:]] for box in item["boxes"]]
+        previous = reusable.get(sha)
+        if previous and previous["labels"] == labels and previous["split"] == splits[sha]:
+            rows.append(previous)  # same image, labels and split as in the previous version: same row
+            continue
         rows.append(
             {
                 "sha": sha,
@@ -222,48 +252,65 @@ def build_manifest(
                 "dhash": record["dhash"],
                 "width": record["width"],
                 "height": record["height"],
-                "labels": [[class_id[class_key(box[0], policy.case_sensitive_classes)], *box[1:]] for box in item["boxes"]],
+                "labels": labels,
+                "pair": previous["pair"] if previous and previous["labels"] == labels else pair_key(namespace, sha, labels),
             }
         )
-    return {"classes": classes, "settings": config.output_settings(), "policy": policy.model_dump(), "items": rows}
+    return {
+        "classes": classes,
+        "settings": config.output_settings(),
+        "policy": policy.model_dump(),
+        "items": rows,
+        "near_duplicates": [list(pair) for pair in pairs],
+    }
 
 
 def label_text(labels: list[list[float]]) -> str:
     return "".join(f"{int(l[0])} {l[1]:.6f} {l[2]:.6f} {l[3]:.6f} {l[4]:.6f}\n" for l in labels)
 
 
-def ensure_item_folder(store: ArtifactStore, cache_root: Path, namespace: str, item: dict[str, Any]) -> str:
-    """A content-addressed `<key>/images/<sha>.jpg` + `<key>/labels/<sha>.txt` pair; returns the image path.
+def ensure_item_folder(store: ArtifactStore, cache_root: Path, row: dict[str, Any]) -> None:
+    """Write the content-addressed pair `<pair>/images/<sha>.jpg` + `<pair>/labels/<sha>.txt` unless
+    it is there.
 
     Ultralytics finds a label by swapping the last `/images/` of the image path for `/labels/`, so
     dataset versions can list these shared pairs instead of re-linking every image: a new version
     costs O(new items) file operations plus two list files.
     """
-    sha = item["sha"]
-    folder = store.object_path(DATASET_ITEMS, hash_json([namespace, sha, item["labels"]]))
-    image = f"{folder}/images/{sha}.jpg"
-    if os.path.exists(image):
-        return image
+    sha, folder = row["sha"], store.object_path(DATASET_ITEMS, row["pair"])
+    if os.path.exists(f"{folder}/images/{sha}.jpg"):
+        return
     staging = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}")
     os.makedirs(f"{staging}/images")
     os.mkdir(f"{staging}/labels")
     with open(f"{staging}/labels/{sha}.txt", "w") as label_file:
-        label_file.write(label_text(item["labels"]))
+        label_file.write(label_text(row["labels"]))
     link_or_copy(cached_image(cache_root, sha), f"{staging}/images/{sha}.jpg")
     try:
         os.rename(staging, folder)  # atomic: the pair appears complete or not at all
     except OSError:
         shutil.rmtree(staging, ignore_errors=True)  # a concurrent writer committed the same pair
-    return image
 
 
-def write_dataset(store: ArtifactStore, manifest: dict[str, Any], config: ProcessedImagesConfig, version: str) -> None:
-    """The ultralytics-ready dataset: data.yaml naming train.txt / val.txt image lists, and the manifest."""
-    namespace = preprocess_namespace(config.preprocess_settings())
-    cache_root = store.object_root(namespace)
+def write_dataset(
+    store: ArtifactStore,
+    manifest: dict[str, Any],
+    encoded: bytes,
+    version: str,
+    listed: set[str],
+) -> None:
+    """The ultralytics-ready dataset: data.yaml naming train.txt / val.txt image lists, and the manifest.
+
+    Pairs in `listed` belong to a committed earlier version, so they exist: only the others are
+    checked and written.
+    """
+    cache_root = store.object_root(preprocess_namespace(ProcessedImagesConfig(**manifest["settings"]).preprocess_settings()))
+    items_root = store.object_root(DATASET_ITEMS)
     lists: dict[str, list[str]] = {split: [] for split in SPLITS}
-    for item in manifest["items"]:
-        lists[item["split"]].append(ensure_item_folder(store, cache_root, namespace, item))
+    for row in manifest["items"]:
+        if row["pair"] not in listed:
+            ensure_item_folder(store, cache_root, row)
+        lists[row["split"]].append(f"{items_root}/{object_relpath(row['pair'])}/images/{row['sha']}.jpg")
     with store.write_artifact(PROCESSED_IMAGES, version) as staging:
         for split, paths in lists.items():
             if paths or split != "test":
@@ -273,24 +320,29 @@ def write_dataset(store: ArtifactStore, manifest: dict[str, Any], config: Proces
             data_yaml["test"] = "test.txt"
         data_yaml.update({"nc": len(manifest["classes"]), "names": dict(enumerate(manifest["classes"]))})
         (staging / "data.yaml").write_text(yaml.safe_dump(data_yaml, sort_keys=False))
-        atomic_write_bytes(staging / "manifest.json", canonical_json(manifest), durable=True)
+        atomic_write_bytes(staging / "manifest.json", encoded, durable=True)
 
 
 def dataset_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """Images added / removed / relabeled between two dataset manifests, and box counts per class."""
 
-    def labels(manifest: dict[str, Any]) -> dict[str, list[list[Any]]]:
-        return {
-            item["sha"]: sorted([manifest["classes"][int(l[0])], *l[1:]] for l in item["labels"]) for item in manifest["items"]
-        }
+    def named(manifest: dict[str, Any], row: dict[str, Any]) -> list[list[Any]]:
+        return sorted([manifest["classes"][int(l[0])], *l[1:]] for l in row["labels"])
 
-    before, after = labels(old), labels(new)
-    added, removed = sorted(set(after) - set(before)), sorted(set(before) - set(after))
-    relabeled = sorted(sha for sha in set(before) & set(after) if before[sha] != after[sha])
+    before = {row["sha"]: row for row in old["items"]}
+    after = {row["sha"]: row for row in new["items"]}
+    same_classes = old["classes"] == new["classes"]
+    added, removed = sorted(after.keys() - before.keys()), sorted(before.keys() - after.keys())
+    relabeled = sorted(
+        sha
+        for sha in before.keys() & after.keys()
+        if (not same_classes or before[sha]["labels"] != after[sha]["labels"])
+        and named(old, before[sha]) != named(new, after[sha])
+    )
     per_class: dict[str, dict[str, int]] = {}
-    for shas, side, field in ((added, after, "added"), (removed, before, "removed"), (relabeled, after, "relabeled")):
+    for shas, manifest, rows, field in ((added, new, after, "added"), (removed, old, before, "removed"), (relabeled, new, after, "relabeled")):
         for sha in shas:
-            for name in {box[0] for box in side[sha]} or {"(background)"}:
+            for name in {box[0] for box in named(manifest, rows[sha])} or {"(background)"}:
                 per_class.setdefault(name, {"added": 0, "removed": 0, "relabeled": 0})[field] += 1
     return {
         "added": len(added),
@@ -336,7 +388,7 @@ def processed_images(
     if not included:
         raise dg.Failure(description="no labeled batch has passed its checks yet: nothing to build", allow_retries=False)
     inputs = {b.partition: b.data_version for b in included}
-    previous_version = latest_data_version(context.instance, PROCESSED_IMAGES)
+    previous = previous_dataset(context.instance, artifact_store)
     key = cache_key(
         PROCESSED_IMAGES_CODE_VERSION, inputs, {**config.output_settings(), "policy": dataset_policy.model_dump()}
     )
@@ -344,25 +396,24 @@ def processed_images(
     cache_hit, num_processed = version is not None, 0
     union_metadata: dict[str, Any] = {}
     if version is not None:
-        manifest = artifact_store.read_json(PROCESSED_IMAGES, version, "manifest.json")
+        manifest = previous[1] if previous and previous[0] == version else artifact_store.read_json(PROCESSED_IMAGES, version, "manifest.json")
     else:
         classes, items, duplicates, conflicts = union_of_batches(artifact_store, included, dataset_policy)
         union_metadata["duplicate_images"] = duplicates
         union_metadata["label_conflicts"] = dg.MetadataValue.md(quarantine_table(conflicts))
         for conflict in conflicts:
             context.log.warning(f"left out {conflict['image']}: {conflict['reason']} ({conflict['detail']})")
-        known = previous_records(context.instance, artifact_store, config)
-        records, num_processed = preprocess_missing(artifact_store, items, config, known)
+        reusable = reusable_rows(previous[1] if previous else None, config)
+        records, num_processed = preprocess_missing(artifact_store, items, config, reusable)
         pairs = near_duplicate_pairs(records, dataset_policy.near_duplicate_distance)
-        manifest = build_manifest(classes, items, records, assign_splits(items, pairs, config, dataset_policy), config, dataset_policy)
-        version = manifest_version(manifest)
+        manifest = build_manifest(classes, items, records, pairs, config, dataset_policy, reusable)
+        version, encoded = encoded_manifest(manifest)
         if not artifact_store.exists(PROCESSED_IMAGES, version):
-            write_dataset(artifact_store, manifest, config, version)
+            write_dataset(artifact_store, manifest, encoded, version, {row["pair"] for row in reusable.values()})
         artifact_store.record_cache_key(PROCESSED_IMAGES, key, version)
-    if previous_version and previous_version != version and artifact_store.exists(PROCESSED_IMAGES, previous_version):
-        previous = artifact_store.read_json(PROCESSED_IMAGES, previous_version, "manifest.json")
-        union_metadata["diff_base"] = previous_version
-        union_metadata["diff"] = dg.MetadataValue.json(dataset_diff(previous, manifest))
+    if previous and previous[0] != version:
+        union_metadata["diff_base"] = previous[0]
+        union_metadata["diff"] = dg.MetadataValue.json(dataset_diff(previous[1], manifest))
     elapsed = time.perf_counter() - started
     context.log.info(
         f"dataset {version[:12]}: {len(manifest['items'])} images, {num_processed} decoded, cache_hit={cache_hit}, {elapsed:.2f}s"

@@ -146,9 +146,10 @@ def tick(
             continue  # automation runs below; failure alerts are sent as runs finish
         cursor_file = _cursor_file(home, sensor.name)
         cursor = json.loads(cursor_file.read_text())["cursor"] if cursor_file.exists() else None
-        # An instance_ref (not the instance) lets Dagster validate partitions added in this same tick.
+        # The instance_ref lets Dagster validate partitions added in this same tick; the instance
+        # itself spares it opening a second one (~0.1 s of storage set-up per tick).
         with dg.build_sensor_context(
-            instance_ref=instance.get_ref(), cursor=cursor, definitions=defs, sensor_name=sensor.name, resources=defs.resources
+            instance=instance, instance_ref=instance.get_ref(), cursor=cursor, definitions=defs, sensor_name=sensor.name, resources=defs.resources
         ) as context:
             data = sensor.evaluate_tick(context)
         for request in data.dynamic_partitions_requests or []:

@@ -7,7 +7,7 @@ from typing import Any
 
 import dagster as dg
 
-from yolo_assets.hashing import hash_json
+from yolo_assets.hashing import canonical_json, hash_json, sha256_bytes
 
 
 def cache_key(code_version: str, inputs: Any, config: Mapping[str, Any]) -> str:
@@ -15,9 +15,15 @@ def cache_key(code_version: str, inputs: Any, config: Mapping[str, Any]) -> str:
     return hash_json({"code_version": code_version, "inputs": inputs, "config": dict(config)})
 
 
+def encoded_manifest(manifest: Mapping[str, Any]) -> tuple[str, bytes]:
+    """Rule 2: a dataset's data version is the hash of its manifest. Returns (version, the canonical
+    bytes that hash to it), so the bytes written are the bytes hashed, serialised once."""
+    data = canonical_json(manifest)
+    return sha256_bytes(data), data
+
+
 def manifest_version(manifest: Mapping[str, Any]) -> str:
-    """Rule 2: a dataset's data version is the hash of its manifest."""
-    return hash_json(manifest)
+    return encoded_manifest(manifest)[0]
 
 
 def materialization_data_version(record: dg.EventLogRecord) -> str | None:
