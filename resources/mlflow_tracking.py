@@ -56,10 +56,12 @@ class MLflowResource(dg.ConfigurableResource):
         try:
             yield
         finally:
+            # mlflow.set_*_uri(None) resets MLflow's own default (and writes the environment), so the
+            # environment is restored last.
+            mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])
+            mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"])
             for name, value in saved.items():
                 if value is None:
                     os.environ.pop(name, None)
                 else:
                     os.environ[name] = value
-            mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"] or "")
-            mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"] or "")

@@ -14,7 +14,10 @@ class YoloWorkspace(dg.ConfigurableResource):
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
-    def prepare(self) -> None:
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Before any step that uses ultralytics runs: ultralytics fixes its settings folder when it is
+        first imported, so YOLO_CONFIG_DIR must be set before then (not inside the asset, after
+        model checks that already import it)."""
         from yolo_assets.detector import configure_ultralytics
 
         configure_ultralytics(Path(self.ultralytics_config_dir))

@@ -195,7 +195,8 @@ def test_same_image_in_two_batches_with_different_labels(home: Home) -> None:
         root = exports.label_studio(home.landing / name, 3, seed=25 if name == "batch_one" else 26)
         item(root, "shared", jpeg_bytes(shared[1]), label)
         exports.mark_complete(root)
-    assert all(o.success for o in home.tick())
+    outcomes = home.tick()
+    assert outcomes and all(o.success for o in outcomes)
     meta = home.metadata("processed_images")
     assert meta["num_images"] == 6  # both copies of the conflicting image are left out, with the reason
     assert meta["label_conflicts"].count("`label_conflict`") == 2
@@ -210,7 +211,8 @@ def test_same_image_in_two_batches_with_different_labels(home: Home) -> None:
 def test_new_class_policy_reject_fails_the_batch_with_a_reason(home: Home) -> None:
     home.defs = build_definitions(home.path, dataset_policy=DatasetPolicy(new_class_policy="reject"))
     exports.mark_complete(exports.label_studio(home.landing / "batch_first", 4, seed=27))
-    assert all(o.success for o in home.tick())
+    outcomes = home.tick()
+    assert outcomes and all(o.success for o in outcomes)
     root = home.land("batch_new_class", 4, 28, classes=("scratch", "dent"))
     [outcome] = home.tick()
     assert not outcome.success and "class_registry" in outcome.failure

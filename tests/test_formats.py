@@ -33,6 +33,7 @@ def test_each_export_is_ingested_with_every_item(home: Home, kind: str) -> None:
     assert meta["classes"] == list(exports.CLASSES)
     manifest = home.manifest("labeled_batch", "batch_x")
     expected = {stem: lines for stem, _, lines, _ in exports.samples(6, 11)}
+    assert sorted(Path(item["source"]).stem for item in manifest["items"]) == sorted(expected)
     for item in manifest["items"]:
         stem = Path(item["source"]).stem
         got = sorted(f"{exports.CLASSES.index(b[0])} {b[1]:.3f} {b[2]:.3f} {b[3]:.3f} {b[4]:.3f}" for b in item["boxes"])
@@ -114,7 +115,8 @@ def test_dataset_diff_in_metadata_and_cli(home: Home, capsys: pytest.CaptureFixt
     relabeled.write_text("2 0.5 0.5 0.3 0.3\n")
     os.utime(root / "_SUCCESS")
     exports.mark_complete(exports.label_studio(home.landing / "batch_b", 2, seed=17))
-    assert all(o.success for o in home.tick())
+    outcomes = home.tick()
+    assert outcomes and all(o.success for o in outcomes)
     # Two runs: batch_a again (one image relabeled), then batch_b (two images added).
     diff = home.metadata("processed_images")["diff"]
     assert (diff["added"], diff["removed"], diff["relabeled"]) == (2, 0, 0)

@@ -66,7 +66,8 @@ def failing_home(home: Home, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("YOLO_ASSETS_NEW_CLASS_POLICY", "reject")
     home.defs = build_definitions(home.path)
     exports.mark_complete(exports.label_studio(home.landing / "batch_good", 4, seed=41))
-    assert all(o.success for o in home.tick())
+    outcomes = home.tick()
+    assert outcomes and all(o.success for o in outcomes)
     home.land("batch_dents", 4, 42, classes=("scratch", "dent"))
     [failed] = home.tick()
     assert not failed.success

@@ -209,9 +209,11 @@ def test_registered_model_loads_with_pyfunc_and_predicts(scenario: Scenario) -> 
 
 def test_secrets_never_reach_mlflow(scenario: Scenario) -> None:
     client = scenario.mlflow.client()
-    for run in scenario.runs():
+    runs, versions = scenario.runs(), client.search_model_versions(f"name='{scenario.mlflow.model_name}'")
+    assert runs and versions
+    for run in runs:
         assert FAKE_SECRET not in repr(run.data.params) and FAKE_SECRET not in repr(run.data.tags)
-    for version in client.search_model_versions(f"name='{scenario.mlflow.model_name}'"):
+    for version in versions:
         assert FAKE_SECRET not in repr(version.tags)
 
 

@@ -31,7 +31,8 @@ def test_killed_training_resumes_from_a_later_epoch_and_finishes_registered(tmp_
     defs = build_definitions(home, model_policy=ModelPolicy(first_model_min_map50=0.0))  # a tiny model
     instance = dg.DagsterInstance.from_config(str(dagster_home(home)))
     write_batch(landing_dir(home) / "batch_a", 32, seed=6)
-    assert all(o.success for o in tick(defs, instance, home, automation=False))
+    outcomes = tick(defs, instance, home, automation=False)
+    assert outcomes and all(o.success for o in outcomes)
     config = {"ops": {"trained_weights": {"config": {"epochs": EPOCHS, "imgsz": 64, "batch": 8, "workers": 0, "warm_start": False}}}}
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
     command = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "yolo_assets.definitions",

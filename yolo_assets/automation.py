@@ -1,9 +1,10 @@
 """Sensor-driven retraining: declarative automation from a new dataset version to a registered model.
 
 `trained_weights` materialises when `processed_images` gets a new data version (not merely a new
-materialisation), its checks passed (blocking `split_leakage`, and `retrain_gate`: at least
+materialisation), its blocking checks passed (`split_leakage`, and `retrain_gate`: at least
 `min_new_images` new images since the dataset the current weights were trained on), and nothing
-upstream is running. `evaluation_report` and `registered_model` follow in the same run.
+upstream is running (the advisory `near_duplicates` does not hold it back). `evaluation_report` and
+`registered_model` follow in the same run.
 """
 
 
@@ -25,7 +26,7 @@ FIRST_BUILD = (
 RETRAIN_ON_NEW_DATA = (
     (
         AC.any_deps_match(AC.data_version_changed()).since_last_handled()
-        & AC.any_deps_match(AC.all_checks_match(AC.check_passed()))
+        & AC.any_deps_match(AC.all_checks_match(AC.check_passed(), blocking_only=True))
         & ~AC.any_deps_in_progress()
         & ~AC.in_progress()
     ).with_label("new dataset version with enough new images")
@@ -50,7 +51,9 @@ def dataset_images(store: ArtifactStore, version: str) -> set[str]:
 @dg.asset_check(
     asset=processed_images,
     name="retrain_gate",
-    blocking=False,
+    # Blocking so RETRAIN_ON_NEW_DATA can require it with the blocking checks (split_leakage) and
+    # leave out the advisory near_duplicates; it only ever fails with WARN severity, which halts nothing.
+    blocking=True,
     description="Passes when at least min_new_images images are new since the dataset the current weights were trained on.",
 )
 def retrain_gate(
@@ -59,7 +62,7 @@ def retrain_gate(
     current = latest_data_version(context.instance, PROCESSED_IMAGES)
     trained_on = metadata_value(latest_materialization(context.instance, "trained_weights"), "dataset_version")
     if current is None:
-        return dg.AssetCheckResult(passed=False, metadata={"reason": "no dataset yet"})
+        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={"reason": "no dataset yet"})
     if not trained_on or not artifact_store.exists(PROCESSED_IMAGES, trained_on):
         return dg.AssetCheckResult(passed=True, metadata={"reason": "no trained model yet", "min_new_images": model_policy.min_new_images})
     new_images = len(dataset_images(artifact_store, current) - dataset_images(artifact_store, trained_on))

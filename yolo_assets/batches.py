@@ -93,7 +93,7 @@ def resolve_duplicates(items: list[dict[str, Any]], policy: DatasetPolicy) -> tu
 
 def build_manifest(
     root: Path, config: LabeledBatchConfig, policy: DatasetPolicy, store: ArtifactStore, rejected_members: list[dict[str, Any]]
-) -> tuple[dict[str, Any], dict[str, int]]:
+) -> dict[str, Any]:
     layout = read_batch(root)
     results = parallel_starmap(
         inspect_item,
@@ -124,14 +124,13 @@ def build_manifest(
             }
         )
     items, duplicates = resolve_duplicates(accepted, policy)
-    manifest = {
+    return {
         "format": layout.format,
         "classes": layout.class_names,
         "items": items,
         "quarantine": quarantine + duplicates,
         "notes": {**layout.notes, **fixes},
     }
-    return manifest, dict(fixes)
 
 
 def write_batch_artifact(store: ArtifactStore, root: Path, manifest: dict[str, Any], version: str) -> None:
@@ -208,7 +207,7 @@ def labeled_batch(
     else:
         with landing_zone.open_batch(batch) as (root, rejected_members):
             try:
-                manifest, _ = build_manifest(root, config, dataset_policy, artifact_store, rejected_members)
+                manifest = build_manifest(root, config, dataset_policy, artifact_store, rejected_members)
             except BatchFormatError as error:
                 raise dg.Failure(description=f"batch {batch!r} cannot be read: {error}", allow_retries=False) from error
             version = manifest_version(manifest)

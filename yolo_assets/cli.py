@@ -238,7 +238,7 @@ def format_table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def demo_summary(defs: Any, instance: Any) -> str:
+def demo_summary(defs: Any, instance: Any, registered: list[dict[str, Any]]) -> str:
     from yolo_assets.status import asset_status
 
     key_metrics = ("num_images", "num_processed", "epochs", "train_mAP50", "mAP50", "mAP50-95", "champion_mAP50-95", "model_version", "alias")
@@ -249,7 +249,7 @@ def demo_summary(defs: Any, instance: Any) -> str:
         rows.append([row["key"], (row["data_version"] or "-")[:12], str(metadata.get("cache_hit", "-")), metrics])
     versions = [
         [str(v["version"]), ",".join(v["aliases"]) or "-", v["mAP50"] or "-", v["mAP50-95"] or "-", v["promotion_gate"], v["dataset_version"], v["batches"]]
-        for v in model_versions(defs)
+        for v in registered
     ]
     return (
         format_table(["asset", "data version", "cache hit", "key metrics"], rows)
@@ -283,9 +283,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         step_outcomes = tick(defs, instance, home)
         _print_outcomes(step_outcomes)
         outcomes += step_outcomes
-    print()
-    print(demo_summary(defs, instance))
     versions = model_versions(defs)
+    print()
+    print(demo_summary(defs, instance, versions))
     print(f"\ndemo finished in {time.perf_counter() - started:.0f}s")
     print(f"Dagster UI: make ui          (or: {HOME_ENV_VAR}={home} yolo-assets ui)  -> http://127.0.0.1:3000")
     print(f"MLflow UI:  make mlflow-ui   (or: {HOME_ENV_VAR}={home} yolo-assets mlflow-ui)  -> http://127.0.0.1:5000")

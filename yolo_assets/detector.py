@@ -18,8 +18,6 @@ from typing import Any
 os.environ.setdefault("YOLO_OFFLINE", "true")
 os.environ.setdefault("YOLO_VERBOSE", "false")  # per-epoch progress goes to the Dagster log instead
 
-PLOT_FILES = ("BoxPR_curve.png", "BoxF1_curve.png", "confusion_matrix.png", "confusion_matrix_normalized.png")
-
 
 def configure_ultralytics(config_dir: Path) -> None:
     """Offline, no telemetry, no third-party loggers (our own callback logs to MLflow)."""

@@ -6,7 +6,6 @@ on the asset page, and logs it to the training's MLflow run. Data version = hash
 
 import base64
 import io
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,9 @@ from yolo_assets.retries import TRANSIENT_RETRY
 from yolo_assets.automation import FOLLOW_UPSTREAM
 from yolo_assets.detector import resolve_device, validate_detector
 from yolo_assets.fileio import atomic_write_bytes
-from yolo_assets.hashing import canonical_json, hash_json
 from yolo_assets.processed_images import PROCESSED_IMAGES
 from yolo_assets.training import TRAINED_WEIGHTS, TRAINING_SUMMARY, champion_weights, trained_weights, weights_path
-from yolo_assets.versioning import cache_key, latest_data_version
+from yolo_assets.versioning import cache_key, encoded_manifest, latest_data_version
 
 EVALUATION_REPORT = "evaluation_report"
 EVALUATION_CODE_VERSION = "1"
@@ -95,9 +93,8 @@ def evaluate(
     champion_model_version: str | None,
     run_id: str,
 ) -> tuple[dict[str, Any], Path]:
-    workspace.prepare()
     data_yaml = store.local_path(PROCESSED_IMAGES, summary["dataset_version"]) / "data.yaml"
-    settings = {"imgsz": config.imgsz or summary["recipe"]["imgsz"], "batch": config.batch, "device": config.device}
+    settings = {"imgsz": config.imgsz or summary["recipe"]["imgsz"], "batch": config.batch, "device": resolve_device(config.device)}
     workdir = workspace.workdir("eval", run_id)
     challenger = validate_detector(weights_path(store, weights_version), data_yaml, workdir / "challenger", plots=True, **settings)
     champion = None
@@ -110,7 +107,7 @@ def evaluate(
         "num_val_images": sum(1 for line in val_list.read_text().splitlines() if line.strip()),
         "champion_weights_version": champion_version,
         "champion_model_version": champion_model_version,
-        "settings": {**settings, "device": resolve_device(config.device)},
+        "settings": settings,
         "challenger": challenger,
         "champion": champion,
     }
@@ -137,14 +134,14 @@ def evaluation_report(
     if weights_version is None:
         raise dg.Failure("trained_weights has never been materialised: nothing to evaluate", allow_retries=False)
     summary = artifact_store.read_json(TRAINED_WEIGHTS, weights_version, TRAINING_SUMMARY)
-    champion_version = champion_weights(mlflow, artifact_store)
     champion_model = mlflow.alias_version("champion")
+    champion_version = champion_weights(champion_model, artifact_store)
     if champion_version == weights_version:
         champion_version = None  # these weights are the champion already: nothing to compare against
     key = cache_key(
         EVALUATION_CODE_VERSION,
         {"weights": weights_version, "dataset": summary["dataset_version"], "champion": champion_version},
-        config.model_dump(),
+        {**config.model_dump(), "device": resolve_device(config.device)},  # a CPU result is not a GPU one
     )
     version = artifact_store.lookup_cache_key(EVALUATION_REPORT, key)
     cache_hit = version is not None
@@ -155,24 +152,24 @@ def evaluation_report(
             artifact_store, yolo_workspace, config, weights_version, summary, champion_version,
             champion_model.version if champion_model and champion_version else None, context.run.run_id,
         )
-        version = hash_json(metrics)
+        version, encoded = encoded_manifest(metrics)
         if not artifact_store.exists(EVALUATION_REPORT, version):
             with artifact_store.write_artifact(EVALUATION_REPORT, version) as staging:
                 for name in REPORT_PLOTS:
                     if (workdir / "challenger" / name).exists():
                         shutil.copyfile(workdir / "challenger" / name, staging / name)
-                atomic_write_bytes(staging / "metrics.json", canonical_json(metrics))
+                atomic_write_bytes(staging / "metrics.json", encoded)
                 report = render_report(metrics, {name: name for name in REPORT_PLOTS if (staging / name).exists()})
                 (staging / "report.md").write_text(report)
         shutil.rmtree(workdir, ignore_errors=True)
-        stored = artifact_store.local_path(EVALUATION_REPORT, version)
+    stored = artifact_store.local_path(EVALUATION_REPORT, version)
+    if not cache_hit:
         client = mlflow.client()
         for name in HEADLINE:
             client.log_metric(summary["mlflow_run_id"], f"eval/{name}", metrics["challenger"][name])
         for path in sorted(stored.iterdir()):
             client.log_artifact(summary["mlflow_run_id"], str(path), artifact_path="evaluation")
         artifact_store.record_cache_key(EVALUATION_REPORT, key, version)
-    stored = artifact_store.local_path(EVALUATION_REPORT, version)
     embedded = {name: inline_png(stored / name) for name in REPORT_PLOTS if (stored / name).exists()}
     challenger, champion = metrics["challenger"], metrics["champion"]
     context.log.info(

@@ -8,11 +8,17 @@ from typing import Any
 
 import dagster as dg
 
-from yolo_assets.versioning import metadata_to_json, metadata_value
+from yolo_assets.batches import LABELED_BATCH, latest_batch_versions
+from yolo_assets.versioning import input_data_versions, metadata_to_json, metadata_value
 
-LABELED_BATCH = "labeled_batch"
 OUR_CODE = re.compile(r'File "[^"]*/(yolo_assets|resources|sensors)/[^"]+"')
-MATERIALIZATION = dg.DagsterEventType.ASSET_MATERIALIZATION
+# The events a run's lineage is read from (not its log lines: a training logs every epoch).
+LINEAGE_EVENTS = {
+    dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+    dg.DagsterEventType.ASSET_MATERIALIZATION,
+    dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+    dg.DagsterEventType.STEP_FAILURE,
+}
 
 
 def _time(timestamp: float | None) -> str | None:
@@ -72,10 +78,14 @@ def batches_since(instance: dg.DagsterInstance, after: float, before: float | No
 
 
 def diff_since_last_success(
-    instance: dg.DagsterInstance, asset: str, run: dg.DagsterRun, run_end: float | None, code_version: str | None
+    instance: dg.DagsterInstance,
+    asset: str,
+    run: dg.DagsterRun,
+    run_start: float | None,
+    run_end: float | None,
+    code_version: str | None,
 ) -> dict[str, Any]:
     """What changed for `asset` between its last successful materialisation and this run."""
-    run_start = instance.get_run_record_by_id(run.run_id).start_time  # type: ignore[union-attr]
     last = _latest_before(instance, asset, run_start)
     if last is None or last.asset_materialization is None:
         return {"last_success": None, "note": "never materialised before this run"}
@@ -83,15 +93,12 @@ def diff_since_last_success(
     inputs_changed: dict[str, Any] = {}
     recorded_batches = metadata_value(last.asset_materialization, "input_batches")
     if recorded_batches is not None:  # a partitioned input: compare partition by partition
-        from yolo_assets.batches import latest_batch_versions
-
         current = {b.partition: b.data_version for b in latest_batch_versions(instance)}
         changed = sorted(p for p in set(recorded_batches) | set(current) if recorded_batches.get(p) != current.get(p))
         if changed:
             inputs_changed[LABELED_BATCH] = {"changed_partitions": changed}
-    for tag, old in tags.items():
-        if tag.startswith("dagster/input_data_version/") and not (recorded_batches is not None and tag.endswith(LABELED_BATCH)):
-            parent = tag.rsplit("/", 1)[-1]
+    for parent, old in input_data_versions(tags).items():
+        if not (recorded_batches is not None and parent == LABELED_BATCH):
             current = _latest_before(instance, parent, run_end)
             new = current.asset_materialization.tags.get("dagster/data_version") if current and current.asset_materialization else None
             if new != old:
@@ -113,13 +120,13 @@ def run_lineage(instance: dg.DagsterInstance, run_id: str, asset_graph: Any | No
         raise LookupError(f"no run {run_id} in this instance")
     record = instance.get_run_record_by_id(run_id)
     planned, materialized, failed_steps, failed_checks = [], {}, [], []
-    for entry in instance.all_logs(run_id):
+    for entry in instance.all_logs(run_id, of_type=LINEAGE_EVENTS):
         event = entry.dagster_event
         if event is None:
             continue
         if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED and event.asset_key:
             planned.append(event.asset_key.to_user_string())
-        elif event.event_type == MATERIALIZATION and event.asset_key:
+        elif event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION and event.asset_key:
             materialized[event.asset_key.to_user_string()] = event.step_materialization_data.materialization
         elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION and not event.event_specific_data.passed:
             evaluation = event.event_specific_data
@@ -150,10 +157,12 @@ def run_lineage(instance: dg.DagsterInstance, run_id: str, asset_graph: Any | No
         if done is not None:
             entry["data_version"] = done.tags.get("dagster/data_version")
             entry["code_version"] = done.tags.get("dagster/code_version")
-            entry["inputs"] = {t.rsplit("/", 1)[-1]: v for t, v in done.tags.items() if t.startswith("dagster/input_data_version/")}
+            entry["inputs"] = input_data_versions(done.tags)
         else:
             entry["code_version"] = node_code
-            entry["since_last_success"] = diff_since_last_success(instance, asset, run, record.end_time if record else None, node_code)
+            entry["since_last_success"] = diff_since_last_success(
+                instance, asset, run, record.start_time if record else None, record.end_time if record else None, node_code
+            )
         assets.append(entry)
     return {
         "run_id": run_id,
@@ -220,7 +229,7 @@ def asset_lineage(instance: dg.DagsterInstance, asset: str) -> dict[str, Any]:
         "time": _time(record.timestamp),
         "data_version": materialization.tags.get("dagster/data_version"),
         "code_version": materialization.tags.get("dagster/code_version"),
-        "inputs": {t.rsplit("/", 1)[-1]: v for t, v in materialization.tags.items() if t.startswith("dagster/input_data_version/")},
+        "inputs": input_data_versions(materialization.tags),
         "metadata": {k: v for k, v in metadata_to_json(dict(materialization.metadata)).items() if k != "report"},
     }
 

@@ -11,7 +11,7 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import dagster as dg
 import numpy as np
@@ -20,11 +20,11 @@ import yaml
 from resources.artifact_store import ArtifactStore
 from resources.dataset_policy import DatasetPolicy
 from yolo_assets.retries import TRANSIENT_RETRY
-from yolo_assets.batches import BLOBS, LABELED_BATCH, BatchVersion, labeled_batch, latest_batch_versions, quarantine_table
+from yolo_assets.batches import BLOBS, LABEL_CONFLICT, LABELED_BATCH, BatchVersion, labeled_batch, latest_batch_versions, quarantine_table
 from yolo_assets.checks import NEAR_DUPLICATES, SPLIT_LEAKAGE, near_duplicates_result, split_leakage_result
 from yolo_assets.fileio import atomic_write_bytes, link_or_copy, object_relpath
 from yolo_assets.formats import class_key
-from yolo_assets.hashing import canonical_json, hash_json
+from yolo_assets.hashing import hash_json
 from yolo_assets.parallel import parallel_starmap
 from yolo_assets.preprocess import cached_image, cached_record, preprocess_namespace, preprocess_one
 from yolo_assets.versioning import cache_key, encoded_manifest, latest_data_version
@@ -54,9 +54,6 @@ class ProcessedImagesConfig(dg.Config):
 
 def split_of(image_sha: str, val_fraction: float) -> str:
     return "val" if int(image_sha[:12], 16) / 16**12 < val_fraction else "train"
-
-
-LABEL_CONFLICT = "label_conflict"
 
 
 def union_of_batches(
@@ -170,13 +167,18 @@ def assign_splits(
 RECORD_FIELDS = ("width", "height", "file_sha", "pixel_sha", "dhash")
 
 
-def previous_dataset(instance: dg.DagsterInstance, store: ArtifactStore) -> tuple[str, dict[str, Any]] | None:
+class StoredDataset(NamedTuple):
+    version: str
+    manifest: dict[str, Any]
+
+
+def previous_dataset(instance: dg.DagsterInstance, store: ArtifactStore) -> StoredDataset | None:
     """The latest dataset version and its manifest, read once per build: the per-image records,
     the item folders and the diff all come from it."""
     version = latest_data_version(instance, PROCESSED_IMAGES)
     if not version or not store.exists(PROCESSED_IMAGES, version):
         return None
-    return version, store.read_json(PROCESSED_IMAGES, version, "manifest.json")
+    return StoredDataset(version, store.read_json(PROCESSED_IMAGES, version, "manifest.json"))
 
 
 def reusable_rows(previous: dict[str, Any] | None, config: ProcessedImagesConfig) -> dict[str, dict[str, Any]]:
@@ -396,14 +398,17 @@ def processed_images(
     cache_hit, num_processed = version is not None, 0
     union_metadata: dict[str, Any] = {}
     if version is not None:
-        manifest = previous[1] if previous and previous[0] == version else artifact_store.read_json(PROCESSED_IMAGES, version, "manifest.json")
+        manifest = (
+            previous.manifest if previous and previous.version == version
+            else artifact_store.read_json(PROCESSED_IMAGES, version, "manifest.json")
+        )
     else:
         classes, items, duplicates, conflicts = union_of_batches(artifact_store, included, dataset_policy)
         union_metadata["duplicate_images"] = duplicates
         union_metadata["label_conflicts"] = dg.MetadataValue.md(quarantine_table(conflicts))
         for conflict in conflicts:
             context.log.warning(f"left out {conflict['image']}: {conflict['reason']} ({conflict['detail']})")
-        reusable = reusable_rows(previous[1] if previous else None, config)
+        reusable = reusable_rows(previous.manifest if previous else None, config)
         records, num_processed = preprocess_missing(artifact_store, items, config, reusable)
         pairs = near_duplicate_pairs(records, dataset_policy.near_duplicate_distance)
         manifest = build_manifest(classes, items, records, pairs, config, dataset_policy, reusable)
@@ -411,9 +416,9 @@ def processed_images(
         if not artifact_store.exists(PROCESSED_IMAGES, version):
             write_dataset(artifact_store, manifest, encoded, version, {row["pair"] for row in reusable.values()})
         artifact_store.record_cache_key(PROCESSED_IMAGES, key, version)
-    if previous and previous[0] != version:
-        union_metadata["diff_base"] = previous[0]
-        union_metadata["diff"] = dg.MetadataValue.json(dataset_diff(previous[1], manifest))
+    if previous and previous.version != version:
+        union_metadata["diff_base"] = previous.version
+        union_metadata["diff"] = dg.MetadataValue.json(dataset_diff(previous.manifest, manifest))
     elapsed = time.perf_counter() - started
     context.log.info(
         f"dataset {version[:12]}: {len(manifest['items'])} images, {num_processed} decoded, cache_hit={cache_hit}, {elapsed:.2f}s"

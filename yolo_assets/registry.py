@@ -76,10 +76,10 @@ def register(
             registered_model_name=mlflow.model_name,
         )
     client = mlflow.client()
-    version = client.get_model_version(mlflow.model_name, str(info.registered_model_version))
+    number = str(info.registered_model_version)
     for name, value in tags.items():
-        client.set_model_version_tag(mlflow.model_name, version.version, name, value)
-    return client.get_model_version(mlflow.model_name, version.version)
+        client.set_model_version_tag(mlflow.model_name, number, name, value)
+    return client.get_model_version(mlflow.model_name, number)
 
 
 @dg.asset(
@@ -146,7 +146,7 @@ def registered_model(
                 metadata={
                     "reasons": dg.MetadataValue.json(reasons),
                     "challenger_mAP50-95": round(metrics["challenger"]["mAP50-95"], 4),
-                    "champion_mAP50-95": round(metrics["champion"]["mAP50-95"], 4) if metrics["champion"] else -1.0,
+                    "champion_mAP50-95": round(metrics["champion"]["mAP50-95"], 4) if metrics["champion"] else None,
                     "alias": alias,
                 },
             )

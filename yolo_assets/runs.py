@@ -35,8 +35,7 @@ def execute(
 ) -> RunOutcome:
     """Materialise `asset_keys` (and their checks) in this process, recorded in `instance`."""
     job = defs.resolve_implicit_global_asset_job_def()
-    # Quiet console by default (warnings such as quarantined items still show); the run's
-    # full event log is in the instance either way.
+    # Console verbosity from YOLO_ASSETS_LOG_LEVEL; the run's full event log is in the instance either way.
     config = {"loggers": {"console": {"config": {"log_level": CONSOLE_LOG_LEVEL}}}, **(run_config or {})}
     result = job.execute_in_process(
         run_config=config,
@@ -53,7 +52,6 @@ def execute(
             for event in result.all_events
             if event.is_step_failure and event.step_failure_data
         ) or "run failed"
-    if not result.success:
         alert_failure(defs, instance, result.run_id)
     return RunOutcome(result.run_id, description, result.success, failure)
 
@@ -67,8 +65,7 @@ def alert_failure(defs: dg.Definitions, instance: dg.DagsterInstance, run_id: st
     notifier = defs.resources.get("alert_notifier")
     if notifier is None:
         return
-    if isinstance(notifier.webhook_url, dg.EnvVar):  # resolved by Dagster for sensors; here by hand
-        notifier = notifier.model_copy(update={"webhook_url": notifier.webhook_url.get_value()})
+    notifier = notifier.process_config_and_initialize()  # resolves the EnvVar, as Dagster does for sensors
     send_failure_alert(instance, run_id, defs.resolve_asset_graph(), notifier, logging.getLogger("yolo_assets.alerts"))
 
 

@@ -5,55 +5,55 @@ from typing import Any
 
 import dagster as dg
 
-from yolo_assets.batches import LABELED_BATCH, batch_partitions, latest_batch_versions
+from yolo_assets.batches import LABELED_BATCH, BatchVersion, batch_partitions, latest_batch_versions
 from yolo_assets.processed_images import PROCESSED_IMAGES
-from yolo_assets.versioning import latest_data_version, metadata_to_json
-
-# Model assets name the upstream version they were built from in their metadata.
-BUILT_FROM = {
-    "trained_weights": (PROCESSED_IMAGES, "dataset_version"),
-    "evaluation_report": ("trained_weights", "weights_version"),
-    "registered_model": ("evaluation_report", "evaluation_version"),
-}
+from yolo_assets.versioning import input_data_versions, metadata_to_json
 
 
-def _stale(key: dg.AssetKey, code_version: str | None, materialization: dg.AssetMaterialization | None, instance: dg.DagsterInstance) -> bool:
-    """Stale when never materialised, made by other code, or built from inputs that have moved since."""
+def _stale(
+    key: str,
+    code_version: str | None,
+    materialization: dg.AssetMaterialization | None,
+    latest_versions: dict[str, str | None],
+    batches: list[BatchVersion],
+    instance: dg.DagsterInstance,
+) -> bool:
+    """Stale when never materialised, made by other code, or built from inputs that have moved since
+    (Dagster's provenance tags name the version of every input it read)."""
     if materialization is None or materialization.tags.get("dagster/code_version") != code_version:
         return True
-    if key.to_user_string() == LABELED_BATCH:
-        batches = latest_batch_versions(instance)
+    if key == LABELED_BATCH:
         partitions = instance.get_dynamic_partitions(batch_partitions.name)
         return len(batches) < len(partitions) or any(b.code_version != code_version for b in batches)
-    if key.to_user_string() == PROCESSED_IMAGES:
+    if key == PROCESSED_IMAGES:  # a partitioned input: compare batch by batch
         recorded = getattr(materialization.metadata.get("input_batches"), "value", None)
-        current = {b.partition: b.data_version for b in latest_batch_versions(instance) if b.accepted}
-        return recorded != current
-    if key.to_user_string() in BUILT_FROM:
-        upstream, field = BUILT_FROM[key.to_user_string()]
-        recorded = getattr(materialization.metadata.get(field), "value", None)
-        return recorded != latest_data_version(instance, upstream)
-    return False
+        return recorded != {b.partition: b.data_version for b in batches if b.accepted}
+    return any(version != latest_versions.get(parent) for parent, version in input_data_versions(materialization.tags).items())
 
 
 def asset_status(defs: dg.Definitions, instance: dg.DagsterInstance) -> list[dict[str, Any]]:
     graph = defs.resolve_asset_graph()
+    keys = sorted(graph.materializable_asset_keys)
+    events = {key: instance.get_latest_materialization_event(key) for key in keys}
+    materializations = {key: event.asset_materialization if event else None for key, event in events.items()}
+    latest_versions = {
+        key.to_user_string(): m.tags.get("dagster/data_version") if m else None for key, m in materializations.items()
+    }
+    batches = latest_batch_versions(instance)
     rows = []
-    for key in sorted(graph.materializable_asset_keys):
-        node = graph.get(key)
-        event = instance.get_latest_materialization_event(key)
-        materialization = event.asset_materialization if event else None
+    for key in keys:
+        node, event, materialization = graph.get(key), events[key], materializations[key]
         partitions = None
         if node.partitions_def is not None:
             partitions = len(instance.get_materialized_partitions(key))
         rows.append(
             {
                 "key": key.to_user_string(),
-                "data_version": materialization.tags.get("dagster/data_version") if materialization else None,
+                "data_version": latest_versions[key.to_user_string()],
                 "code_version": node.code_version,
                 "time": datetime.fromtimestamp(event.timestamp, timezone.utc).isoformat() if event else None,
                 "partitions": partitions,
-                "stale": _stale(key, node.code_version, materialization, instance),
+                "stale": _stale(key.to_user_string(), node.code_version, materialization, latest_versions, batches, instance),
                 "metadata": metadata_to_json(dict(materialization.metadata)) if materialization else {},
             }
         )

@@ -98,9 +98,9 @@ def weights_path(store: ArtifactStore, version: str) -> Path:
     return store.local_path(TRAINED_WEIGHTS, version) / "best.pt"
 
 
-def champion_weights(mlflow: MLflowResource, store: ArtifactStore) -> str | None:
-    """Data version of the champion's weights, when they are still in the store."""
-    champion = mlflow.alias_version("champion")
+def champion_weights(champion: Any, store: ArtifactStore) -> str | None:
+    """Data version of the champion model version's weights (`mlflow.alias_version("champion")`),
+    when they are still in the store."""
     version = champion.tags.get("weights_version") if champion else None
     return version if version and store.exists(TRAINED_WEIGHTS, version) else None
 
@@ -121,15 +121,15 @@ def run_training(
     The checkpoint lives in the store under the cache key: a retried or re-launched training of the
     same recipe on the same data resumes from it, and keeps logging to the same MLflow run.
     """
-    workspace.prepare()
     client = mlflow.client()
     checkpoint = store.object_path(CHECKPOINTS, key).with_suffix(".pt")
     run_file = checkpoint.with_suffix(".json")
-    if checkpoint.exists() and checkpoint_epoch(checkpoint) >= recipe["epochs"]:
+    done_epochs = checkpoint_epoch(checkpoint) if checkpoint.exists() else 0
+    if checkpoint.exists() and done_epochs >= recipe["epochs"]:
         checkpoint.unlink()  # killed after its last epoch: nothing left to resume, train again
     if checkpoint.exists() and run_file.exists():
         run_id = json.loads(run_file.read_text())["mlflow_run_id"]
-        context.log.info(f"resuming from epoch {checkpoint_epoch(checkpoint) + 1} (checkpoint of an interrupted training of this recipe)")
+        context.log.info(f"resuming from epoch {done_epochs + 1} (checkpoint of an interrupted training of this recipe)")
         client.set_tag(run_id, "resumed_by_dagster_run_id", context.run.run_id)
     else:
         run = client.create_run(
@@ -240,7 +240,7 @@ def trained_weights(
         )
     input_batches = metadata_value(dataset, "input_batches", {})
     check_model_source(config.model)
-    warm_start_from = champion_weights(mlflow, artifact_store) if config.warm_start else None
+    warm_start_from = champion_weights(mlflow.alias_version("champion"), artifact_store) if config.warm_start else None
     device = resolve_device(config.device)
     recipe = config.recipe(device, warm_start_from)
     key = cache_key(TRAINED_WEIGHTS_CODE_VERSION, {"dataset": dataset_version}, recipe)
@@ -269,8 +269,8 @@ def trained_weights(
             "warm_start_from": summary["recipe"]["warm_start_from"] or "",
             "epochs": summary["recipe"]["epochs"],
             "device": device,
-            "train_mAP50": round(final.get("metrics/mAP50B", 0.0), 4),
-            "train_mAP50-95": round(final.get("metrics/mAP50-95B", 0.0), 4),
+            "train_mAP50": round(final["metrics/mAP50B"], 4) if "metrics/mAP50B" in final else None,
+            "train_mAP50-95": round(final["metrics/mAP50-95B"], 4) if "metrics/mAP50-95B" in final else None,
             "train_seconds": summary["train_seconds"],
             "mlflow_run_id": summary["mlflow_run_id"],
             "path": dg.MetadataValue.path(artifact_store.uri(TRAINED_WEIGHTS, version)),

@@ -16,8 +16,9 @@ def cache_key(code_version: str, inputs: Any, config: Mapping[str, Any]) -> str:
 
 
 def encoded_manifest(manifest: Mapping[str, Any]) -> tuple[str, bytes]:
-    """Rule 2: a dataset's data version is the hash of its manifest. Returns (version, the canonical
-    bytes that hash to it), so the bytes written are the bytes hashed, serialised once."""
+    """Rule 2: the data version of an artifact described by one JSON document (a dataset manifest,
+    metrics.json) is that document's hash. Returns (version, the canonical bytes that hash to it), so
+    the bytes written are the bytes hashed, serialised once."""
     data = canonical_json(manifest)
     return sha256_bytes(data), data
 
@@ -44,6 +45,11 @@ def latest_materialization(instance: dg.DagsterInstance, asset: str) -> dg.Asset
 def latest_data_version(instance: dg.DagsterInstance, asset: str) -> str | None:
     materialization = latest_materialization(instance, asset)
     return materialization.tags.get("dagster/data_version") if materialization and materialization.tags else None
+
+
+def input_data_versions(tags: Mapping[str, str]) -> dict[str, str]:
+    """Parent asset -> the data version it had when a materialisation read it (Dagster's provenance tags)."""
+    return {tag.rsplit("/", 1)[-1]: value for tag, value in tags.items() if tag.startswith("dagster/input_data_version/")}
 
 
 def metadata_value(materialization: dg.AssetMaterialization | None, name: str, default: Any = None) -> Any:
