@@ -6,7 +6,7 @@ YOLO_ASSETS_HOME ?= $(CURDIR)/.yolo-assets
 export YOLO_ASSETS_HOME
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test ui mlflow-ui bench clean-home
+.PHONY: install demo test test-fast lint ui mlflow-ui bench clean-home
 
 install: $(STAMP)
 
@@ -20,8 +20,17 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/yolo-assets demo
 
+# Static checks, then every test (real Dagster instance and daemon, ultralytics training, MLflow).
 test: install
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The unit layer alone: pure functions, no instance, no training; seconds.
+test-fast: install
+	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 ui: install
 	$(BIN)/yolo-assets ui

@@ -19,15 +19,14 @@ import dagster as dg
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from resources.landing_zone import SUCCESS_MARKER  # noqa: E402
 from sensors.labeled_data import labeled_data_sensor  # noqa: E402
-from yolo_assets.batches import BLOBS  # noqa: E402
+from yolo_assets.assets.dataset import ProcessedImagesConfig, preprocess_missing  # noqa: E402
+from yolo_assets.assets.ingest import BLOBS  # noqa: E402
+from yolo_assets.core.home import dagster_home, ensure_home, landing_dir  # noqa: E402
+from yolo_assets.data.preprocess import preprocess_one  # noqa: E402
+from yolo_assets.data.synth import write_batch  # noqa: E402
 from yolo_assets.definitions import build_definitions  # noqa: E402
-from yolo_assets.home import dagster_home, ensure_home, landing_dir  # noqa: E402
-from yolo_assets.preprocess import preprocess_one  # noqa: E402
-from yolo_assets.processed_images import ProcessedImagesConfig, preprocess_missing  # noqa: E402
-from yolo_assets.runs import execute, tick  # noqa: E402
-from yolo_assets.synth import write_batch  # noqa: E402
+from yolo_assets.ops.runs import execute, tick  # noqa: E402
 
 
 def timed(fn):  # type: ignore[no-untyped-def]
@@ -91,7 +90,7 @@ def bench_incremental(home: Path, images: int) -> tuple[dg.Definitions, dg.Dagst
 
 
 def decode_resize_only(source: str, max_side: int, max_pixels: int) -> tuple[int, int]:
-    from yolo_assets.preprocess import decode_and_resize
+    from yolo_assets.data.preprocess import decode_and_resize
 
     image = decode_and_resize(Path(source).read_bytes(), max_side, max_pixels)
     return image.size

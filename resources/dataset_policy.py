@@ -1,22 +1,40 @@
 """How the platform treats what labeling tools send: deployment settings, part of every cache key."""
 
-from typing import Literal
+from typing import Any
 
 import dagster as dg
+from pydantic import ValidationInfo, field_validator
+
+# The choices of the str settings below: they are plain strings (not Literal) so that a deployment can
+# fill them with EnvVar, and are checked once Dagster has resolved the variable.
+CHOICES = {
+    "new_class_policy": ("extend", "reject"),
+    "label_conflicts": ("quarantine", "last_writer_wins"),
+    "missing_label": ("background", "quarantine"),
+}
 
 
 class DatasetPolicy(dg.ConfigurableResource):
-    new_class_policy: Literal["extend", "reject"] = "extend"
-    """A batch naming a class the dataset has never seen: add it, or reject the batch."""
+    new_class_policy: str = "extend"
+    """`extend` or `reject`: a batch naming a class the dataset has never seen is added, or rejected."""
     case_sensitive_classes: bool = True
     """Class names are compared after trimming whitespace; `Scratch` and `scratch` differ unless False."""
-    label_conflicts: Literal["quarantine", "last_writer_wins"] = "quarantine"
-    """The same image labeled differently (twice in a batch, or in two batches)."""
-    missing_label: Literal["background", "quarantine"] = "background"
-    """An image without a label file: a background image (ultralytics' reading), or quarantined."""
+    label_conflicts: str = "quarantine"
+    """`quarantine` or `last_writer_wins`: the same image labeled differently (in a batch, or in two)."""
+    missing_label: str = "background"
+    """`background` or `quarantine`: an image without a label file is a background image (ultralytics'
+    reading), or quarantined."""
     coordinate_tolerance: float = 0.01
     """Boxes reaching at most this far outside [0, 1] are clipped; farther, the item is quarantined."""
     honour_export_split: bool = False
     """Keep the export's own train/val/test split instead of our stable hash split."""
     near_duplicate_distance: int = 4
     """Perceptual-hash Hamming distance at or below which two images count as near-duplicates."""
+
+    @field_validator(*CHOICES, mode="before")
+    @classmethod
+    def _one_of_the_choices(cls, value: Any, info: ValidationInfo) -> Any:
+        choices = CHOICES[str(info.field_name)]
+        if isinstance(value, dg.EnvVar) or value in choices:
+            return value
+        raise ValueError(f"{info.field_name} must be one of {', '.join(choices)}, not {value!r}")

@@ -4,7 +4,6 @@ A batch is a top-level folder that is complete once its `_SUCCESS` marker exists
 it last), or a single `.zip` / `.tar.gz` / `.tgz` / `.tar` archive file (complete by construction).
 """
 
-
 import os
 import re
 import shutil
@@ -21,7 +20,8 @@ from typing import Any
 
 import dagster as dg
 
-from yolo_assets.hashing import StatHashCache, hash_json
+from yolo_assets.core.hashing import StatHashCache, hash_json
+from yolo_assets.data.quarantine import QuarantineReason, quarantine_entry
 
 SUCCESS_MARKER = "_SUCCESS"
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
@@ -55,9 +55,6 @@ class LandingZone(dg.ConfigurableResource, ABC):
         quarantine entries for what could not safely be brought there."""
 
 
-ARCHIVE_MEMBER_UNSAFE = "archive_member_unsafe"
-
-
 def _member_is_safe(name: str) -> bool:
     path = PurePosixPath(name.replace("\\", "/"))
     return not path.is_absolute() and ".." not in path.parts and not re.match(r"^[A-Za-z]:", name)
@@ -69,7 +66,7 @@ def extract_archive(archive: Path, dest: Path) -> list[dict[str, Any]]:
     rejected: list[dict[str, Any]] = []
 
     def reject(name: str, why: str) -> None:
-        rejected.append({"image": name, "label": None, "reason": ARCHIVE_MEMBER_UNSAFE, "detail": why})
+        rejected.append(quarantine_entry(name, None, QuarantineReason.ARCHIVE_MEMBER_UNSAFE, why))
 
     if archive.name.endswith(".zip"):
         with zipfile.ZipFile(archive) as zf:

@@ -5,21 +5,29 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
 
 
 class MLflowResource(dg.ConfigurableResource):
     tracking_uri: str
-    """e.g. sqlite:////abs/home/mlflow/mlflow.db, or http://127.0.0.1:5000 for a server."""
+    """e.g. sqlite:////abs/home/mlflow/mlflow.db, or http://127.0.0.1:5000 for a server (from
+    YOLO_ASSETS_MLFLOW_TRACKING_URI through EnvVar: a URI may carry credentials)."""
     artifact_root: str | None = None
     """Artifact location of the experiment when it is created (local folder for the embedded default)."""
     experiment: str = "yolo-assets"
     model_name: str = "yolo-defect-detector"
 
-    def client(self):  # type: ignore[no-untyped-def]
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # MLflow reads this from the process environment: no progress bars in the Dagster log.
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+    def client(self) -> "MlflowClient":
         from mlflow import MlflowClient
 
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
@@ -32,7 +40,7 @@ class MLflowResource(dg.ConfigurableResource):
         location = Path(self.artifact_root).as_uri() if self.artifact_root else None
         return client.create_experiment(self.experiment, artifact_location=location)
 
-    def alias_version(self, alias: str):  # type: ignore[no-untyped-def]
+    def alias_version(self, alias: str) -> "ModelVersion | None":
         """The registered model version behind an alias (`champion`, `challenger`), or None."""
         from mlflow.exceptions import MlflowException
 
@@ -50,6 +58,7 @@ class MLflowResource(dg.ConfigurableResource):
         """
         import mlflow
 
+        # Process environment on purpose: MLflow's fluent API keeps its URIs there.
         saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)

@@ -1,4 +1,4 @@
-"""Where ultralytics works: scratch folders for training/validation and its settings folder."""
+"""Where ultralytics works, and the deployment's training defaults."""
 
 from pathlib import Path
 
@@ -6,6 +6,8 @@ import dagster as dg
 
 
 class YoloWorkspace(dg.ConfigurableResource):
+    """Scratch folders for training/validation and ultralytics' settings folder."""
+
     scratch_dir: str
     ultralytics_config_dir: str
 
@@ -18,6 +20,20 @@ class YoloWorkspace(dg.ConfigurableResource):
         """Before any step that uses ultralytics runs: ultralytics fixes its settings folder when it is
         first imported, so YOLO_CONFIG_DIR must be set before then (not inside the asset, after
         model checks that already import it)."""
-        from yolo_assets.detector import configure_ultralytics
+        from yolo_assets.detector.setup import configure_ultralytics
 
         configure_ultralytics(Path(self.ultralytics_config_dir))
+
+
+class TrainingDefaults(dg.ConfigurableResource):
+    """What `trained_weights` uses for the run-config fields left empty: runs that automation
+    launches carry no run config, so a deployment sets these (YOLO_ASSETS_TRAIN_*)."""
+
+    epochs: int = 20
+    warm_start_epochs: int = 8
+    """Epochs when starting from the champion's weights (the daily-retrain case)."""
+    imgsz: int = 256
+    batch: int = 8
+    """Small batches: more optimiser steps per epoch, which matters on small from-scratch datasets."""
+    workers: int = 2
+    """Dataloader workers; does not change the weights."""

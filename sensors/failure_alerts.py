@@ -5,7 +5,7 @@ from typing import Any
 import dagster as dg
 
 from resources.alerts import AlertNotifier
-from yolo_assets.lineage import run_lineage, summary_lines
+from yolo_assets.history.lineage import run_lineage, summary_lines
 
 
 def alert_payload(lineage: dict[str, Any], link: str) -> dict[str, Any]:

@@ -6,17 +6,16 @@ The run_key carries the batch content hash: an unchanged batch is never ingested
 re-uploaded with different content (marker rewritten) is ingested again as a new version.
 """
 
-
 import json
 
 import dagster as dg
 
 from resources.landing_zone import LandingZone
-from yolo_assets.batches import batch_partitions, labeled_batch
-from yolo_assets.processed_images import processed_images
+from yolo_assets.assets.ingest import batch_partitions
+from yolo_assets.assets.keys import LABELED_BATCH, PROCESSED_IMAGES
 
 CONTENT_HASH_TAG = "yolo_assets/batch_content_hash"
-INGEST_ASSETS = [labeled_batch.key, processed_images.key]
+INGEST_ASSETS = [LABELED_BATCH, PROCESSED_IMAGES]
 
 
 def ingest_run_key(batch: str, content_hash: str) -> str:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from yolo_assets.synth import render_image, yolo_label_lines
+from yolo_assets.data.synth import render_image, yolo_label_lines
 
 CLASSES = ("scratch", "spot", "crack")
 

@@ -6,14 +6,13 @@ import os
 import zipfile
 from pathlib import Path
 
+import exports
 import numpy as np
 import pytest
+from helpers import Home
 from PIL import Image
 
-import exports
-from conftest import Home
 from resources.dataset_policy import DatasetPolicy
-from yolo_assets.definitions import build_definitions
 
 LENIENT = {"ops": {"labeled_batch": {"config": {"max_quarantined_fraction": 0.95}}}}
 GOOD = 6
@@ -200,7 +199,7 @@ def test_same_image_in_two_batches_with_different_labels(home: Home) -> None:
     meta = home.metadata("processed_images")
     assert meta["num_images"] == 6  # both copies of the conflicting image are left out, with the reason
     assert meta["label_conflicts"].count("`label_conflict`") == 2
-    home.defs = build_definitions(home.path, dataset_policy=DatasetPolicy(label_conflicts="last_writer_wins"))
+    home.redefine(dataset_policy=DatasetPolicy(label_conflicts="last_writer_wins"))
     assert home.materialize("processed_images").success
     manifest = home.manifest("processed_images")
     assert len(manifest["items"]) == 7
@@ -209,7 +208,7 @@ def test_same_image_in_two_batches_with_different_labels(home: Home) -> None:
 
 
 def test_new_class_policy_reject_fails_the_batch_with_a_reason(home: Home) -> None:
-    home.defs = build_definitions(home.path, dataset_policy=DatasetPolicy(new_class_policy="reject"))
+    home.redefine(dataset_policy=DatasetPolicy(new_class_policy="reject"))
     exports.mark_complete(exports.label_studio(home.landing / "batch_first", 4, seed=27))
     outcomes = home.tick()
     assert outcomes and all(o.success for o in outcomes)
@@ -230,6 +229,6 @@ def test_class_names_are_trimmed_and_optionally_case_insensitive(home: Home) -> 
     exports.mark_complete(root)
     home.tick()
     assert home.manifest("processed_images")["classes"] == ["scratch", "spot", "crack", "Scratch", "SPOT"]
-    home.defs = build_definitions(home.path, dataset_policy=DatasetPolicy(case_sensitive_classes=False))
+    home.redefine(dataset_policy=DatasetPolicy(case_sensitive_classes=False))
     assert home.materialize("processed_images").success
     assert home.manifest("processed_images")["classes"] == ["scratch", "spot", "crack"]

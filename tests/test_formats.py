@@ -6,11 +6,10 @@ import shutil
 import tarfile
 from pathlib import Path
 
+import exports
 import pytest
 import yaml
-
-import exports
-from conftest import Home
+from helpers import Home
 
 FORMATS = {
     "yolo_split_folders": (exports.yolo_split_folders, "yolo"),
@@ -94,9 +93,8 @@ def test_export_split_is_ignored_by_default_and_honoured_by_policy(home: Home) -
     assert set(ours.values()) <= {"train", "val"}
 
     from resources.dataset_policy import DatasetPolicy
-    from yolo_assets.definitions import build_definitions
 
-    home.defs = build_definitions(home.path, dataset_policy=DatasetPolicy(honour_export_split=True))
+    home.redefine(dataset_policy=DatasetPolicy(honour_export_split=True))
     assert home.materialize("labeled_batch", "batch_rf").success
     assert home.materialize("processed_images").success
     theirs = {item["sha"]: item["split"] for item in home.manifest("processed_images")["items"]}
@@ -106,7 +104,7 @@ def test_export_split_is_ignored_by_default_and_honoured_by_policy(home: Home) -
 
 
 def test_dataset_diff_in_metadata_and_cli(home: Home, capsys: pytest.CaptureFixture[str]) -> None:
-    from yolo_assets.cli import main
+    from yolo_assets.ops.cli import main
 
     root = exports.mark_complete(exports.label_studio(home.landing / "batch_a", 4, seed=16))
     home.tick()

@@ -5,12 +5,11 @@ import os
 import shutil
 from pathlib import Path
 
+from helpers import Home
 from PIL import Image
 
 from resources.landing_zone import SUCCESS_MARKER
-from yolo_assets.processed_images import split_of
-
-from conftest import Home
+from yolo_assets.data.splits import split_of
 
 
 def test_sensor_ingests_each_complete_batch_once(home: Home, land_copy) -> None:
@@ -162,8 +161,8 @@ def test_label_validity_blocks_a_mostly_broken_batch(home: Home, land_copy) -> N
 def _same_picture_twice() -> tuple[bytes, bytes]:
     """The same picture as JPEG and as PNG (different bytes, identical pixels) whose content hashes
     fall in different splits."""
-    from yolo_assets.hashing import sha256_bytes
-    from yolo_assets.synth import render_image
+    from yolo_assets.core.hashing import sha256_bytes
+    from yolo_assets.data.synth import render_image
 
     for index in range(200):
         picture, _ = render_image(5, index, ("scratch", "spot", "crack"))
@@ -195,9 +194,8 @@ def test_our_split_keeps_identical_pictures_together(home: Home) -> None:
 
 def test_split_leakage_blocks_an_export_split_that_leaks(home: Home) -> None:
     from resources.dataset_policy import DatasetPolicy
-    from yolo_assets.definitions import build_definitions
 
-    home.defs = build_definitions(home.path, dataset_policy=DatasetPolicy(honour_export_split=True))
+    home.redefine(dataset_policy=DatasetPolicy(honour_export_split=True))
     jpeg, png = _same_picture_twice()
     batch = home.land("batch_a", 6, 1)
     for split, name, data in (("train", "copy_a.jpg", jpeg), ("val", "copy_b.png", png)):
@@ -252,35 +250,3 @@ def test_dataset_is_ultralytics_ready_and_its_cache_files_do_not_change_the_vers
     shutil.rmtree(home.store / "processed_images" / "_cache_keys")
     assert home.materialize("processed_images").success
     assert home.data_version("processed_images") == version
-
-
-def test_near_duplicate_search_finds_exactly_the_pairs_a_full_scan_finds() -> None:
-    """The banded, vectorised search against every pair compared directly (flat images excluded the
-    same way: a band value shared by more than MAX_BUCKET images carries no information)."""
-    import random
-    from itertools import combinations
-
-    from yolo_assets.processed_images import MAX_BUCKET, near_duplicate_pairs
-
-    rng = random.Random(5)
-    hashes: list[int] = []
-    for index in range(600):
-        if index % 5 == 0 and hashes:  # a near-duplicate of an earlier image: 0 to 4 bits flipped
-            value = rng.choice(hashes)
-            for bit in rng.sample(range(64), rng.randrange(5)):
-                value ^= 1 << bit
-        else:
-            value = rng.getrandbits(64)
-        hashes.append(value)
-    hashes += [0] * (MAX_BUCKET + 2)  # textureless images: all hash to zero
-    records = {f"{rng.getrandbits(256):064x}": {"dhash": f"{value:016x}"} for value in hashes}
-    found = near_duplicate_pairs(records, 4)
-    flat = {sha for sha, record in records.items() if int(record["dhash"], 16) == 0}
-    expected = sorted(
-        (a, b, bin(int(records[a]["dhash"], 16) ^ int(records[b]["dhash"], 16)).count("1"))
-        for a, b in combinations(sorted(records), 2)
-        if bin(int(records[a]["dhash"], 16) ^ int(records[b]["dhash"], 16)).count("1") <= 4
-    )
-    assert len(expected) > 100
-    assert [pair for pair in found if not {pair[0], pair[1]} <= flat] == [p for p in expected if not {p[0], p[1]} <= flat]
-    assert near_duplicate_pairs(dict(list(records.items())[:1]), 4) == []

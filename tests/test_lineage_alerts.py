@@ -7,14 +7,12 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import dagster as dg
-import pytest
-
 import exports
-from conftest import Home
-from resources.dataset_policy import DatasetPolicy
+import pytest
+from helpers import Home
+
 from sensors.failure_alerts import run_failure_alert
-from yolo_assets.cli import main
-from yolo_assets.definitions import build_definitions
+from yolo_assets.ops.cli import main
 
 SECRET_TOKEN = "T0KEN-s3cr3t-hook-9f2c"
 FAKE_AWS_SECRET = "fake-aws-secret-6b1d0e"
@@ -29,7 +27,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 receiver.attempts += 1
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 if receiver.attempts <= fail_first:
@@ -64,19 +62,23 @@ def failing_home(home: Home, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("YOLO_ASSETS_ALERT_WEBHOOK_URL", receiver.url)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", FAKE_AWS_SECRET)
     monkeypatch.setenv("YOLO_ASSETS_NEW_CLASS_POLICY", "reject")
-    home.defs = build_definitions(home.path)
+    home.redefine()
     exports.mark_complete(exports.label_studio(home.landing / "batch_good", 4, seed=41))
     outcomes = home.tick()
     assert outcomes and all(o.success for o in outcomes)
     home.land("batch_dents", 4, 42, classes=("scratch", "dent"))
     [failed] = home.tick()
     assert not failed.success
-    home.failed_run_id = failed.run_id  # type: ignore[attr-defined]
+    home.outcomes["failed"] = [failed]
     return home
 
 
+def failed_run_id(home: Home) -> str:
+    return home.outcomes["failed"][0].run_id
+
+
 def test_lineage_of_a_failed_run_names_the_cause_and_what_changed(failing_home: Home, capsys: pytest.CaptureFixture[str]) -> None:
-    run_id = failing_home.failed_run_id  # type: ignore[attr-defined]
+    run_id = failed_run_id(failing_home)
     assert main(["lineage", run_id, "--json"]) == 0
     lineage = json.loads(capsys.readouterr().out)
     assert lineage["status"] == "FAILURE" and lineage["partition"] == "batch_dents"
@@ -98,7 +100,7 @@ def test_lineage_of_a_failed_run_names_the_cause_and_what_changed(failing_home: 
 def test_a_failed_run_alerts_the_webhook_with_retries_and_no_secret(failing_home: Home, receiver: Receiver) -> None:
     assert receiver.attempts == 2 and len(receiver.payloads) == 1  # refused once, delivered on the retry
     payload = receiver.payloads[0]
-    assert payload["run_id"] == failing_home.failed_run_id  # type: ignore[attr-defined]
+    assert payload["run_id"] == failed_run_id(failing_home)
     assert payload["failed_checks"] == ["labeled_batch:class_registry"]
     assert payload["run_url"].endswith(f"/runs/{payload['run_id']}")
     assert "class_registry" in payload["text"] and any("batch_dents" in line for line in payload["lineage_summary"])
@@ -106,7 +108,7 @@ def test_a_failed_run_alerts_the_webhook_with_retries_and_no_secret(failing_home
 
 
 def test_run_failure_sensor_posts_the_same_alert(failing_home: Home, receiver: Receiver) -> None:
-    run = failing_home.instance.get_run_by_id(failing_home.failed_run_id)  # type: ignore[attr-defined]
+    run = failing_home.instance.get_run_by_id(failed_run_id(failing_home))
     failure = next(e for e in failing_home.instance.all_logs(run.run_id) if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.RUN_FAILURE)
     with dg.build_run_status_sensor_context(
         sensor_name="run_failure_alert", dagster_instance=failing_home.instance, dagster_run=run,
@@ -158,11 +160,11 @@ def test_a_broken_training_config_fails_at_once_and_lineage_shows_our_frames(hom
     assert main(["lineage", outcome.run_id, "--json"]) == 0
     [step] = json.loads(capsys.readouterr().out)["failed_steps"]
     assert step["step"] == "trained_weights" and "yolov8q.yaml" in step["message"]
-    assert any("yolo_assets/training.py" in frame for frame in step["frames"])
+    assert any("yolo_assets/assets/training.py" in frame for frame in step["frames"])
 
 
 def test_model_source_check_accepts_scaled_architecture_names() -> None:
-    from yolo_assets.training import check_model_source
+    from yolo_assets.assets.training import check_model_source
 
     check_model_source("yolov8n.yaml")  # no file of that name: ultralytics derives scale n from yolov8.yaml
     with pytest.raises(dg.Failure):

@@ -8,8 +8,10 @@ one property of it:
   v3: 1 epoch from scratch on the same data: a worse model, refused (alias challenger)
 """
 
+import json
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +19,12 @@ import dagster as dg
 import mlflow
 import pandas as pd
 import pytest
+from helpers import Home
 
 from resources.model_policy import ModelPolicy
-from yolo_assets.definitions import build_definitions
-from yolo_assets.home import dagster_home, ensure_home, landing_dir
-from yolo_assets.runs import RunOutcome, execute, tick
-from yolo_assets.serving import DETECTION_COLUMNS
-from yolo_assets.synth import write_batch
+from yolo_assets.core.home import dagster_home
+from yolo_assets.detector.serving import DETECTION_COLUMNS
+from yolo_assets.ops.cli import main
 
 pytestmark = pytest.mark.slow
 
@@ -31,41 +32,28 @@ FAKE_SECRET = "fake-secret-0c9a7d51"
 SMALL = {"epochs": 1, "imgsz": 96, "batch": 16, "workers": 0, "warm_start": False}
 # Enough optimiser steps on ~80 training images to leave mAP at zero behind (measured: mAP50 ~0.1).
 GOOD = {**SMALL, "epochs": 14, "imgsz": 160, "batch": 4}
+MODEL_ASSETS = ["trained_weights", "evaluation_report", "registered_model"]
 
 
 def train_config(settings: dict[str, Any]) -> dict[str, Any]:
     return {"ops": {"trained_weights": {"config": settings}}}
 
 
-class Scenario:
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        # Tiny models score near zero: no tolerance, so any regression is refused.
-        self.defs = build_definitions(
-            home, model_policy=ModelPolicy(min_new_images=5, first_model_min_map50=0.0, promotion_tolerance=0.0)
-        )
-        self.instance = dg.DagsterInstance.from_config(str(dagster_home(home)))
-        self.mlflow = self.defs.resources["mlflow"]
-        self.outcomes: dict[str, list[RunOutcome]] = {}
-        self.versions: dict[str, str] = {}
+@dataclass
+class Scenario(Home):
+    """A home whose model path has run: v1, v2, a too-small batch, an idle tick and v3 (see above)."""
 
-    def tick(self, name: str, config: dict[str, Any]) -> None:
-        self.outcomes[name] = tick(self.defs, self.instance, self.home, train_config(config))
+    versions: dict[str, str] = field(default_factory=dict)
 
-    def materialize(self, assets: list[str], config: dict[str, Any]) -> RunOutcome:
-        return execute(self.defs, self.instance, [dg.AssetKey(a) for a in assets], run_config=train_config(config))
+    @property
+    def mlflow(self) -> Any:
+        return self.resource("mlflow")
 
-    def latest(self, asset: str) -> dg.AssetMaterialization:
-        event = self.instance.get_latest_materialization_event(dg.AssetKey(asset))
-        assert event and event.asset_materialization
-        return event.asset_materialization
-
-    def meta(self, asset: str) -> dict[str, Any]:
-        return {k: getattr(v, "value", v) for k, v in self.latest(asset).metadata.items()}
+    def train(self, name: str, config: dict[str, Any]) -> None:
+        self.tick(train_config(config), automation=True, name=name)
 
     def runs(self) -> list[Any]:
-        client = self.mlflow.client()
-        return client.search_runs([self.mlflow.experiment_id()])
+        return self.mlflow.client().search_runs([self.mlflow.experiment_id()])
 
     def model_version(self, version: int | str) -> Any:
         return self.mlflow.client().get_model_version(self.mlflow.model_name, str(version))
@@ -76,24 +64,25 @@ class Scenario:
 
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
-    home = ensure_home(tmp_path_factory.mktemp("model") / "home")
+    path = tmp_path_factory.mktemp("model") / "home"
     previous = os.environ.get("DAGSTER_HOME")
-    os.environ["DAGSTER_HOME"] = str(dagster_home(home))
     # Secrets in the environment must not end up in MLflow (checked below).
     os.environ["AWS_SECRET_ACCESS_KEY"] = FAKE_SECRET
     os.environ["YOLO_ASSETS_ALERT_WEBHOOK_URL"] = f"http://127.0.0.1:9/hooks/{FAKE_SECRET}"
-    s = Scenario(home)
-    write_batch(landing_dir(home) / "batch_a", 64, seed=1)
-    s.tick("v1", SMALL)
-    s.versions["v1"] = s.latest("trained_weights").tags["dagster/data_version"]
-    write_batch(landing_dir(home) / "batch_b", 40, seed=2)
-    s.tick("v2", GOOD)
-    s.versions["v2"] = s.latest("trained_weights").tags["dagster/data_version"]
-    write_batch(landing_dir(home) / "batch_small", 2, seed=3)
-    s.tick("small", GOOD)
-    s.tick("idle", GOOD)
-    s.outcomes["v3"] = [s.materialize(["trained_weights", "evaluation_report", "registered_model"], SMALL)]
-    s.versions["v3"] = s.latest("trained_weights").tags["dagster/data_version"]
+    # Tiny models score near zero: no tolerance, so any regression is refused.
+    s = Scenario.create(path, model_policy=ModelPolicy(min_new_images=5, first_model_min_map50=0.0, promotion_tolerance=0.0))
+    os.environ["DAGSTER_HOME"] = str(dagster_home(path))
+    s.land("batch_a", 64, seed=1)
+    s.train("v1", SMALL)
+    s.versions["v1"] = s.data_version("trained_weights")
+    s.land("batch_b", 40, seed=2)
+    s.train("v2", GOOD)
+    s.versions["v2"] = s.data_version("trained_weights")
+    s.land("batch_small", 2, seed=3)
+    s.train("small", GOOD)
+    s.train("idle", GOOD)
+    s.outcomes["v3"] = [s.materialize(MODEL_ASSETS, run_config=train_config(SMALL))]
+    s.versions["v3"] = s.data_version("trained_weights")
     yield s
     os.environ.pop("AWS_SECRET_ACCESS_KEY", None)
     os.environ.pop("YOLO_ASSETS_ALERT_WEBHOOK_URL", None)
@@ -108,7 +97,7 @@ def test_tick_ingests_then_automation_trains_evaluates_and_registers(scenario: S
     ingest, model = scenario.outcomes["v1"]
     assert ingest.success and model.success, (ingest, model)
     assert "trained_weights" in model.description and "registered_model" in model.description
-    assert scenario.meta("registered_model")["model_version"] == 3  # the scenario ends with v3 registered
+    assert scenario.metadata("registered_model")["model_version"] == 3  # the scenario ends with v3 registered
     # After v1 the champion was v1; a new batch made automation retrain (v2), and v2 took the alias.
     assert [o.success for o in scenario.outcomes["v2"]] == [True, True]
     assert "registered_model" in scenario.outcomes["v2"][1].description
@@ -134,9 +123,9 @@ def test_first_model_is_registered_with_lineage_tags(scenario: Scenario) -> None
 
 def test_training_logs_params_and_per_epoch_metrics_to_one_mlflow_run(scenario: Scenario) -> None:
     client = scenario.mlflow.client()
-    run = client.get_run(scenario.meta("trained_weights")["mlflow_run_id"])
+    run = client.get_run(scenario.metadata("trained_weights")["mlflow_run_id"])
     assert run.data.params["epochs"] == "1" and run.data.params["imgsz"] == "96"
-    assert run.data.tags["dataset_version"] == scenario.meta("trained_weights")["dataset_version"]
+    assert run.data.tags["dataset_version"] == scenario.metadata("trained_weights")["dataset_version"]
     v2_run = client.get_run(scenario.model_version(2).run_id)
     history = client.get_metric_history(v2_run.info.run_id, "metrics/mAP50-95B")
     assert [m.step for m in history] == list(range(1, GOOD["epochs"] + 2))  # every epoch + final validation
@@ -162,7 +151,7 @@ def test_gate_promotes_a_better_model_and_refuses_a_worse_one(scenario: Scenario
     assert v3.tags["weights_version"] == scenario.versions["v3"]
     assert v3.tags["promotion_gate"] == "failed" and "mAP50-95" in v3.tags["promotion_reasons"]
     assert scenario.alias("champion") == 2 and scenario.alias("challenger") == 3
-    report = scenario.meta("evaluation_report")
+    report = scenario.metadata("evaluation_report")
     # Both evaluated on v3's val split (which now holds a new image): the champion scores higher there.
     assert report["weights_version"] == scenario.versions["v3"]
     assert report["champion_mAP50-95"] > report["mAP50-95"]
@@ -181,27 +170,27 @@ def test_automation_waits_for_enough_new_images(scenario: Scenario) -> None:
 
 def test_rematerialising_is_a_cache_hit_without_training(scenario: Scenario) -> None:
     runs_before = len(scenario.runs())
-    assert scenario.materialize(["trained_weights", "evaluation_report"], SMALL).success
-    assert scenario.meta("trained_weights")["cache_hit"] is True
-    assert scenario.meta("evaluation_report")["cache_hit"] is True
-    assert scenario.latest("trained_weights").tags["dagster/data_version"] == scenario.versions["v3"]
+    assert scenario.materialize(["trained_weights", "evaluation_report"], run_config=train_config(SMALL)).success
+    assert scenario.metadata("trained_weights")["cache_hit"] is True
+    assert scenario.metadata("evaluation_report")["cache_hit"] is True
+    assert scenario.data_version("trained_weights") == scenario.versions["v3"]
     assert len(scenario.runs()) == runs_before  # no epoch ran: no new MLflow run
 
 
 def test_cpu_training_twice_gives_the_same_weights_hash(scenario: Scenario) -> None:
     runs_before = len(scenario.runs())
-    for key_file in (scenario.home / "store" / "trained_weights" / "_cache_keys").iterdir():
+    for key_file in (scenario.store / "trained_weights" / "_cache_keys").iterdir():
         key_file.unlink()  # forget the memo: the next materialisation really trains again
-    assert scenario.materialize(["trained_weights"], SMALL).success
-    assert scenario.meta("trained_weights")["cache_hit"] is False
+    assert scenario.materialize(["trained_weights"], run_config=train_config(SMALL)).success
+    assert scenario.metadata("trained_weights")["cache_hit"] is False
     assert len(scenario.runs()) == runs_before + 1
-    assert scenario.latest("trained_weights").tags["dagster/data_version"] == scenario.versions["v3"]
+    assert scenario.data_version("trained_weights") == scenario.versions["v3"]
 
 
 def test_registered_model_loads_with_pyfunc_and_predicts(scenario: Scenario) -> None:
     with scenario.mlflow.activated():
         model = mlflow.pyfunc.load_model(f"models:/{scenario.mlflow.model_name}@champion")
-    image = next((scenario.home / "landing" / "batch_a" / "images").glob("*.jpg"))
+    image = next((scenario.landing / "batch_a" / "images").glob("*.jpg"))
     detections = model.predict(pd.DataFrame({"image": [str(image)]}), params={"conf": 0.001})
     assert list(detections.columns) == DETECTION_COLUMNS
     assert len(detections) > 0 and set(detections["class_name"]) <= {"scratch", "spot", "crack"}
@@ -218,11 +207,7 @@ def test_secrets_never_reach_mlflow(scenario: Scenario) -> None:
 
 
 def test_model_lineage_goes_back_to_runs_config_dataset_and_batches(scenario: Scenario, capsys: pytest.CaptureFixture[str]) -> None:
-    import json
-
-    from yolo_assets.cli import main
-
-    home = ["--home", str(scenario.home)]
+    home = ["--home", str(scenario.path)]
     assert main([*home, "lineage", "--model", f"{scenario.mlflow.model_name}@champion", "--json"]) == 0
     lineage = json.loads(capsys.readouterr().out)
     v2 = scenario.model_version(2)

@@ -10,37 +10,31 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
+from helpers import REPO, Home, subprocess_env
 
 from resources.model_policy import ModelPolicy
-from yolo_assets.cli import main
-from yolo_assets.definitions import build_definitions
-from yolo_assets.detector import checkpoint_epoch
-from yolo_assets.home import dagster_home, ensure_home, landing_dir
-from yolo_assets.runs import execute, tick
-from yolo_assets.synth import write_batch
+from yolo_assets.detector.checkpoint import checkpoint_epoch
+from yolo_assets.ops.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 8
 
 
 @pytest.mark.slow
 def test_killed_training_resumes_from_a_later_epoch_and_finishes_registered(tmp_path: Path) -> None:
-    home = ensure_home(tmp_path / "home")
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
-           "YOLO_ASSETS_HOME": str(home), "DAGSTER_HOME": str(dagster_home(home)), "YOLO_ASSETS_FIRST_MODEL_MIN_MAP50": "0"}
-    defs = build_definitions(home, model_policy=ModelPolicy(first_model_min_map50=0.0))  # a tiny model
-    instance = dg.DagsterInstance.from_config(str(dagster_home(home)))
-    write_batch(landing_dir(home) / "batch_a", 32, seed=6)
-    outcomes = tick(defs, instance, home, automation=False)
+    home = Home.create(tmp_path / "home", model_policy=ModelPolicy(first_model_min_map50=0.0))  # a tiny model
+    env = subprocess_env(home.path, YOLO_ASSETS_FIRST_MODEL_MIN_MAP50="0")
+    home.land("batch_a", 32, seed=6)
+    outcomes = home.tick()
     assert outcomes and all(o.success for o in outcomes)
     config = {"ops": {"trained_weights": {"config": {"epochs": EPOCHS, "imgsz": 64, "batch": 8, "workers": 0, "warm_start": False}}}}
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
     command = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "yolo_assets.definitions",
                "--select", "trained_weights", "-c", str(tmp_path / "train.yaml")]
-    checkpoints = home / "store" / "_objects" / "checkpoints"
+    checkpoints = home.store / "_objects" / "checkpoints"
+    instance = home.instance
 
-    first = subprocess.Popen(command, cwd=REPO, env=env, stdout=open(tmp_path / "first.log", "w"),
-                             stderr=subprocess.STDOUT, start_new_session=True)
+    with open(tmp_path / "first.log", "w") as first_log:
+        first = subprocess.Popen(command, cwd=REPO, env=env, stdout=first_log, stderr=subprocess.STDOUT, start_new_session=True)
     killed_after = 0
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and first.poll() is None:
@@ -58,7 +52,7 @@ def test_killed_training_resumes_from_a_later_epoch_and_finishes_registered(tmp_
     assert killed_after >= 2, (tmp_path / "first.log").read_text()[-3000:]
     assert instance.get_latest_materialization_event(dg.AssetKey("trained_weights")) is None
     # The killed run still holds the `gpu` pool slot; recovery marks it failed and frees the slot.
-    assert main(["--home", str(home), "recover"]) == 0
+    assert main(["--home", str(home.path), "recover"]) == 0
     assert instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])) == []
 
     second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
@@ -70,14 +64,15 @@ def test_killed_training_resumes_from_a_later_epoch_and_finishes_registered(tmp_
     assert resumed and int(resumed[0].split()[3]) >= killed_after + 1 > 2
     started_epochs = [int(m.split()[1].split("/")[0]) for m in messages if m.startswith("epoch ")]
     assert min(started_epochs) > 1 and max(started_epochs) == EPOCHS  # did not start over
-    client = defs.resources["mlflow"].client()
-    runs = client.search_runs([defs.resources["mlflow"].experiment_id()])
+    mlflow = home.resource("mlflow")
+    client = mlflow.client()
+    runs = client.search_runs([mlflow.experiment_id()])
     assert len(runs) == 1  # the resumed training kept logging to the interrupted run
     steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "metrics/mAP50-95B")]
     assert sorted(set(steps)) == list(range(1, EPOCHS + 2))
     assert not list(checkpoints.rglob("*.pt"))  # cleaned up after success
 
-    assert execute(defs, instance, [dg.AssetKey("evaluation_report"), dg.AssetKey("registered_model")]).success
-    version = defs.resources["mlflow"].alias_version("champion")
+    assert home.materialize(["evaluation_report", "registered_model"]).success
+    version = mlflow.alias_version("champion")
     assert version is not None and version.tags["weights_version"] == event.asset_materialization.tags["dagster/data_version"]
     instance.dispose()

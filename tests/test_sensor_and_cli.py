@@ -8,15 +8,11 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from helpers import REPO, Home
 
 from sensors.labeled_data import labeled_data_sensor
-from yolo_assets.batches import LABELED_BATCH_CODE_VERSION
-from yolo_assets.cli import main
-from yolo_assets.processed_images import PROCESSED_IMAGES_CODE_VERSION
-
-from conftest import Home
-
-REPO = Path(__file__).resolve().parents[1]
+from yolo_assets.assets.keys import CODE_VERSIONS, LABELED_BATCH, PROCESSED_IMAGES
+from yolo_assets.ops.cli import main
 
 
 def _evaluate(home: Home, cursor: str | None) -> dg.SensorResult:
@@ -69,8 +65,8 @@ def test_cli_tick_then_status_json(home: Home, land_copy, capsys: pytest.Capture
         assert set(row) == {"key", "data_version", "code_version", "time", "partitions", "stale", "metadata"}
     for row in (assets["labeled_batch"], assets["processed_images"]):
         assert row["stale"] is False
-    assert assets["labeled_batch"]["code_version"] == LABELED_BATCH_CODE_VERSION
-    assert assets["processed_images"]["code_version"] == PROCESSED_IMAGES_CODE_VERSION
+    assert assets["labeled_batch"]["code_version"] == CODE_VERSIONS[LABELED_BATCH]
+    assert assets["processed_images"]["code_version"] == CODE_VERSIONS[PROCESSED_IMAGES]
     assert assets["labeled_batch"]["partitions"] == 1
     assert assets["processed_images"]["data_version"] == home.data_version("processed_images")
     assert assets["processed_images"]["metadata"]["num_images"] == 6
@@ -86,14 +82,14 @@ def test_cli_tick_then_status_json(home: Home, land_copy, capsys: pytest.Capture
 
 def test_cli_user_mistakes_are_one_line_errors(home: Home, tmp_path: Path) -> None:
     unknown = subprocess.run(
-        [sys.executable, "-m", "yolo_assets.cli", "materialize", "no_such_asset"], capture_output=True, text=True
+        [sys.executable, "-m", "yolo_assets.ops.cli", "materialize", "no_such_asset"], capture_output=True, text=True
     )
     assert unknown.returncode == 2
     assert unknown.stderr.strip().splitlines() == [
         "yolo-assets: error: unknown asset no_such_asset (known: evaluation_report, labeled_batch, processed_images, registered_model, trained_weights)"
     ]
     missing = subprocess.run(
-        [sys.executable, "-m", "yolo_assets.cli", "--home", str(tmp_path / "nowhere"), "status"],
+        [sys.executable, "-m", "yolo_assets.ops.cli", "--home", str(tmp_path / "nowhere"), "status"],
         capture_output=True,
         text=True,
     )

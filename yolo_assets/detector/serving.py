@@ -26,7 +26,10 @@ class YoloDetectorModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         import os
 
-        os.environ.setdefault("YOLO_OFFLINE", "true")
+        from yolo_assets.detector.setup import OFFLINE_ENVIRONMENT
+
+        for name, value in OFFLINE_ENVIRONMENT.items():  # before ultralytics is imported in this process
+            os.environ.setdefault(name, value)
         from ultralytics import YOLO
 
         self.model = YOLO(context.artifacts["weights"])

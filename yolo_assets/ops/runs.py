@@ -1,6 +1,7 @@
 """In-process execution against the home's instance: what the daemon would do, for cron and CI users."""
 
 import json
+import logging
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -13,7 +14,7 @@ import dagster as dg
 # The daemon's own tags: runs launched here are deduplicated by run_key exactly like daemon runs.
 RUN_KEY_TAG = "dagster/run_key"
 SENSOR_NAME_TAG = "dagster/sensor_name"
-CONSOLE_LOG_LEVEL = os.environ.get("YOLO_ASSETS_LOG_LEVEL", "INFO")
+LOG_LEVEL_VARIABLE = "YOLO_ASSETS_LOG_LEVEL"
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,14 @@ class RunOutcome:
     description: str
     success: bool
     failure: str = ""
+
+
+def print_outcomes(outcomes: Sequence[RunOutcome]) -> bool:
+    """One line per run; True when every run succeeded."""
+    for outcome in outcomes:
+        state = "SUCCESS" if outcome.success else f"FAILURE ({outcome.failure})"
+        print(f"run {outcome.run_id} {outcome.description}: {state}")
+    return all(outcome.success for outcome in outcomes)
 
 
 def execute(
@@ -36,7 +45,8 @@ def execute(
     """Materialise `asset_keys` (and their checks) in this process, recorded in `instance`."""
     job = defs.resolve_implicit_global_asset_job_def()
     # Console verbosity from YOLO_ASSETS_LOG_LEVEL; the run's full event log is in the instance either way.
-    config = {"loggers": {"console": {"config": {"log_level": CONSOLE_LOG_LEVEL}}}, **(run_config or {})}
+    console = {"config": {"log_level": dg.EnvVar(LOG_LEVEL_VARIABLE).get_value("INFO")}}
+    config = {"loggers": {"console": console}, **(run_config or {})}
     result = job.execute_in_process(
         run_config=config,
         instance=instance,
@@ -56,17 +66,19 @@ def execute(
     return RunOutcome(result.run_id, description, result.success, failure)
 
 
+def resolved_resource(defs: dg.Definitions, key: str) -> Any:
+    """A resource for use outside a run (CLI, tests), its EnvVar settings resolved as Dagster does
+    when a run starts."""
+    return defs.resources[key].process_config_and_initialize()
+
+
 def alert_failure(defs: dg.Definitions, instance: dg.DagsterInstance, run_id: str) -> None:
     """What run_failure_alert does under the daemon, for runs executed in this process."""
-    import logging
-
     from sensors.failure_alerts import send_failure_alert
 
-    notifier = defs.resources.get("alert_notifier")
-    if notifier is None:
-        return
-    notifier = notifier.process_config_and_initialize()  # resolves the EnvVar, as Dagster does for sensors
-    send_failure_alert(instance, run_id, defs.resolve_asset_graph(), notifier, logging.getLogger("yolo_assets.alerts"))
+    if "alert_notifier" in defs.resources:
+        notifier = resolved_resource(defs, "alert_notifier")
+        send_failure_alert(instance, run_id, defs.resolve_asset_graph(), notifier, logging.getLogger("yolo_assets.alerts"))
 
 
 def recover_dead_runs(instance: dg.DagsterInstance) -> list[str]:

@@ -7,25 +7,28 @@ on the asset page, and logs it to the training's MLflow run. Data version = hash
 import base64
 import io
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from PIL import Image
 
-from resources.artifact_store import ArtifactStore
+from resources.artifact_store import ArtifactStore, Built
 from resources.mlflow_tracking import MLflowResource
 from resources.trainer import YoloWorkspace
-from yolo_assets.retries import TRANSIENT_RETRY
-from yolo_assets.automation import FOLLOW_UPSTREAM
-from yolo_assets.detector import resolve_device, validate_detector
-from yolo_assets.fileio import atomic_write_bytes
-from yolo_assets.processed_images import PROCESSED_IMAGES
-from yolo_assets.training import TRAINED_WEIGHTS, TRAINING_SUMMARY, champion_weights, trained_weights, weights_path
-from yolo_assets.versioning import cache_key, encoded_manifest, latest_data_version
+from yolo_assets.assets.automation import FOLLOW_UPSTREAM
+from yolo_assets.assets.keys import CODE_VERSIONS, EVALUATION_REPORT, PROCESSED_IMAGES, TRAINED_WEIGHTS
+from yolo_assets.assets.materializations import latest_data_version
+from yolo_assets.assets.retries import TRANSIENT_RETRY
+from yolo_assets.assets.training import TRAINING_SUMMARY, champion_weights, trained_weights, weights_path
+from yolo_assets.core.fileio import atomic_write_bytes
+from yolo_assets.core.versioning import cache_key, encoded_manifest
+from yolo_assets.detector.setup import resolve_device
+from yolo_assets.detector.validate import validate_detector
 
-EVALUATION_REPORT = "evaluation_report"
-EVALUATION_CODE_VERSION = "1"
+METRICS = "metrics.json"
 REPORT_PLOTS = ("BoxPR_curve.png", "confusion_matrix.png")
 HEADLINE = ("mAP50", "mAP50-95", "precision", "recall")
 
@@ -83,6 +86,7 @@ def inline_png(path: Path, width: int = 720) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+@contextmanager
 def evaluate(
     store: ArtifactStore,
     workspace: YoloWorkspace,
@@ -92,7 +96,9 @@ def evaluate(
     champion_version: str | None,
     champion_model_version: str | None,
     run_id: str,
-) -> tuple[dict[str, Any], Path]:
+) -> Iterator[Built[dict[str, Any]]]:
+    """Validate the challenger (with plots) and the champion on the same val split; yields metrics.json's
+    version and content, and how to store them with the plots and the Markdown report."""
     data_yaml = store.local_path(PROCESSED_IMAGES, summary["dataset_version"]) / "data.yaml"
     settings = {"imgsz": config.imgsz or summary["recipe"]["imgsz"], "batch": config.batch, "device": resolve_device(config.device)}
     workdir = workspace.workdir("eval", run_id)
@@ -111,16 +117,38 @@ def evaluate(
         "challenger": challenger,
         "champion": champion,
     }
-    return metrics, workdir
+    version, encoded = encoded_manifest(metrics)
+
+    def write(staging: Path) -> None:
+        for name in REPORT_PLOTS:
+            if (workdir / "challenger" / name).exists():
+                shutil.copyfile(workdir / "challenger" / name, staging / name)
+        atomic_write_bytes(staging / METRICS, encoded)
+        (staging / "report.md").write_text(render_report(metrics, {name: name for name in REPORT_PLOTS if (staging / name).exists()}))
+
+    yield Built(version, metrics, write)
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+def publish_evaluation(store: ArtifactStore, mlflow: MLflowResource, mlflow_run_id: str, version: str, metrics: dict[str, Any]) -> None:
+    """The headline metrics and the stored report go to the training's MLflow run."""
+    client = mlflow.client()
+    for name in HEADLINE:
+        client.log_metric(mlflow_run_id, f"eval/{name}", metrics["challenger"][name])
+    for path in sorted(store.local_path(EVALUATION_REPORT, version).iterdir()):
+        client.log_artifact(mlflow_run_id, str(path), artifact_path="evaluation")
 
 
 @dg.asset(
+    key=EVALUATION_REPORT,
     retry_policy=TRANSIENT_RETRY,
     deps=[trained_weights],
-    code_version=EVALUATION_CODE_VERSION,
+    code_version=CODE_VERSIONS[EVALUATION_REPORT],
     group_name="model",
     automation_condition=FOLLOW_UPSTREAM,
     kinds={"pytorch", "mlflow"},
+    owners=["team:ml"],
+    tags={"domain": "evaluation"},
     description="mAP50, mAP50-95, P, R, per-class AP, PR curve and confusion matrix, versus the champion on the same val split.",
 )
 def evaluation_report(
@@ -139,45 +167,30 @@ def evaluation_report(
     if champion_version == weights_version:
         champion_version = None  # these weights are the champion already: nothing to compare against
     key = cache_key(
-        EVALUATION_CODE_VERSION,
+        CODE_VERSIONS[EVALUATION_REPORT],
         {"weights": weights_version, "dataset": summary["dataset_version"], "champion": champion_version},
         {**config.model_dump(), "device": resolve_device(config.device)},  # a CPU result is not a GPU one
     )
-    version = artifact_store.lookup_cache_key(EVALUATION_REPORT, key)
-    cache_hit = version is not None
-    if version is not None:
-        metrics = artifact_store.read_json(EVALUATION_REPORT, version, "metrics.json")
-    else:
-        metrics, workdir = evaluate(
+    report = artifact_store.cached(
+        EVALUATION_REPORT,
+        key,
+        build=lambda: evaluate(
             artifact_store, yolo_workspace, config, weights_version, summary, champion_version,
             champion_model.version if champion_model and champion_version else None, context.run.run_id,
-        )
-        version, encoded = encoded_manifest(metrics)
-        if not artifact_store.exists(EVALUATION_REPORT, version):
-            with artifact_store.write_artifact(EVALUATION_REPORT, version) as staging:
-                for name in REPORT_PLOTS:
-                    if (workdir / "challenger" / name).exists():
-                        shutil.copyfile(workdir / "challenger" / name, staging / name)
-                atomic_write_bytes(staging / "metrics.json", encoded)
-                report = render_report(metrics, {name: name for name in REPORT_PLOTS if (staging / name).exists()})
-                (staging / "report.md").write_text(report)
-        shutil.rmtree(workdir, ignore_errors=True)
-    stored = artifact_store.local_path(EVALUATION_REPORT, version)
-    if not cache_hit:
-        client = mlflow.client()
-        for name in HEADLINE:
-            client.log_metric(summary["mlflow_run_id"], f"eval/{name}", metrics["challenger"][name])
-        for path in sorted(stored.iterdir()):
-            client.log_artifact(summary["mlflow_run_id"], str(path), artifact_path="evaluation")
-        artifact_store.record_cache_key(EVALUATION_REPORT, key, version)
+        ),
+        load=lambda version: artifact_store.read_json(EVALUATION_REPORT, version, METRICS),
+        publish=lambda version, metrics: publish_evaluation(artifact_store, mlflow, summary["mlflow_run_id"], version, metrics),
+    )
+    stored = artifact_store.local_path(EVALUATION_REPORT, report.version)
     embedded = {name: inline_png(stored / name) for name in REPORT_PLOTS if (stored / name).exists()}
+    metrics = report.summary
     challenger, champion = metrics["challenger"], metrics["champion"]
     context.log.info(
         f"weights {weights_version[:12]}: mAP50={challenger['mAP50']:.3f} mAP50-95={challenger['mAP50-95']:.3f}"
         + (f" (champion mAP50-95={champion['mAP50-95']:.3f})" if champion else " (no champion to compare)")
     )
     return dg.MaterializeResult(
-        data_version=dg.DataVersion(version),
+        data_version=dg.DataVersion(report.version),
         metadata={
             **{name: round(challenger[name], 4) for name in HEADLINE},
             "champion_mAP50-95": round(champion["mAP50-95"], 4) if champion else None,
@@ -185,8 +198,7 @@ def evaluation_report(
             "report": dg.MetadataValue.md(render_report(metrics, embedded)),
             "weights_version": weights_version,
             "dataset_version": metrics["dataset_version"],
-            "cache_hit": cache_hit,
+            **report.metadata(),
             "mlflow_run_id": summary["mlflow_run_id"],
-            "path": dg.MetadataValue.path(str(stored)),
         },
     )

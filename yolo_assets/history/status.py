@@ -1,17 +1,17 @@
 """Per-asset status from the instance: latest data version, code version, time, partitions, staleness."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
 
-from yolo_assets.batches import LABELED_BATCH, BatchVersion, batch_partitions, latest_batch_versions
-from yolo_assets.processed_images import PROCESSED_IMAGES
-from yolo_assets.versioning import input_data_versions, metadata_to_json
+from yolo_assets.assets.ingest import BatchVersion, batch_partitions, latest_batch_versions
+from yolo_assets.assets.keys import LABELED_BATCH, PROCESSED_IMAGES
+from yolo_assets.assets.materializations import CODE_VERSION_TAG, DATA_VERSION_TAG, input_data_versions, metadata_to_json
 
 
 def _stale(
-    key: str,
+    key: dg.AssetKey,
     code_version: str | None,
     materialization: dg.AssetMaterialization | None,
     latest_versions: dict[str, str | None],
@@ -20,7 +20,7 @@ def _stale(
 ) -> bool:
     """Stale when never materialised, made by other code, or built from inputs that have moved since
     (Dagster's provenance tags name the version of every input it read)."""
-    if materialization is None or materialization.tags.get("dagster/code_version") != code_version:
+    if materialization is None or materialization.tags.get(CODE_VERSION_TAG) != code_version:
         return True
     if key == LABELED_BATCH:
         partitions = instance.get_dynamic_partitions(batch_partitions.name)
@@ -37,7 +37,7 @@ def asset_status(defs: dg.Definitions, instance: dg.DagsterInstance) -> list[dic
     events = {key: instance.get_latest_materialization_event(key) for key in keys}
     materializations = {key: event.asset_materialization if event else None for key, event in events.items()}
     latest_versions = {
-        key.to_user_string(): m.tags.get("dagster/data_version") if m else None for key, m in materializations.items()
+        key.to_user_string(): m.tags.get(DATA_VERSION_TAG) if m else None for key, m in materializations.items()
     }
     batches = latest_batch_versions(instance)
     rows = []
@@ -51,9 +51,9 @@ def asset_status(defs: dg.Definitions, instance: dg.DagsterInstance) -> list[dic
                 "key": key.to_user_string(),
                 "data_version": latest_versions[key.to_user_string()],
                 "code_version": node.code_version,
-                "time": datetime.fromtimestamp(event.timestamp, timezone.utc).isoformat() if event else None,
+                "time": datetime.fromtimestamp(event.timestamp, UTC).isoformat() if event else None,
                 "partitions": partitions,
-                "stale": _stale(key.to_user_string(), node.code_version, materialization, latest_versions, batches, instance),
+                "stale": _stale(key, node.code_version, materialization, latest_versions, batches, instance),
                 "metadata": metadata_to_json(dict(materialization.metadata)) if materialization else {},
             }
         )

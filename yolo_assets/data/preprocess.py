@@ -13,9 +13,12 @@ from typing import Any
 
 from PIL import Image
 
-from yolo_assets.fileio import atomic_write_bytes, object_file
-from yolo_assets.hashing import hash_json, sha256_bytes
-from yolo_assets.yolo_format import decode_image, to_rgb
+from yolo_assets.core.fileio import atomic_write_bytes, object_file
+from yolo_assets.core.hashing import hash_json, sha256_bytes
+from yolo_assets.data.labels import decode_image, to_rgb
+
+# The processed_images settings that change a preprocessed image (and so key its cache).
+PREPROCESS_FIELDS = ("max_side", "jpeg_quality", "max_image_pixels")
 
 
 def preprocess_namespace(settings: dict[str, Any]) -> str:

@@ -5,14 +5,17 @@ import json
 import os
 import shutil
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from yolo_assets.home import HOME_ENV_VAR, dagster_home, ensure_home, home_dir, landing_dir
+from yolo_assets.core.home import HOME_ENV_VAR, dagster_home, ensure_home, home_dir, landing_dir, mlflow_dir, mlflow_tracking_uri
+from yolo_assets.ops.tables import format_table
+
+if TYPE_CHECKING:
+    import dagster as dg
 
 
 class UserError(Exception):
@@ -23,7 +26,7 @@ def _open_home(args: argparse.Namespace, create: bool = False) -> Path:
     home = Path(args.home).expanduser().resolve() if args.home else home_dir()
     if not create and not (dagster_home(home) / "dagster.yaml").exists():
         raise UserError(f"no yolo-assets home at {home} (set {HOME_ENV_VAR}, pass --home, or run `yolo-assets init`)")
-    os.environ[HOME_ENV_VAR] = str(home)
+    os.environ[HOME_ENV_VAR] = str(home)  # for the processes the CLI starts (dagster dev, run workers)
     return ensure_home(home)
 
 
@@ -39,7 +42,7 @@ def _load_run_config(path: str | None) -> dict[str, Any]:
     return loaded
 
 
-def _context(args: argparse.Namespace, create: bool = False):  # type: ignore[no-untyped-def]
+def _context(args: argparse.Namespace, create: bool = False) -> "tuple[Path, dg.Definitions, dg.DagsterInstance]":
     home = _open_home(args, create)
     import dagster as dg  # imported late: `synth` and errors stay fast
 
@@ -48,15 +51,8 @@ def _context(args: argparse.Namespace, create: bool = False):  # type: ignore[no
     return home, build_definitions(home), dg.DagsterInstance.from_config(str(dagster_home(home)))
 
 
-def _print_outcomes(outcomes: Sequence[Any]) -> bool:
-    for outcome in outcomes:
-        state = "SUCCESS" if outcome.success else f"FAILURE ({outcome.failure})"
-        print(f"run {outcome.run_id} {outcome.description}: {state}")
-    return all(outcome.success for outcome in outcomes)
-
-
 def cmd_synth(args: argparse.Namespace) -> int:
-    from yolo_assets.synth import write_batch
+    from yolo_assets.data.synth import write_batch
 
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     try:
@@ -74,19 +70,19 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_tick(args: argparse.Namespace) -> int:
-    from yolo_assets.runs import tick
+    from yolo_assets.ops.runs import print_outcomes, tick
 
     home, defs, instance = _context(args)
     outcomes = tick(defs, instance, home, _load_run_config(args.config), automation=not args.no_automation)
     if not outcomes:
         print("no new batches: nothing to run")
-    return 0 if _print_outcomes(outcomes) else 1
+    return 0 if print_outcomes(outcomes) else 1
 
 
 def cmd_materialize(args: argparse.Namespace) -> int:
     import dagster as dg
 
-    from yolo_assets.runs import execute
+    from yolo_assets.ops.runs import execute, print_outcomes
 
     _, defs, instance = _context(args)
     graph = defs.resolve_asset_graph()
@@ -109,7 +105,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     if unpartitioned:
         names = ",".join(k.to_user_string() for k in unpartitioned)
         outcomes.append(execute(defs, instance, unpartitioned, run_config=run_config, description=names))
-    return 0 if _print_outcomes(outcomes) else 1
+    return 0 if print_outcomes(outcomes) else 1
 
 
 def format_status_table(rows: list[dict[str, Any]]) -> str:
@@ -129,21 +125,24 @@ def format_status_table(rows: list[dict[str, Any]]) -> str:
     ])
 
 
-def resolve_version(store: Any, asset: str, prefix: str) -> str:
+def resolve_version(store: Any, asset: "dg.AssetKey", prefix: str) -> str:
     matches = [v for v in store.versions(asset) if v.startswith(prefix)]
     if len(matches) != 1:
         problem = "no" if not matches else f"{len(matches)}"
-        raise UserError(f"{problem} stored {asset} version starts with {prefix!r}")
+        raise UserError(f"{problem} stored {asset.to_user_string()} version starts with {prefix!r}")
     return matches[0]
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from yolo_assets.processed_images import PROCESSED_IMAGES, dataset_diff
+    from yolo_assets.assets.dataset import dataset_diff
+    from yolo_assets.assets.ingest import MANIFEST
+    from yolo_assets.assets.keys import PROCESSED_IMAGES
+    from yolo_assets.ops.runs import resolved_resource
 
     _, defs, _ = _context(args)
-    store = defs.resources["artifact_store"]
+    store = resolved_resource(defs, "artifact_store")
     old, new = (resolve_version(store, PROCESSED_IMAGES, prefix) for prefix in (args.old, args.new))
-    diff = dataset_diff(*(store.read_json(PROCESSED_IMAGES, v, "manifest.json") for v in (old, new)))
+    diff = dataset_diff(*(store.read_json(PROCESSED_IMAGES, v, MANIFEST) for v in (old, new)))
     if args.json:
         print(json.dumps({"old": old, "new": new, **diff}, indent=2))
         return 0
@@ -154,12 +153,13 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
-    from yolo_assets import lineage
+    from yolo_assets.history import lineage
+    from yolo_assets.ops.runs import resolved_resource
 
     _, defs, instance = _context(args)
     try:
         if args.model:
-            result = lineage.model_lineage(instance, defs.resources["mlflow"], args.model)
+            result = lineage.model_lineage(instance, resolved_resource(defs, "mlflow"), args.model)
         elif args.asset:
             if args.asset not in {k.to_user_string() for k in defs.resolve_asset_graph().materializable_asset_keys}:
                 raise UserError(f"unknown asset {args.asset}")
@@ -184,7 +184,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
-    from yolo_assets.runs import recover_dead_runs
+    from yolo_assets.ops.runs import recover_dead_runs
 
     _, _, instance = _context(args)
     recovered = recover_dead_runs(instance)
@@ -195,8 +195,15 @@ def cmd_recover(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from yolo_assets.ops.demo import run_demo
+
+    home, defs, instance = _context(args, create=True)
+    return run_demo(home, defs, instance, args.images)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    from yolo_assets.status import asset_status
+    from yolo_assets.history.status import asset_status
 
     _, defs, instance = _context(args)
     rows = asset_status(defs, instance)
@@ -204,99 +211,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def model_versions(defs: Any) -> list[dict[str, Any]]:
-    """Registered versions of the model with their aliases and lineage tags, newest first."""
-    mlflow = defs.resources["mlflow"]
-    client = mlflow.client()
-    try:
-        aliases = client.get_registered_model(mlflow.model_name).aliases
-    except Exception:  # no model registered yet
-        return []
-    by_version: dict[str, list[str]] = {}
-    for alias, version in aliases.items():
-        by_version.setdefault(str(version), []).append(alias)
-    rows = []
-    for version in client.search_model_versions(f"name='{mlflow.model_name}'"):
-        rows.append(
-            {
-                "version": int(version.version),
-                "aliases": sorted(by_version.get(str(version.version), [])),
-                "mAP50": version.tags.get("mAP50"),
-                "mAP50-95": version.tags.get("mAP50-95"),
-                "dataset_version": version.tags.get("dataset_version", "")[:12],
-                "batches": version.tags.get("batch_names", ""),
-                "promotion_gate": version.tags.get("promotion_gate", ""),
-            }
-        )
-    return sorted(rows, key=lambda row: -row["version"])
-
-
-def format_table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
-    return "\n".join(lines)
-
-
-def demo_summary(defs: Any, instance: Any, registered: list[dict[str, Any]]) -> str:
-    from yolo_assets.status import asset_status
-
-    key_metrics = ("num_images", "num_processed", "epochs", "train_mAP50", "mAP50", "mAP50-95", "champion_mAP50-95", "model_version", "alias")
-    rows = []
-    for row in asset_status(defs, instance):
-        metadata = row["metadata"]
-        metrics = " ".join(f"{name}={metadata[name]}" for name in key_metrics if metadata.get(name) is not None)
-        rows.append([row["key"], (row["data_version"] or "-")[:12], str(metadata.get("cache_hit", "-")), metrics])
-    versions = [
-        [str(v["version"]), ",".join(v["aliases"]) or "-", v["mAP50"] or "-", v["mAP50-95"] or "-", v["promotion_gate"], v["dataset_version"], v["batches"]]
-        for v in registered
-    ]
-    return (
-        format_table(["asset", "data version", "cache hit", "key metrics"], rows)
-        + "\n\nMLflow model versions:\n"
-        + format_table(["version", "aliases", "mAP50", "mAP50-95", "gate", "dataset", "batches"], versions)
-    )
-
-
-def _land_synthetic(home: Path, name: str, images: int, seed: int) -> None:
-    from yolo_assets.synth import write_batch
-
-    target = landing_dir(home) / name
-    if not target.exists():
-        write_batch(target, images, seed=seed)
-        print(f"landed {name}: {images} synthetic images", flush=True)
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    """Two batches -> ingest -> train v1 -> evaluate -> register (champion); a third batch -> retrain
-    (warm start) -> evaluate against the champion -> register v2 (promoted or not by the gate)."""
-    from yolo_assets.runs import tick
-
-    started = time.perf_counter()
-    home, defs, instance = _context(args, create=True)
-    print(f"home: {home}", flush=True)
-    outcomes = []
-    for step, batches in enumerate(((("batch_001", 1), ("batch_002", 2)), (("batch_003", 3),)), start=1):
-        for name, seed in batches:
-            _land_synthetic(home, name, args.images, seed)
-        print(f"\n[{step}/2] tick: ingest through the sensor, then retrain/evaluate/register through automation", flush=True)
-        step_outcomes = tick(defs, instance, home)
-        _print_outcomes(step_outcomes)
-        outcomes += step_outcomes
-    versions = model_versions(defs)
-    print()
-    print(demo_summary(defs, instance, versions))
-    print(f"\ndemo finished in {time.perf_counter() - started:.0f}s")
-    print(f"Dagster UI: make ui          (or: {HOME_ENV_VAR}={home} yolo-assets ui)  -> http://127.0.0.1:3000")
-    print(f"MLflow UI:  make mlflow-ui   (or: {HOME_ENV_VAR}={home} yolo-assets mlflow-ui)  -> http://127.0.0.1:5000")
-    # A challenger refused by the promotion gate is a normal outcome; anything else failing is not.
-    unexpected = [o for o in outcomes if not o.success and "promotion_gate" not in o.failure]
-    return 0 if versions and not unexpected else 1
-
-
 def cmd_mlflow_ui(args: argparse.Namespace) -> int:
-    from yolo_assets.home import mlflow_dir, mlflow_tracking_uri
-
     home = _open_home(args, create=True)
     mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
     command = [mlflow, "ui", "--backend-store-uri", mlflow_tracking_uri(home),

@@ -13,25 +13,11 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from yolo_assets.fileio import atomic_write_bytes, object_file
-from yolo_assets.hashing import sha256_bytes
+from yolo_assets.core.fileio import atomic_write_bytes, object_file
+from yolo_assets.core.hashing import sha256_bytes
+from yolo_assets.data.quarantine import QuarantineReason
 
 ROUNDING = 1e-5  # labels carry ~6 decimals: edge boxes may poke out by that much
-
-# Quarantine reason codes (stable: users filter on them). Batch-level codes live in formats.py.
-IMAGE_MISSING = "image_missing"
-IMAGE_EMPTY = "image_empty"
-IMAGE_NOT_AN_IMAGE = "image_not_an_image"
-IMAGE_TRUNCATED = "image_truncated"
-IMAGE_UNDECODABLE = "image_undecodable"
-IMAGE_TOO_LARGE = "image_too_large"
-LABEL_MISSING = "label_missing"
-LABEL_NOT_TEXT = "label_not_text"
-LABEL_MALFORMED = "label_malformed"
-LABEL_NOT_FINITE = "label_not_finite"
-CLASS_UNKNOWN = "class_unknown"
-COORDS_OUT_OF_RANGE = "coords_out_of_range"
-BOX_DEGENERATE = "box_degenerate"
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -65,22 +51,22 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
 def image_problem(data: bytes, max_pixels: int) -> tuple[Image.Image | None, str | None, str]:
     """(decoded image, None, "") or (None, reason code, detail)."""
     if not data:
-        return None, IMAGE_EMPTY, "zero-byte image file"
+        return None, QuarantineReason.IMAGE_EMPTY, "zero-byte image file"
     try:
         open_image(data, max_pixels).close()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        return None, IMAGE_TOO_LARGE, str(error)[:200]
+        return None, QuarantineReason.IMAGE_TOO_LARGE, str(error)[:200]
     except Exception:  # UnidentifiedImageError, or a format plugin that cannot even read the header
-        return None, IMAGE_NOT_AN_IMAGE, "not an image file, whatever its extension says"
+        return None, QuarantineReason.IMAGE_NOT_AN_IMAGE, "not an image file, whatever its extension says"
     try:
         return decode_image(data, max_pixels), None, ""
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        return None, IMAGE_TOO_LARGE, str(error)[:200]
+        return None, QuarantineReason.IMAGE_TOO_LARGE, str(error)[:200]
     except OSError as error:
-        code = IMAGE_TRUNCATED if "truncated" in str(error).lower() else IMAGE_UNDECODABLE
+        code = QuarantineReason.IMAGE_TRUNCATED if "truncated" in str(error).lower() else QuarantineReason.IMAGE_UNDECODABLE
         return None, code, f"{type(error).__name__}: {str(error)[:200]}"
     except Exception as error:  # PIL raises SyntaxError, ValueError... for other broken files
-        return None, IMAGE_UNDECODABLE, f"{type(error).__name__}: {str(error)[:200]}"
+        return None, QuarantineReason.IMAGE_UNDECODABLE, f"{type(error).__name__}: {str(error)[:200]}"
 
 
 def parse_label(text: str, num_classes: int, tolerance: float) -> tuple[list[list[float]], str | None, str, dict[str, int]]:
@@ -96,26 +82,26 @@ def parse_label(text: str, num_classes: int, tolerance: float) -> tuple[list[lis
         if not fields:
             continue
         if len(fields) < 5 or (len(fields) > 5 and len(fields) % 2 == 0):
-            return [], LABEL_MALFORMED, f"line {number}: {len(fields)} fields (a box has 5, a polygon an odd number >= 7)", fixes
+            return [], QuarantineReason.LABEL_MALFORMED, f"line {number}: {len(fields)} fields (a box has 5, a polygon an odd number >= 7)", fixes
         try:
             class_id = int(fields[0])
             values = [float(f) for f in fields[1:]]
         except ValueError:
-            return [], LABEL_MALFORMED, f"line {number}: not numbers: {line.strip()[:80]!r}", fixes
+            return [], QuarantineReason.LABEL_MALFORMED, f"line {number}: not numbers: {line.strip()[:80]!r}", fixes
         if not all(math.isfinite(v) for v in values):
-            return [], LABEL_NOT_FINITE, f"line {number}: NaN or infinite value", fixes
+            return [], QuarantineReason.LABEL_NOT_FINITE, f"line {number}: NaN or infinite value", fixes
         if not 0 <= class_id < num_classes:
-            return [], CLASS_UNKNOWN, f"line {number}: class id {class_id} not in 0..{num_classes - 1}", fixes
+            return [], QuarantineReason.CLASS_UNKNOWN, f"line {number}: class id {class_id} not in 0..{num_classes - 1}", fixes
         if len(values) > 4:  # a segmentation polygon: its bounding box
             xs, ys = values[0::2], values[1::2]
             values = [(min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2, max(xs) - min(xs), max(ys) - min(ys)]
             fixes["polygons_converted"] += 1
         cx, cy, w, h = values
         if w <= 0 or h <= 0:
-            return [], BOX_DEGENERATE, f"line {number}: width or height <= 0", fixes
+            return [], QuarantineReason.BOX_DEGENERATE, f"line {number}: width or height <= 0", fixes
         x0, y0, x1, y1 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
         if min(x0, y0) < -tolerance or max(x1, y1) > 1 + tolerance:
-            return [], COORDS_OUT_OF_RANGE, f"line {number}: box reaches outside [0, 1] by more than {tolerance}", fixes
+            return [], QuarantineReason.COORDS_OUT_OF_RANGE, f"line {number}: box reaches outside [0, 1] by more than {tolerance}", fixes
         if min(x0, y0) < -ROUNDING or max(x1, y1) > 1 + ROUNDING:
             fixes["coords_clipped"] += 1  # beyond what 6-decimal label rounding explains
         x0, y0, x1, y1 = max(x0, 0.0), max(y0, 0.0), min(x1, 1.0), min(y1, 1.0)
@@ -147,9 +133,9 @@ def inspect_item(
     if label is not None or label_text is not None:
         result["label_sha"] = sha256_bytes(label_bytes)
     if image is None:
-        return {**result, "reason": IMAGE_MISSING, "detail": "label file has no matching image"}
+        return {**result, "reason": QuarantineReason.IMAGE_MISSING, "detail": "label file has no matching image"}
     if label is None and label_text is None and missing_label == "quarantine":
-        return {**result, "reason": LABEL_MISSING, "detail": "image has no label file (missing_label=quarantine)"}
+        return {**result, "reason": QuarantineReason.LABEL_MISSING, "detail": "image has no label file (missing_label=quarantine)"}
     image_bytes = (Path(root) / image).read_bytes()
     decoded, reason, detail = image_problem(image_bytes, max_pixels)
     if reason:
@@ -157,7 +143,7 @@ def inspect_item(
     try:
         text = label_bytes.decode("utf-8-sig")  # a byte-order mark is harmless
     except UnicodeDecodeError:
-        return {**result, "reason": LABEL_NOT_TEXT, "detail": "label file is not UTF-8 text"}
+        return {**result, "reason": QuarantineReason.LABEL_NOT_TEXT, "detail": "label file is not UTF-8 text"}
     boxes, reason, detail, fixes = parse_label(text, num_classes, tolerance)
     if reason:
         return {**result, "reason": reason, "detail": detail}

@@ -12,6 +12,8 @@ _DAGSTER_YAML = """\
 # Written by yolo-assets for the embedded default (SQLite storage under this folder).
 telemetry:
   enabled: false
+nux:
+  enabled: false  # no "Join the Dagster community" pop-up on first opening the UI
 concurrency:
   pools:
     default_limit: 1  # the "gpu" pool: two trainings never share one device
@@ -29,7 +31,8 @@ event_log_storage:
 
 
 def home_dir() -> Path:
-    """The home folder: $YOLO_ASSETS_HOME, else ./.yolo-assets (made absolute)."""
+    """The home folder: $YOLO_ASSETS_HOME, else ./.yolo-assets (made absolute). Read when the code
+    location loads: the home decides where every resource points, as DAGSTER_HOME does for Dagster."""
     return Path(os.environ.get(HOME_ENV_VAR) or DEFAULT_HOME).expanduser().resolve()
 
 
@@ -69,5 +72,5 @@ def ensure_home(home: Path) -> Path:
     dagster_yaml = dagster_home(home) / "dagster.yaml"
     if not dagster_yaml.exists():
         dagster_yaml.write_text(_DAGSTER_YAML)
-    os.environ["DAGSTER_HOME"] = str(dagster_home(home))
+    os.environ["DAGSTER_HOME"] = str(dagster_home(home))  # process environment: Dagster's own tools read it
     return home

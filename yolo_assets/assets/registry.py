@@ -15,17 +15,22 @@ import dagster as dg
 from resources.artifact_store import ArtifactStore
 from resources.mlflow_tracking import MLflowResource
 from resources.model_policy import ModelPolicy
-from yolo_assets.retries import TRANSIENT_RETRY
-from yolo_assets.automation import FOLLOW_UPSTREAM
-from yolo_assets.checks import PROMOTION_GATE
-from yolo_assets.detector import ultralytics_version
-from yolo_assets.evaluation import EVALUATION_CODE_VERSION, EVALUATION_REPORT, evaluation_report
-from yolo_assets.hashing import hash_json
-from yolo_assets.training import TRAINED_WEIGHTS, TRAINING_SUMMARY, code_versions, weights_path
-from yolo_assets.versioning import latest_data_version
+from resources.trainer import YoloWorkspace
+from yolo_assets.assets.automation import FOLLOW_UPSTREAM
+from yolo_assets.assets.evaluation import METRICS, evaluation_report
+from yolo_assets.assets.keys import CODE_VERSIONS, EVALUATION_REPORT, REGISTERED_MODEL, TRAINED_WEIGHTS, code_versions_through
+from yolo_assets.assets.materializations import latest_data_version
+from yolo_assets.assets.retries import TRANSIENT_RETRY
+from yolo_assets.assets.training import TRAINING_SUMMARY, weights_path
+from yolo_assets.core.hashing import hash_json
+from yolo_assets.detector.setup import ultralytics_version
 
-REGISTERED_MODEL = "registered_model"
-REGISTRY_CODE_VERSION = "1"
+PROMOTION_GATE = dg.AssetCheckSpec(
+    "promotion_gate",
+    asset=REGISTERED_MODEL,
+    blocking=True,
+    description="The challenger is not worse than the champion on the same val split (or clears the first-model floor).",
+)
 
 
 def promotion_decision(metrics: dict[str, Any], policy: ModelPolicy) -> tuple[bool, list[str]]:
@@ -61,7 +66,7 @@ def register(
 ):  # type: ignore[no-untyped-def]
     import mlflow as mlflow_api
 
-    from yolo_assets.serving import SIGNATURE, YoloDetectorModel
+    from yolo_assets.detector.serving import SIGNATURE, YoloDetectorModel
 
     weights = weights_path(store, metrics["weights_version"])
     with mlflow.activated(), mlflow_api.start_run(run_id=summary["mlflow_run_id"]), warnings.catch_warnings():
@@ -83,22 +88,29 @@ def register(
 
 
 @dg.asset(
+    key=REGISTERED_MODEL,
     retry_policy=TRANSIENT_RETRY,
     deps=[evaluation_report],
-    code_version=REGISTRY_CODE_VERSION,
+    code_version=CODE_VERSIONS[REGISTERED_MODEL],
     check_specs=[PROMOTION_GATE],
     group_name="model",
     automation_condition=FOLLOW_UPSTREAM,
     kinds={"mlflow"},
+    owners=["team:ml"],
+    tags={"domain": "registry"},
     description="MLflow registry version of the evaluated weights; alias champion when the promotion gate passes.",
 )
 def registered_model(
-    context: dg.AssetExecutionContext, artifact_store: ArtifactStore, mlflow: MLflowResource, model_policy: ModelPolicy
+    context: dg.AssetExecutionContext,
+    artifact_store: ArtifactStore,
+    mlflow: MLflowResource,
+    model_policy: ModelPolicy,
+    yolo_workspace: YoloWorkspace,  # ultralytics is imported here too: its settings folder comes first
 ) -> dg.MaterializeResult:
     evaluation_version = latest_data_version(context.instance, EVALUATION_REPORT)
     if evaluation_version is None:
         raise dg.Failure("evaluation_report has never been materialised: nothing to register", allow_retries=False)
-    metrics = artifact_store.read_json(EVALUATION_REPORT, evaluation_version, "metrics.json")
+    metrics = artifact_store.read_json(EVALUATION_REPORT, evaluation_version, METRICS)
     summary = artifact_store.read_json(TRAINED_WEIGHTS, metrics["weights_version"], TRAINING_SUMMARY)
     passed, reasons = promotion_decision(metrics, model_policy)
     version = find_version(mlflow, metrics["weights_version"])
@@ -112,7 +124,7 @@ def registered_model(
             "training_dagster_run_id": summary["dagster_run_id"],
             "dagster_run_id": context.run.run_id,
             "evaluation_version": evaluation_version,
-            "code_versions": json.dumps({**code_versions(), "evaluation_report": EVALUATION_CODE_VERSION, "registered_model": REGISTRY_CODE_VERSION}, sort_keys=True),
+            "code_versions": json.dumps(code_versions_through(REGISTERED_MODEL), sort_keys=True),
             "mAP50": f"{metrics['challenger']['mAP50']:.4f}",
             "mAP50-95": f"{metrics['challenger']['mAP50-95']:.4f}",
         }

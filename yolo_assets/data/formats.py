@@ -17,14 +17,12 @@ from typing import Any
 
 import yaml
 
+from yolo_assets.data.quarantine import QuarantineReason, quarantine_entry
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 FORMAT_FILE = "yolo-assets.yaml"
 FORMATS = ("yolo", "cvat", "label_studio", "coco")
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
-
-SYMLINK_OUTSIDE_BATCH = "symlink_outside_batch"
-IMAGE_MISSING = "image_missing"
-ANNOTATION_ORPHAN = "annotation_orphan"
 
 
 class BatchFormatError(ValueError):
@@ -85,7 +83,7 @@ class _Files:
 
     def quarantine(self) -> list[dict[str, Any]]:
         return [
-            {"image": path, "label": None, "reason": SYMLINK_OUTSIDE_BATCH, "detail": "symbolic link to a file outside the batch: not read"}
+            quarantine_entry(path, None, QuarantineReason.SYMLINK_OUTSIDE_BATCH, "symbolic link to a file outside the batch: not read")
             for path in self.escaping_links
         ]
 
@@ -263,8 +261,8 @@ def read_coco(root: Path, files: _Files) -> BatchLayout:
                 continue
             image = images.get(annotation.get("image_id"))
             if image is None or annotation.get("category_id") not in class_of:
-                quarantine.append({"image": None, "label": json_file.as_posix(), "reason": ANNOTATION_ORPHAN,
-                                   "detail": f"annotation {annotation.get('id')} names an unknown image or category"})
+                quarantine.append(quarantine_entry(None, json_file.as_posix(), QuarantineReason.ANNOTATION_ORPHAN,
+                                                   f"annotation {annotation.get('id')} names an unknown image or category"))
                 continue
             x, y, w, h = (float(v) for v in annotation["bbox"])
             width, height = float(image["width"]), float(image["height"])
@@ -278,8 +276,8 @@ def read_coco(root: Path, files: _Files) -> BatchLayout:
                 image_by_name.get(Path(name).name),
             )
             if found is None:
-                quarantine.append({"image": name, "label": json_file.as_posix(), "reason": IMAGE_MISSING,
-                                   "detail": f"{json_file.name} lists an image that is not in the batch"})
+                quarantine.append(quarantine_entry(name, json_file.as_posix(), QuarantineReason.IMAGE_MISSING,
+                                                   f"{json_file.name} lists an image that is not in the batch"))
                 continue
             items.append(BatchItem(found.as_posix(), None, "\n".join(boxes[image_id]), split_hint=split))
     return BatchLayout("coco", names, items, quarantine, {"iscrowd_excluded": crowd})

@@ -1,38 +1,56 @@
-"""`processed_images`: the union of accepted batches as one ultralytics-ready dataset version.
+"""`processed_images`: the union of accepted batches as one ultralytics-ready dataset version, and
+the checks that guard training on it (split leakage, near-duplicates).
 
 Split: an image's split is a pure function of its content hash and `val_fraction`, so it never moves
 as the data grows. Preprocessing goes through the per-image cache, so adding k images decodes k.
 """
 
-
 import os
 import shutil
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import dagster as dg
-import numpy as np
 import yaml
 
-from resources.artifact_store import ArtifactStore
+from resources.artifact_store import ArtifactStore, Built
 from resources.dataset_policy import DatasetPolicy
-from yolo_assets.retries import TRANSIENT_RETRY
-from yolo_assets.batches import BLOBS, LABEL_CONFLICT, LABELED_BATCH, BatchVersion, labeled_batch, latest_batch_versions, quarantine_table
-from yolo_assets.checks import NEAR_DUPLICATES, SPLIT_LEAKAGE, near_duplicates_result, split_leakage_result
-from yolo_assets.fileio import atomic_write_bytes, link_or_copy, object_relpath
-from yolo_assets.formats import class_key
-from yolo_assets.hashing import hash_json
-from yolo_assets.parallel import parallel_starmap
-from yolo_assets.preprocess import cached_image, cached_record, preprocess_namespace, preprocess_one
-from yolo_assets.versioning import cache_key, encoded_manifest, latest_data_version
+from yolo_assets.assets.ingest import BLOBS, MANIFEST, labeled_batch, latest_batch_versions
+from yolo_assets.assets.keys import CODE_VERSIONS, LABELED_BATCH, PROCESSED_IMAGES
+from yolo_assets.assets.materializations import latest_data_version
+from yolo_assets.assets.retries import TRANSIENT_RETRY
+from yolo_assets.core.fileio import atomic_write_bytes, link_or_copy, object_relpath
+from yolo_assets.core.hashing import hash_json
+from yolo_assets.core.parallel import parallel_starmap
+from yolo_assets.core.versioning import cache_key, encoded_manifest
+from yolo_assets.data.duplicates import union_of_batches
+from yolo_assets.data.formats import class_key
+from yolo_assets.data.preprocess import PREPROCESS_FIELDS, cached_image, cached_record, preprocess_namespace, preprocess_one
+from yolo_assets.data.quarantine import quarantine_table
+from yolo_assets.data.splits import assign_splits, near_duplicate_pairs
 
-PROCESSED_IMAGES = "processed_images"
-PROCESSED_IMAGES_CODE_VERSION = "2"
 SPLITS = ("train", "val", "test")
 DATASET_ITEMS = "dataset-items"
+
+SPLIT_LEAKAGE = dg.AssetCheckSpec(
+    "split_leakage",
+    asset=PROCESSED_IMAGES,
+    blocking=True,
+    description="Fails when the same image (byte-identical, or pixel-identical after decoding) is in two splits.",
+)
+
+
+NEAR_DUPLICATES = dg.AssetCheckSpec(
+    "near_duplicates",
+    asset=PROCESSED_IMAGES,
+    blocking=False,
+    description="Warns about near-duplicate images (perceptual hash within near_duplicate_distance bits) in different splits; lists all pairs.",
+)
 
 
 class ProcessedImagesConfig(dg.Config):
@@ -46,122 +64,10 @@ class ProcessedImagesConfig(dg.Config):
     """Preprocessing processes; 0 = one per core. Does not change the output."""
 
     def preprocess_settings(self) -> dict[str, Any]:
-        return {"max_side": self.max_side, "jpeg_quality": self.jpeg_quality, "max_image_pixels": self.max_image_pixels}
+        return {name: getattr(self, name) for name in PREPROCESS_FIELDS}
 
     def output_settings(self) -> dict[str, Any]:
         return self.model_dump(exclude={"workers"})
-
-
-def split_of(image_sha: str, val_fraction: float) -> str:
-    return "val" if int(image_sha[:12], 16) / 16**12 < val_fraction else "train"
-
-
-def union_of_batches(
-    store: ArtifactStore, batches: list[BatchVersion], policy: DatasetPolicy
-) -> tuple[list[str], dict[str, dict[str, Any]], int, list[dict[str, Any]]]:
-    """Class names reconciled by name (ids in order of first appearance), items keyed by image hash.
-
-    The same image in two batches with the same labels is kept once; with different labels it is a
-    conflict: both copies leave the dataset (listed with the reason), or under `last_writer_wins`
-    the batch that landed last wins. Returns (classes, items, duplicates, conflicts).
-    """
-    classes: list[str] = []
-    keys: set[str] = set()
-    items: dict[str, dict[str, Any]] = {}
-    conflicted: dict[str, list[dict[str, Any]]] = {}
-    duplicates = 0
-
-    def canonical(boxes: list[list[Any]]) -> list[list[Any]]:
-        return sorted([class_key(b[0], policy.case_sensitive_classes), *b[1:]] for b in boxes)
-
-    for batch in batches:
-        manifest = store.read_json(LABELED_BATCH, batch.data_version, "manifest.json")
-        for name in manifest["classes"]:
-            if class_key(name, policy.case_sensitive_classes) not in keys:
-                keys.add(class_key(name, policy.case_sensitive_classes))
-                classes.append(name)
-        for item in manifest["items"]:
-            sha, entry = item["image_sha"], {**item, "batch": batch.partition}
-            if sha in conflicted:
-                conflicted[sha].append(entry)
-            elif sha not in items or policy.label_conflicts == "last_writer_wins":
-                duplicates += sha in items
-                items[sha] = entry
-            elif canonical(items[sha]["boxes"]) == canonical(item["boxes"]):
-                duplicates += 1
-            else:
-                conflicted[sha] = [items.pop(sha), entry]
-    conflicts = [
-        {"image": f"{c['batch']}/{c['source']}", "label": c.get("label_source"), "reason": LABEL_CONFLICT,
-         "detail": "labeled differently in " + ", ".join(f"{x['batch']}/{x['source']}" for x in copies)}
-        for copies in conflicted.values()
-        for c in copies
-    ]
-    return classes, items, duplicates, conflicts
-
-
-# Near-duplicates come in small groups (an image and its augmented copies); a hash band shared by
-# more images than this carries no information (flat, textureless regions) and would make the
-# lookup quadratic.
-MAX_BUCKET = 16
-
-
-def near_duplicate_pairs(records: dict[str, dict[str, Any]], max_distance: int) -> list[tuple[str, str, int]]:
-    """Pairs of images whose perceptual hashes differ in at most `max_distance` bits, sorted.
-
-    Band the 64-bit hash into max_distance + 1 chunks: two hashes that close agree exactly on at
-    least one chunk (pigeonhole), so only images sharing a chunk value are compared: no N^2 scan.
-    Vectorised: per band, sort the chunk values and pair each image with the next MAX_BUCKET - 1
-    images of the same value, which costs a few milliseconds per thousand images.
-    """
-    shas = sorted(records)
-    if len(shas) < 2:
-        return []
-    hashes = np.array([int(records[sha]["dhash"], 16) for sha in shas], dtype=np.uint64)
-    bands = min(max_distance + 1, 64)
-    width = -(-64 // bands)
-    mask = np.uint64((1 << width) - 1) if width < 64 else np.uint64(2**64 - 1)
-    firsts, seconds = [], []
-    for band in range(bands):
-        values = (hashes >> np.uint64(band * width)) & mask
-        order = np.argsort(values, kind="stable")
-        ordered = values[order]
-        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-        sizes = np.diff(np.r_[starts, len(ordered)])
-        usable = np.repeat(sizes <= MAX_BUCKET, sizes)  # members of buckets that carry information
-        for offset in range(1, min(MAX_BUCKET, len(ordered))):
-            same = (ordered[offset:] == ordered[:-offset]) & usable[offset:]
-            firsts.append(order[:-offset][same])
-            seconds.append(order[offset:][same])
-    first, second = np.concatenate(firsts), np.concatenate(seconds)
-    low, high = np.minimum(first, second), np.maximum(first, second)
-    candidates = np.unique(low.astype(np.int64) * len(shas) + high)
-    low, high = candidates // len(shas), candidates % len(shas)
-    distances = np.bitwise_count(hashes[low] ^ hashes[high])
-    close = distances <= max_distance
-    return [(shas[a], shas[b], int(d)) for a, b, d in zip(low[close], high[close], distances[close])]
-
-
-def assign_splits(
-    items: dict[str, dict[str, Any]], pairs: list[tuple[str, str, int]], config: "ProcessedImagesConfig", policy: DatasetPolicy
-) -> dict[str, str]:
-    """Our split: a pure function of the content hash, and near-duplicates follow the smallest hash
-    of their group so augmented copies never straddle train and val. Or the export's own split."""
-    if policy.honour_export_split:
-        return {sha: item.get("split_hint") or split_of(sha, config.val_fraction) for sha, item in items.items()}
-    parent = {sha: sha for sha in items}
-
-    def find(sha: str) -> str:
-        while parent[sha] != sha:
-            parent[sha] = parent[parent[sha]]
-            sha = parent[sha]
-        return sha
-
-    for a, b, _ in pairs:
-        if a in parent and b in parent:
-            low, high = sorted((find(a), find(b)))
-            parent[high] = low
-    return {sha: split_of(find(sha), config.val_fraction) for sha in items}
 
 
 RECORD_FIELDS = ("width", "height", "file_sha", "pixel_sha", "dhash")
@@ -178,7 +84,7 @@ def previous_dataset(instance: dg.DagsterInstance, store: ArtifactStore) -> Stor
     version = latest_data_version(instance, PROCESSED_IMAGES)
     if not version or not store.exists(PROCESSED_IMAGES, version):
         return None
-    return StoredDataset(version, store.read_json(PROCESSED_IMAGES, version, "manifest.json"))
+    return StoredDataset(version, store.read_json(PROCESSED_IMAGES, version, MANIFEST))
 
 
 def reusable_rows(previous: dict[str, Any] | None, config: ProcessedImagesConfig) -> dict[str, dict[str, Any]]:
@@ -189,7 +95,7 @@ def reusable_rows(previous: dict[str, Any] | None, config: ProcessedImagesConfig
     """
     if not previous or not previous["items"]:
         return {}
-    if ProcessedImagesConfig(**previous["settings"]).preprocess_settings() != config.preprocess_settings():
+    if {name: previous["settings"][name] for name in PREPROCESS_FIELDS} != config.preprocess_settings():
         return {}
     if any(field not in previous["items"][0] for field in (*RECORD_FIELDS, "pair")):
         return {}  # written by an older code version
@@ -216,8 +122,8 @@ def preprocess_missing(
         ],
         config.workers,
     )
-    records.update(zip(missing, fresh))
-    return records, len(missing)  # type: ignore[return-value]
+    complete: dict[str, dict[str, Any]] = {**{sha: r for sha, r in records.items() if r is not None}, **dict(zip(missing, fresh))}
+    return complete, len(missing)
 
 
 def pair_key(namespace: str, sha: str, labels: list[list[Any]]) -> str:
@@ -234,7 +140,7 @@ def build_manifest(
     policy: DatasetPolicy,
     reusable: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
-    splits = assign_splits(items, pairs, config, policy)
+    splits = assign_splits(items, pairs, config.val_fraction, policy.honour_export_split)
     namespace = preprocess_namespace(config.preprocess_settings())
     class_id = {class_key(name, policy.case_sensitive_classes): i for i, name in enumerate(classes)}
     rows = []
@@ -294,35 +200,28 @@ def ensure_item_folder(store: ArtifactStore, cache_root: Path, row: dict[str, An
         shutil.rmtree(staging, ignore_errors=True)  # a concurrent writer committed the same pair
 
 
-def write_dataset(
-    store: ArtifactStore,
-    manifest: dict[str, Any],
-    encoded: bytes,
-    version: str,
-    listed: set[str],
-) -> None:
+def write_dataset(staging: Path, store: ArtifactStore, manifest: dict[str, Any], encoded: bytes, listed: set[str]) -> None:
     """The ultralytics-ready dataset: data.yaml naming train.txt / val.txt image lists, and the manifest.
 
     Pairs in `listed` belong to a committed earlier version, so they exist: only the others are
-    checked and written.
+    checked and written (before the lists that name them).
     """
-    cache_root = store.object_root(preprocess_namespace(ProcessedImagesConfig(**manifest["settings"]).preprocess_settings()))
+    cache_root = store.object_root(preprocess_namespace({name: manifest["settings"][name] for name in PREPROCESS_FIELDS}))
     items_root = store.object_root(DATASET_ITEMS)
     lists: dict[str, list[str]] = {split: [] for split in SPLITS}
     for row in manifest["items"]:
         if row["pair"] not in listed:
             ensure_item_folder(store, cache_root, row)
         lists[row["split"]].append(f"{items_root}/{object_relpath(row['pair'])}/images/{row['sha']}.jpg")
-    with store.write_artifact(PROCESSED_IMAGES, version) as staging:
-        for split, paths in lists.items():
-            if paths or split != "test":
-                (staging / f"{split}.txt").write_text("".join(f"{path}\n" for path in paths))
-        data_yaml: dict[str, Any] = {"train": "train.txt", "val": "val.txt"}  # resolved next to this file
-        if lists["test"]:
-            data_yaml["test"] = "test.txt"
-        data_yaml.update({"nc": len(manifest["classes"]), "names": dict(enumerate(manifest["classes"]))})
-        (staging / "data.yaml").write_text(yaml.safe_dump(data_yaml, sort_keys=False))
-        atomic_write_bytes(staging / "manifest.json", encoded, durable=True)
+    for split, paths in lists.items():
+        if paths or split != "test":
+            (staging / f"{split}.txt").write_text("".join(f"{path}\n" for path in paths))
+    data_yaml: dict[str, Any] = {"train": "train.txt", "val": "val.txt"}  # resolved next to this file
+    if lists["test"]:
+        data_yaml["test"] = "test.txt"
+    data_yaml.update({"nc": len(manifest["classes"]), "names": dict(enumerate(manifest["classes"]))})
+    (staging / "data.yaml").write_text(yaml.safe_dump(data_yaml, sort_keys=False))
+    atomic_write_bytes(staging / MANIFEST, encoded, durable=True)
 
 
 def dataset_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -366,13 +265,64 @@ def dataset_metadata(manifest: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def split_leakage_result(manifest: Mapping[str, Any]) -> dg.AssetCheckResult:
+    leaks: list[dict[str, Any]] = []
+    for field in ("sha", "pixel_sha"):
+        first_split: dict[str, str] = {}
+        leaked: set[str] = set()
+        for item in manifest["items"]:
+            if first_split.setdefault(item[field], item["split"]) != item["split"]:
+                leaked.add(item[field])
+        members: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+        for item in manifest["items"] if leaked else ():
+            if item[field] in leaked:
+                members[item[field]].append(item)
+        leaks += [
+            {"identical_by": field, "splits": sorted({m["split"] for m in group}), "images": [m["sha"][:12] for m in group]}
+            for group in members.values()
+        ]
+    return dg.AssetCheckResult(
+        check_name=SPLIT_LEAKAGE.name,
+        passed=not leaks,
+        metadata={"num_leaks": len(leaks), "leaks": dg.MetadataValue.json(leaks[:50])},
+    )
+
+
+def near_duplicates_result(manifest: Mapping[str, Any], max_distance: int) -> dg.AssetCheckResult:
+    """Near-duplicates are expected (augmented copies); across splits they leak, so that warns.
+    The pairs are the ones the split assignment used, listed in the manifest."""
+    items = {item["sha"]: item for item in manifest["items"]}
+    pairs = [tuple(pair) for pair in manifest["near_duplicates"]]
+    across = [(a, b, d) for a, b, d in pairs if items[a]["split"] != items[b]["split"]]
+    return dg.AssetCheckResult(
+        check_name=NEAR_DUPLICATES.name,
+        passed=not across,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "num_pairs": len(pairs),
+            "num_across_splits": len(across),
+            "max_distance": max_distance,
+            "pairs": dg.MetadataValue.json([{"a": a[:12], "b": b[:12], "distance": d, "splits": [items[a]["split"], items[b]["split"]]} for a, b, d in pairs[:50]]),
+        },
+    )
+
+
+class BuiltDataset(NamedTuple):
+    manifest: dict[str, Any]
+    num_processed: int
+    union_metadata: dict[str, Any]
+
+
 @dg.asset(
+    key=PROCESSED_IMAGES,
     retry_policy=TRANSIENT_RETRY,
     deps=[labeled_batch],
-    code_version=PROCESSED_IMAGES_CODE_VERSION,
+    code_version=CODE_VERSIONS[PROCESSED_IMAGES],
     check_specs=[SPLIT_LEAKAGE, NEAR_DUPLICATES],
     group_name="data",
     kinds={"python"},
+    owners=["team:data"],
+    tags={"domain": "dataset"},
     description="Union of accepted batches: stable train/val split, preprocessed once per image, ultralytics-ready.",
 )
 def processed_images(
@@ -392,20 +342,14 @@ def processed_images(
     inputs = {b.partition: b.data_version for b in included}
     previous = previous_dataset(context.instance, artifact_store)
     key = cache_key(
-        PROCESSED_IMAGES_CODE_VERSION, inputs, {**config.output_settings(), "policy": dataset_policy.model_dump()}
+        CODE_VERSIONS[PROCESSED_IMAGES], inputs, {**config.output_settings(), "policy": dataset_policy.model_dump()}
     )
-    version = artifact_store.lookup_cache_key(PROCESSED_IMAGES, key)
-    cache_hit, num_processed = version is not None, 0
-    union_metadata: dict[str, Any] = {}
-    if version is not None:
-        manifest = (
-            previous.manifest if previous and previous.version == version
-            else artifact_store.read_json(PROCESSED_IMAGES, version, "manifest.json")
+
+    def build() -> nullcontext[Built[BuiltDataset]]:
+        batch_manifests = ((b.partition, artifact_store.read_json(LABELED_BATCH, b.data_version, MANIFEST)) for b in included)
+        classes, items, duplicates, conflicts = union_of_batches(
+            batch_manifests, dataset_policy.case_sensitive_classes, dataset_policy.label_conflicts
         )
-    else:
-        classes, items, duplicates, conflicts = union_of_batches(artifact_store, included, dataset_policy)
-        union_metadata["duplicate_images"] = duplicates
-        union_metadata["label_conflicts"] = dg.MetadataValue.md(quarantine_table(conflicts))
         for conflict in conflicts:
             context.log.warning(f"left out {conflict['image']}: {conflict['reason']} ({conflict['detail']})")
         reusable = reusable_rows(previous.manifest if previous else None, config)
@@ -413,28 +357,39 @@ def processed_images(
         pairs = near_duplicate_pairs(records, dataset_policy.near_duplicate_distance)
         manifest = build_manifest(classes, items, records, pairs, config, dataset_policy, reusable)
         version, encoded = encoded_manifest(manifest)
-        if not artifact_store.exists(PROCESSED_IMAGES, version):
-            write_dataset(artifact_store, manifest, encoded, version, {row["pair"] for row in reusable.values()})
-        artifact_store.record_cache_key(PROCESSED_IMAGES, key, version)
+        listed = {row["pair"] for row in reusable.values()}
+        union_metadata = {"duplicate_images": duplicates, "label_conflicts": dg.MetadataValue.md(quarantine_table(conflicts))}
+        return nullcontext(Built(
+            version,
+            BuiltDataset(manifest, num_processed, union_metadata),
+            lambda staging: write_dataset(staging, artifact_store, manifest, encoded, listed),
+        ))
+
+    def load(version: str) -> BuiltDataset:
+        stored = previous.manifest if previous and previous.version == version else artifact_store.read_json(PROCESSED_IMAGES, version, MANIFEST)
+        return BuiltDataset(stored, 0, {})
+
+    dataset = artifact_store.cached(PROCESSED_IMAGES, key, build, load)
+    manifest, version = dataset.summary.manifest, dataset.version
+    diff_metadata: dict[str, Any] = {}
     if previous and previous.version != version:
-        union_metadata["diff_base"] = previous.version
-        union_metadata["diff"] = dg.MetadataValue.json(dataset_diff(previous.manifest, manifest))
+        diff_metadata = {"diff_base": previous.version, "diff": dg.MetadataValue.json(dataset_diff(previous.manifest, manifest))}
     elapsed = time.perf_counter() - started
     context.log.info(
-        f"dataset {version[:12]}: {len(manifest['items'])} images, {num_processed} decoded, cache_hit={cache_hit}, {elapsed:.2f}s"
+        f"dataset {version[:12]}: {len(manifest['items'])} images, {dataset.summary.num_processed} decoded, "
+        f"cache_hit={dataset.cache_hit}, {elapsed:.2f}s"
     )
     return dg.MaterializeResult(
         data_version=dg.DataVersion(version),
         metadata={
             **dataset_metadata(manifest),
-            "num_processed": num_processed,
-            "cache_hit": cache_hit,
-            "cache_key": key,
+            "num_processed": dataset.summary.num_processed,
+            **dataset.metadata(),
             "input_batches": dg.MetadataValue.json(inputs),
             "excluded_batches": dg.MetadataValue.json(excluded),
-            **union_metadata,
+            **dataset.summary.union_metadata,
+            **diff_metadata,
             "seconds": round(elapsed, 3),
-            "path": dg.MetadataValue.path(artifact_store.uri(PROCESSED_IMAGES, version)),
         },
         check_results=[
             split_leakage_result(manifest),

@@ -3,13 +3,14 @@
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
 
-from yolo_assets.batches import LABELED_BATCH, latest_batch_versions
-from yolo_assets.versioning import input_data_versions, metadata_to_json, metadata_value
+from yolo_assets.assets.ingest import latest_batch_versions
+from yolo_assets.assets.keys import LABELED_BATCH, TRAINED_WEIGHTS
+from yolo_assets.assets.materializations import CODE_VERSION_TAG, DATA_VERSION_TAG, input_data_versions, metadata_to_json, metadata_value
 
 OUR_CODE = re.compile(r'File "[^"]*/(yolo_assets|resources|sensors)/[^"]+"')
 # The events a run's lineage is read from (not its log lines: a training logs every epoch).
@@ -22,7 +23,7 @@ LINEAGE_EVENTS = {
 
 
 def _time(timestamp: float | None) -> str | None:
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds") if timestamp else None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds") if timestamp else None
 
 
 def _innermost_error(error: Any) -> Any:
@@ -60,13 +61,13 @@ def _latest_before(instance: dg.DagsterInstance, asset: str, before: float | Non
 def batches_since(instance: dg.DagsterInstance, after: float, before: float | None) -> list[dict[str, Any]]:
     """Batch versions that landed in the window, with their validation summaries."""
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(LABELED_BATCH), after_timestamp=after, before_timestamp=before),
+        dg.AssetRecordsFilter(asset_key=LABELED_BATCH, after_timestamp=after, before_timestamp=before),
         limit=1000,
     ).records
     return [
         {
             "batch": record.asset_materialization.partition,
-            "data_version": record.asset_materialization.tags.get("dagster/data_version"),
+            "data_version": record.asset_materialization.tags.get(DATA_VERSION_TAG),
             "num_images": metadata_value(record.asset_materialization, "num_images"),
             "num_quarantined": metadata_value(record.asset_materialization, "num_quarantined"),
             "quarantine_reasons": metadata_value(record.asset_materialization, "quarantine_reasons", {}),
@@ -96,19 +97,19 @@ def diff_since_last_success(
         current = {b.partition: b.data_version for b in latest_batch_versions(instance)}
         changed = sorted(p for p in set(recorded_batches) | set(current) if recorded_batches.get(p) != current.get(p))
         if changed:
-            inputs_changed[LABELED_BATCH] = {"changed_partitions": changed}
+            inputs_changed[LABELED_BATCH.to_user_string()] = {"changed_partitions": changed}
     for parent, old in input_data_versions(tags).items():
-        if not (recorded_batches is not None and parent == LABELED_BATCH):
+        if not (recorded_batches is not None and parent == LABELED_BATCH.to_user_string()):
             current = _latest_before(instance, parent, run_end)
-            new = current.asset_materialization.tags.get("dagster/data_version") if current and current.asset_materialization else None
+            new = current.asset_materialization.tags.get(DATA_VERSION_TAG) if current and current.asset_materialization else None
             if new != old:
                 inputs_changed[parent] = {"then": old, "now": new}
     old_config = _op_config(instance.get_run_by_id(last.run_id), asset)
     new_config = _op_config(run, asset)
     return {
-        "last_success": {"run_id": last.run_id, "time": _time(last.timestamp), "data_version": tags.get("dagster/data_version")},
+        "last_success": {"run_id": last.run_id, "time": _time(last.timestamp), "data_version": tags.get(DATA_VERSION_TAG)},
         "inputs_changed": inputs_changed,
-        "code_version_changed": None if tags.get("dagster/code_version") == code_version else {"then": tags.get("dagster/code_version"), "now": code_version},
+        "code_version_changed": None if tags.get(CODE_VERSION_TAG) == code_version else {"then": tags.get(CODE_VERSION_TAG), "now": code_version},
         "config_changed": {k: {"then": old_config.get(k), "now": new_config.get(k)} for k in sorted(set(old_config) | set(new_config)) if old_config.get(k) != new_config.get(k)},
         "new_batches": batches_since(instance, last.timestamp, run_end),
     }
@@ -155,8 +156,8 @@ def run_lineage(instance: dg.DagsterInstance, run_id: str, asset_graph: Any | No
         done = materialized.get(asset)
         entry: dict[str, Any] = {"asset": asset, "materialized": done is not None}
         if done is not None:
-            entry["data_version"] = done.tags.get("dagster/data_version")
-            entry["code_version"] = done.tags.get("dagster/code_version")
+            entry["data_version"] = done.tags.get(DATA_VERSION_TAG)
+            entry["code_version"] = done.tags.get(CODE_VERSION_TAG)
             entry["inputs"] = input_data_versions(done.tags)
         else:
             entry["code_version"] = node_code
@@ -227,8 +228,8 @@ def asset_lineage(instance: dg.DagsterInstance, asset: str) -> dict[str, Any]:
         "partition": materialization.partition,
         "run_id": record.run_id,
         "time": _time(record.timestamp),
-        "data_version": materialization.tags.get("dagster/data_version"),
-        "code_version": materialization.tags.get("dagster/code_version"),
+        "data_version": materialization.tags.get(DATA_VERSION_TAG),
+        "code_version": materialization.tags.get(CODE_VERSION_TAG),
         "inputs": input_data_versions(materialization.tags),
         "metadata": {k: v for k, v in metadata_to_json(dict(materialization.metadata)).items() if k != "report"},
     }
@@ -252,9 +253,9 @@ def model_lineage(instance: dg.DagsterInstance, mlflow: Any, reference: str) -> 
     batch_details = []
     for batch, data_version in sorted(batches.items()):
         records = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey(LABELED_BATCH), asset_partitions=[batch]), limit=100
+            dg.AssetRecordsFilter(asset_key=LABELED_BATCH, asset_partitions=[batch]), limit=100
         ).records
-        match = next((r for r in records if r.asset_materialization and r.asset_materialization.tags.get("dagster/data_version") == data_version), None)
+        match = next((r for r in records if r.asset_materialization and r.asset_materialization.tags.get(DATA_VERSION_TAG) == data_version), None)
         batch_details.append({
             "batch": batch,
             "data_version": data_version,
@@ -271,7 +272,7 @@ def model_lineage(instance: dg.DagsterInstance, mlflow: Any, reference: str) -> 
         "training_dagster_run_id": tags.get("training_dagster_run_id"),
         "registered_by_dagster_run_id": tags.get("dagster_run_id"),
         "mlflow_run_id": version.run_id,
-        "training_config": {**(mlflow_run.data.params if mlflow_run else {}), **_op_config(training_run, "trained_weights")},
+        "training_config": {**(mlflow_run.data.params if mlflow_run else {}), **_op_config(training_run, TRAINED_WEIGHTS.to_user_string())},
         "metrics": {"mAP50": tags.get("mAP50"), "mAP50-95": tags.get("mAP50-95")},
         "promotion_gate": tags.get("promotion_gate"),
         "promotion_reasons": tags.get("promotion_reasons"),

@@ -9,13 +9,15 @@ from pathlib import Path
 import pytest
 
 from resources.artifact_store import LocalArtifactStore
-from yolo_assets.hashing import StatHashCache, sha256_file
+from yolo_assets.assets.keys import LABELED_BATCH, PROCESSED_IMAGES
+from yolo_assets.core.hashing import StatHashCache, sha256_file
 
 CRASHING_WRITER = """
 import os, sys
 from resources.artifact_store import LocalArtifactStore
+from yolo_assets.assets.keys import PROCESSED_IMAGES
 store = LocalArtifactStore(root=sys.argv[1])
-with store.write_artifact("processed_images", "v1") as staging:
+with store.write_artifact(PROCESSED_IMAGES, "v1") as staging:
     (staging / "manifest.json").write_text("{}")
     (staging / "images").mkdir()
     (staging / "images" / "half.jpg").write_bytes(b"\\xff\\xd8" * 1000)
@@ -27,33 +29,32 @@ def test_a_crash_mid_write_leaves_no_valid_looking_artifact(tmp_path: Path) -> N
     store = LocalArtifactStore(root=str(tmp_path / "store"))
     crashed = subprocess.run([sys.executable, "-c", CRASHING_WRITER, store.root], cwd=Path(__file__).parents[1])
     assert crashed.returncode == 9
-    assert not store.exists("processed_images", "v1")
+    assert not store.exists(PROCESSED_IMAGES, "v1")
     assert not (tmp_path / "store" / "processed_images" / "v1").exists()
     with pytest.raises(FileNotFoundError):
-        store.local_path("processed_images", "v1")
+        store.local_path(PROCESSED_IMAGES, "v1")
     # The next writer succeeds, and the version is then complete.
-    with store.write_artifact("processed_images", "v1") as staging:
+    with store.write_artifact(PROCESSED_IMAGES, "v1") as staging:
         (staging / "manifest.json").write_text("{}")
-    assert store.exists("processed_images", "v1")
-    assert store.read_json("processed_images", "v1", "manifest.json") == {}
+    assert store.exists(PROCESSED_IMAGES, "v1")
+    assert store.read_json(PROCESSED_IMAGES, "v1", "manifest.json") == {}
 
 
 def test_an_exception_mid_write_commits_nothing_and_cleans_up(tmp_path: Path) -> None:
     store = LocalArtifactStore(root=str(tmp_path))
-    with pytest.raises(RuntimeError):
-        with store.write_artifact("labeled_batch", "v2") as staging:
-            (staging / "manifest.json").write_text("{}")
-            raise RuntimeError("disk full")
-    assert not store.exists("labeled_batch", "v2")
+    with pytest.raises(RuntimeError), store.write_artifact(LABELED_BATCH, "v2") as staging:
+        (staging / "manifest.json").write_text("{}")
+        raise RuntimeError("disk full")
+    assert not store.exists(LABELED_BATCH, "v2")
     assert list((tmp_path / ".staging").iterdir()) == []
 
 
 def test_a_committed_version_is_never_overwritten(tmp_path: Path) -> None:
     store = LocalArtifactStore(root=str(tmp_path))
     for content in ("first", "second"):
-        with store.write_artifact("labeled_batch", "v3") as staging:
+        with store.write_artifact(LABELED_BATCH, "v3") as staging:
             (staging / "manifest.json").write_text(content)
-    assert (Path(store.local_path("labeled_batch", "v3")) / "manifest.json").read_text() == "first"
+    assert (Path(store.local_path(LABELED_BATCH, "v3")) / "manifest.json").read_text() == "first"
 
 
 def test_stat_cache_skips_unchanged_files_and_sees_same_size_edits(tmp_path: Path) -> None:

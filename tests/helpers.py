@@ -1,0 +1,95 @@
+"""The one test harness: a real home folder (SQLite Dagster instance, landing zone, store, MLflow)
+driven the way a user drives it, through sensor ticks and materialisations."""
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from yolo_assets.core.home import HOME_ENV_VAR, dagster_home, ensure_home, landing_dir, store_dir
+from yolo_assets.data.synth import write_batch
+from yolo_assets.definitions import build_definitions
+from yolo_assets.ops.runs import RunOutcome, execute, resolved_resource, tick
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def subprocess_env(home: Path, **settings: str) -> dict[str, str]:
+    """The environment of a `dagster` / `dagster-daemon` process working on `home`, with deployment
+    settings (YOLO_ASSETS_*) added; MLflow's own variables are not inherited from the test process."""
+    inherited = {name: value for name, value in os.environ.items() if not name.startswith("MLFLOW_")}
+    return {**inherited, HOME_ENV_VAR: str(home), "DAGSTER_HOME": str(dagster_home(home)), **settings}
+
+
+@dataclass
+class Home:
+    path: Path
+    defs: dg.Definitions
+    instance: dg.DagsterInstance
+    outcomes: dict[str, list[RunOutcome]] = field(default_factory=dict)
+    """Named ticks a scenario ran, for tests that assert on them later."""
+
+    @classmethod
+    def create(cls, path: Path, **resource_overrides: dg.ConfigurableResource) -> "Home":
+        ensure_home(path)
+        instance = dg.DagsterInstance.from_config(str(dagster_home(path)))
+        return cls(path, build_definitions(path, **resource_overrides), instance)
+
+    def redefine(self, **resource_overrides: dg.ConfigurableResource) -> None:
+        """Rebuild the definitions, e.g. after the test changed deployment settings in the environment."""
+        self.defs = build_definitions(self.path, **resource_overrides)
+
+    @property
+    def landing(self) -> Path:
+        return landing_dir(self.path)
+
+    @property
+    def store(self) -> Path:
+        return store_dir(self.path)
+
+    def resource(self, key: str) -> Any:
+        return resolved_resource(self.defs, key)
+
+    def land(self, name: str, images: int, seed: int, **kwargs: Any) -> Path:
+        return write_batch(self.landing / name, images, seed, **kwargs)
+
+    def tick(self, run_config: dict[str, Any] | None = None, automation: bool = False, name: str | None = None) -> list[RunOutcome]:
+        """The sensors once (ingest), and with `automation` the model path they call for."""
+        outcomes = tick(self.defs, self.instance, self.path, run_config, automation=automation)
+        if name:
+            self.outcomes[name] = outcomes
+        return outcomes
+
+    def materialize(self, assets: str | list[str], partition: str | None = None, run_config: dict[str, Any] | None = None) -> RunOutcome:
+        keys = [dg.AssetKey(asset) for asset in ([assets] if isinstance(assets, str) else assets)]
+        return execute(self.defs, self.instance, keys, partition, run_config=run_config)
+
+    def latest(self, asset: str, partition: str | None = None) -> dg.AssetMaterialization:
+        records = self.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition] if partition else None),
+            limit=1,
+        ).records
+        assert records, f"{asset} was never materialised"
+        materialization = records[0].asset_materialization
+        assert materialization is not None
+        return materialization
+
+    def metadata(self, asset: str, partition: str | None = None) -> dict[str, Any]:
+        return {k: getattr(v, "value", v) for k, v in self.latest(asset, partition).metadata.items()}
+
+    def data_version(self, asset: str, partition: str | None = None) -> str:
+        return self.latest(asset, partition).tags["dagster/data_version"]
+
+    def check(self, asset: str, name: str) -> tuple[str, dict[str, Any]]:
+        """Status (PASSED/FAILED/...) and metadata of the latest evaluation of an asset check."""
+        key = dg.AssetCheckKey(dg.AssetKey(asset), name)
+        record = self.instance.event_log_storage.get_latest_asset_check_execution_by_key([key])[key]
+        evaluation = record.event.dagster_event.event_specific_data if record.event else None
+        metadata = {k: getattr(v, "value", v) for k, v in evaluation.metadata.items()} if evaluation else {}
+        return record.status.value, metadata
+
+    def manifest(self, asset: str, partition: str | None = None) -> dict[str, Any]:
+        return json.loads((self.store / asset / self.data_version(asset, partition) / "manifest.json").read_text())

@@ -1,0 +1,339 @@
+"""`trained_weights`: ultralytics training on the current `processed_images` version, and the
+`retrain_gate` check that decides whether a new dataset version is worth a training.
+
+Cache key = (dataset version, warm-start weights, config, resolved device, ultralytics version, code
+version): a hit returns the stored weights without an epoch. Data version = sha256 of best.pt, made
+reproducible by `canonicalize_checkpoint`. One MLflow run per training, metrics logged every epoch.
+"""
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from resources.artifact_store import ArtifactStore, Built
+from resources.mlflow_tracking import MLflowResource
+from resources.model_policy import ModelPolicy
+from resources.trainer import TrainingDefaults, YoloWorkspace
+from yolo_assets.assets.automation import RETRAIN_ON_NEW_DATA
+from yolo_assets.assets.dataset import processed_images
+from yolo_assets.assets.ingest import MANIFEST
+from yolo_assets.assets.keys import CODE_VERSIONS, PROCESSED_IMAGES, TRAINED_WEIGHTS, code_versions_through
+from yolo_assets.assets.materializations import DATA_VERSION_TAG, latest_data_version, latest_materialization, metadata_value
+from yolo_assets.assets.retries import TRAINING_RETRY
+from yolo_assets.core.fileio import atomic_write_bytes
+from yolo_assets.core.hashing import sha256_file
+from yolo_assets.core.versioning import cache_key
+from yolo_assets.detector.checkpoint import checkpoint_epoch
+from yolo_assets.detector.setup import resolve_device, ultralytics_version
+from yolo_assets.detector.train import train_detector
+
+TRAINING_SUMMARY = "training.json"
+CHECKPOINTS = "checkpoints"
+KEPT_FILES = ("results.csv", "args.yaml", "results.png", "labels.jpg", "BoxPR_curve.png", "BoxF1_curve.png",
+              "confusion_matrix.png", "confusion_matrix_normalized.png", "val_batch0_pred.jpg", "train_batch0.jpg")
+# Run on a GPU node in production (dagster-k8s reads this tag); ignored by the local executors.
+K8S_GPU_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}}
+# What the launchpad says of the fields a deployment fills in for automation-launched runs.
+DEPLOYMENT_DEFAULT = "Empty: the deployment default (training_defaults resource, YOLO_ASSETS_TRAIN_*)."
+
+
+class TrainingConfig(dg.Config):
+    model: str = "yolov8n.yaml"
+    """Architecture YAML, trained from scratch (a .pt path also works; names are never downloaded)."""
+    epochs: int | None = Field(default=None, description=DEPLOYMENT_DEFAULT)
+    warm_start_epochs: int | None = Field(default=None, description=DEPLOYMENT_DEFAULT)
+    imgsz: int | None = Field(default=None, description=DEPLOYMENT_DEFAULT)
+    batch: int | None = Field(default=None, description=DEPLOYMENT_DEFAULT)
+    mosaic: float = 0.0
+    """Mosaic augmentation probability; it shrinks thin defects on small images, so off by default."""
+    warmup_epochs: float = 1.0
+    device: str = "auto"
+    """`auto` = CUDA when present, else CPU; or `cpu`, `0`, `0,1`."""
+    seed: int = 0
+    deterministic: bool = True
+    workers: int | None = Field(default=None, description=DEPLOYMENT_DEFAULT)
+    warm_start: bool = True
+    """Start from the current champion's weights when there is one."""
+
+    def with_defaults(self, defaults: TrainingDefaults) -> "TrainingConfig":
+        """This config with every empty field taken from the deployment's defaults."""
+        missing = {name: getattr(defaults, name) for name in TrainingDefaults.model_fields if getattr(self, name) is None}
+        return self.model_copy(update=missing)
+
+    def recipe(self, device: str, warm_start_from: str | None) -> dict[str, Any]:
+        """Everything that determines the weights (the cache key's config part)."""
+        return {
+            **self.model_dump(exclude={"workers", "device", "epochs", "warm_start_epochs", "warm_start"}),
+            "epochs": self.warm_start_epochs if warm_start_from else self.epochs,
+            "device": "cpu" if device == "cpu" else "cuda",
+            "warm_start_from": warm_start_from,
+            "ultralytics": ultralytics_version(),
+        }
+
+
+def check_model_source(model: str) -> None:
+    """A wrong architecture name or weights path is a config error: fail at once, never retry."""
+    from ultralytics.nn.tasks import yaml_model_load
+
+    try:
+        if model.endswith((".yaml", ".yml")):
+            yaml_model_load(model)  # resolves scaled names (yolov8n.yaml -> yolov8.yaml, scale n) as YOLO() does
+        elif not Path(model).is_file():
+            raise FileNotFoundError(f"weights file {model!r} does not exist (names are never downloaded)")
+    except Exception as error:
+        raise dg.Failure(f"model {model!r} cannot be used: {error}", allow_retries=False) from error
+
+
+def weights_path(store: ArtifactStore, version: str) -> Path:
+    return store.local_path(TRAINED_WEIGHTS, version) / "best.pt"
+
+
+def champion_weights(champion: Any, store: ArtifactStore) -> str | None:
+    """Data version of the champion model version's weights (`mlflow.alias_version("champion")`),
+    when they are still in the store."""
+    version = champion.tags.get("weights_version") if champion else None
+    return version if version and store.exists(TRAINED_WEIGHTS, version) else None
+
+
+def start_or_resume_mlflow_run(
+    context: dg.AssetExecutionContext,
+    mlflow: MLflowResource,
+    checkpoint: Path,
+    params: dict[str, Any],
+    input_batches: dict[str, str],
+) -> str:
+    """The MLflow run of this training: the interrupted one when its checkpoint is there to resume,
+    else a new run with the recipe as params and the lineage as tags."""
+    client = mlflow.client()
+    run_file = checkpoint.with_suffix(".json")
+    done_epochs = checkpoint_epoch(checkpoint) if checkpoint.exists() else 0
+    if checkpoint.exists() and done_epochs >= params["epochs"]:
+        checkpoint.unlink()  # killed after its last epoch: nothing left to resume, train again
+    if checkpoint.exists() and run_file.exists():
+        run_id: str = json.loads(run_file.read_text())["mlflow_run_id"]
+        context.log.info(f"resuming from epoch {done_epochs + 1} (checkpoint of an interrupted training of this recipe)")
+        client.set_tag(run_id, "resumed_by_dagster_run_id", context.run.run_id)
+        return run_id
+    run = client.create_run(
+        mlflow.experiment_id(),
+        run_name=f"train-{params['dataset_version'][:10]}",
+        tags={
+            "dataset_version": params["dataset_version"],
+            "batches": json.dumps(input_batches, sort_keys=True),
+            "dagster_run_id": context.run.run_id,
+            "code_versions": json.dumps(code_versions_through(TRAINED_WEIGHTS), sort_keys=True),
+        },
+    )
+    for name, value in params.items():
+        client.log_param(run.info.run_id, name, str(value))
+    atomic_write_bytes(run_file, json.dumps({"mlflow_run_id": run.info.run_id}).encode())
+    return str(run.info.run_id)
+
+
+@contextmanager
+def run_training(
+    context: dg.AssetExecutionContext,
+    config: TrainingConfig,
+    store: ArtifactStore,
+    mlflow: MLflowResource,
+    workspace: YoloWorkspace,
+    dataset_version: str,
+    recipe: dict[str, Any],
+    input_batches: dict[str, str],
+    checkpoint: Path,
+) -> Iterator[Built[dict[str, Any]]]:
+    """Train; yields the weights' data version, the training summary and how to store the run's files.
+
+    The checkpoint lives in the store under the cache key: a retried or re-launched training of the
+    same recipe on the same data resumes from it, and keeps logging to the same MLflow run.
+    """
+    client = mlflow.client()
+    params = {**recipe, "dataset_version": dataset_version, "workers": config.workers}
+    run_id = start_or_resume_mlflow_run(context, mlflow, checkpoint, params, input_batches)
+    epochs = recipe["epochs"]
+    last_metrics: dict[str, float] = {}
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        last_metrics.update(metrics)
+        for name, value in metrics.items():
+            client.log_metric(run_id, name, value, step=epoch)
+        label = "final validation of best.pt" if epoch > epochs else f"epoch {epoch}/{epochs}"
+        context.log.info(
+            f"{label}: mAP50={metrics.get('metrics/mAP50B', 0):.3f} mAP50-95={metrics.get('metrics/mAP50-95B', 0):.3f} "
+            f"box_loss={metrics.get('train/box_loss', float('nan')):.3f} cls_loss={metrics.get('train/cls_loss', float('nan')):.3f}"
+        )
+
+    data_yaml = store.local_path(PROCESSED_IMAGES, dataset_version) / "data.yaml"
+    model = str(weights_path(store, recipe["warm_start_from"])) if recipe["warm_start_from"] else config.model
+    assert config.imgsz is not None and config.batch is not None and config.workers is not None  # with_defaults
+    started = time.perf_counter()
+    try:
+        rundir = train_detector(
+            data_yaml,
+            workspace.workdir("train", context.run.run_id),
+            model=model,
+            epochs=epochs,
+            imgsz=config.imgsz,
+            batch=config.batch,
+            mosaic=config.mosaic,
+            warmup_epochs=config.warmup_epochs,
+            device=config.device,
+            seed=config.seed,
+            deterministic=config.deterministic,
+            workers=config.workers,
+            on_epoch=on_epoch,
+            checkpoint=checkpoint,
+        )
+    except Exception:
+        client.set_terminated(run_id, "FAILED")  # the checkpoint stays: a retry resumes from it
+        raise
+    summary = {
+        "mlflow_run_id": run_id,
+        "dataset_version": dataset_version,
+        "input_batches": input_batches,
+        "recipe": recipe,
+        "final_metrics": last_metrics,
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "dagster_run_id": context.run.run_id,
+    }
+
+    def write(staging: Path) -> None:
+        for weights in ("best.pt", "last.pt"):
+            shutil.copyfile(rundir / "weights" / weights, staging / weights)
+        for name in KEPT_FILES:
+            if (rundir / name).exists():
+                shutil.copyfile(rundir / name, staging / name)
+        atomic_write_bytes(staging / TRAINING_SUMMARY, json.dumps(summary, indent=1).encode())
+
+    yield Built(sha256_file(rundir / "weights" / "best.pt"), summary, write)
+    shutil.rmtree(rundir, ignore_errors=True)
+
+
+def publish_training(store: ArtifactStore, mlflow: MLflowResource, checkpoint: Path, version: str, summary: dict[str, Any]) -> None:
+    """The stored files go to the training's MLflow run, which is then finished; the resumable
+    checkpoint is no longer needed."""
+    client = mlflow.client()
+    run_id = summary["mlflow_run_id"]
+    for path in sorted(store.local_path(TRAINED_WEIGHTS, version).iterdir()):
+        client.log_artifact(run_id, str(path), artifact_path="training")
+    client.set_tag(run_id, "weights_version", version)
+    client.set_terminated(run_id, "FINISHED")
+    checkpoint.unlink(missing_ok=True)
+    checkpoint.with_suffix(".json").unlink(missing_ok=True)
+
+
+@dg.asset(
+    key=TRAINED_WEIGHTS,
+    retry_policy=TRAINING_RETRY,
+    deps=[processed_images],
+    code_version=CODE_VERSIONS[TRAINED_WEIGHTS],
+    pool="gpu",
+    op_tags=K8S_GPU_TAGS,
+    group_name="model",
+    automation_condition=RETRAIN_ON_NEW_DATA,
+    kinds={"pytorch"},
+    owners=["team:ml"],
+    tags={"domain": "training"},
+    description="YOLO weights trained on the current processed_images version (MLflow run per training).",
+)
+def trained_weights(
+    context: dg.AssetExecutionContext,
+    config: TrainingConfig,
+    artifact_store: ArtifactStore,
+    mlflow: MLflowResource,
+    yolo_workspace: YoloWorkspace,
+    training_defaults: TrainingDefaults,
+) -> dg.MaterializeResult:
+    dataset = latest_materialization(context.instance, PROCESSED_IMAGES)
+    if dataset is None:
+        raise dg.Failure("processed_images has never been materialised: there is nothing to train on", allow_retries=False)
+    dataset_version = dataset.tags[DATA_VERSION_TAG]
+    splits = metadata_value(dataset, "splits", {})
+    if not splits.get("train") or not splits.get("val"):
+        raise dg.Failure(
+            f"dataset {dataset_version[:12]} needs images in both splits to train, has {splits}", allow_retries=False
+        )
+    input_batches = metadata_value(dataset, "input_batches", {})
+    config = config.with_defaults(training_defaults)
+    check_model_source(config.model)
+    warm_start_from = champion_weights(mlflow.alias_version("champion"), artifact_store) if config.warm_start else None
+    device = resolve_device(config.device)
+    recipe = config.recipe(device, warm_start_from)
+    key = cache_key(CODE_VERSIONS[TRAINED_WEIGHTS], {"dataset": dataset_version}, recipe)
+    checkpoint = artifact_store.object_path(CHECKPOINTS, key).with_suffix(".pt")
+
+    def build() -> Iterator[Built[dict[str, Any]]]:
+        context.log.info(
+            f"training {recipe['model'] if not warm_start_from else 'from champion ' + warm_start_from[:12]} "
+            f"for {recipe['epochs']} epochs on dataset {dataset_version[:12]} ({splits}) on {device}"
+        )
+        return run_training(context, config, artifact_store, mlflow, yolo_workspace, dataset_version, recipe, input_batches, checkpoint)
+
+    weights = artifact_store.cached(
+        TRAINED_WEIGHTS,
+        key,
+        build,
+        load=lambda version: artifact_store.read_json(TRAINED_WEIGHTS, version, TRAINING_SUMMARY),
+        publish=lambda version, summary: publish_training(artifact_store, mlflow, checkpoint, version, summary),
+    )
+    if weights.cache_hit:
+        context.log.info(f"cache hit: weights {weights.version[:12]} were trained on this dataset with this recipe; no epoch runs")
+    summary = weights.summary
+    final = summary["final_metrics"]
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(weights.version),
+        metadata={
+            **weights.metadata(),
+            "dataset_version": dataset_version,
+            "input_batches": dg.MetadataValue.json(summary["input_batches"]),
+            "warm_start_from": summary["recipe"]["warm_start_from"] or "",
+            "epochs": summary["recipe"]["epochs"],
+            "device": device,
+            "train_mAP50": round(final["metrics/mAP50B"], 4) if "metrics/mAP50B" in final else None,
+            "train_mAP50-95": round(final["metrics/mAP50-95B"], 4) if "metrics/mAP50-95B" in final else None,
+            "train_seconds": summary["train_seconds"],
+            "mlflow_run_id": summary["mlflow_run_id"],
+        },
+    )
+
+
+def dataset_images(store: ArtifactStore, version: str) -> set[str]:
+    return {item["sha"] for item in store.read_json(PROCESSED_IMAGES, version, MANIFEST)["items"]}
+
+
+@dg.asset_check(
+    asset=processed_images,
+    name="retrain_gate",
+    # Blocking so RETRAIN_ON_NEW_DATA can require it with the blocking checks (split_leakage) and
+    # leave out the advisory near_duplicates; it only ever fails with WARN severity, which halts nothing.
+    blocking=True,
+    description="Passes when at least min_new_images images are new since the dataset the current weights were trained on.",
+)
+def retrain_gate(
+    context: dg.AssetCheckExecutionContext, artifact_store: ArtifactStore, model_policy: ModelPolicy
+) -> dg.AssetCheckResult:
+    current = latest_data_version(context.instance, PROCESSED_IMAGES)
+    trained_on = metadata_value(latest_materialization(context.instance, TRAINED_WEIGHTS), "dataset_version")
+    if current is None:
+        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={"reason": "no dataset yet"})
+    if not trained_on or not artifact_store.exists(PROCESSED_IMAGES, trained_on):
+        return dg.AssetCheckResult(passed=True, metadata={"reason": "no trained model yet", "min_new_images": model_policy.min_new_images})
+    new_images = len(dataset_images(artifact_store, current) - dataset_images(artifact_store, trained_on))
+    passed = new_images >= model_policy.min_new_images
+    return dg.AssetCheckResult(
+        passed=passed,
+        severity=dg.AssetCheckSeverity.ERROR if passed else dg.AssetCheckSeverity.WARN,
+        metadata={
+            "new_images": new_images,
+            "min_new_images": model_policy.min_new_images,
+            "trained_on_dataset": trained_on,
+            "reason": f"{new_images} new images since the last trained dataset (minimum {model_policy.min_new_images})",
+        },
+    )

@@ -1,0 +1,75 @@
+"""The train/val split: a pure function of each image's content hash, so an image never changes split
+as the data grows; near-duplicates (perceptual hashes a few bits apart) follow the smallest hash of
+their group, so augmented copies never straddle train and val."""
+
+from typing import Any
+
+import numpy as np
+
+
+def split_of(image_sha: str, val_fraction: float) -> str:
+    return "val" if int(image_sha[:12], 16) / 16**12 < val_fraction else "train"
+
+
+# Near-duplicates come in small groups (an image and its augmented copies); a hash band shared by
+# more images than this carries no information (flat, textureless regions) and would make the
+# lookup quadratic.
+MAX_BUCKET = 16
+
+
+def near_duplicate_pairs(records: dict[str, dict[str, Any]], max_distance: int) -> list[tuple[str, str, int]]:
+    """Pairs of images whose perceptual hashes differ in at most `max_distance` bits, sorted.
+
+    Band the 64-bit hash into max_distance + 1 chunks: two hashes that close agree exactly on at
+    least one chunk (pigeonhole), so only images sharing a chunk value are compared: no N^2 scan.
+    Vectorised: per band, sort the chunk values and pair each image with the next MAX_BUCKET - 1
+    images of the same value, which costs a few milliseconds per thousand images.
+    """
+    shas = sorted(records)
+    if len(shas) < 2:
+        return []
+    hashes = np.array([int(records[sha]["dhash"], 16) for sha in shas], dtype=np.uint64)
+    bands = min(max_distance + 1, 64)
+    width = -(-64 // bands)
+    mask = np.uint64((1 << width) - 1) if width < 64 else np.uint64(2**64 - 1)
+    firsts, seconds = [], []
+    for band in range(bands):
+        values = (hashes >> np.uint64(band * width)) & mask
+        order = np.argsort(values, kind="stable")
+        ordered = values[order]
+        starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+        sizes = np.diff(np.r_[starts, len(ordered)])
+        usable = np.repeat(sizes <= MAX_BUCKET, sizes)  # members of buckets that carry information
+        for offset in range(1, min(MAX_BUCKET, len(ordered))):
+            same = (ordered[offset:] == ordered[:-offset]) & usable[offset:]
+            firsts.append(order[:-offset][same])
+            seconds.append(order[offset:][same])
+    first, second = np.concatenate(firsts), np.concatenate(seconds)
+    low, high = np.minimum(first, second), np.maximum(first, second)
+    candidates = np.unique(low.astype(np.int64) * len(shas) + high)
+    low, high = candidates // len(shas), candidates % len(shas)
+    distances = np.bitwise_count(hashes[low] ^ hashes[high])
+    close = distances <= max_distance
+    return [(shas[a], shas[b], int(d)) for a, b, d in zip(low[close], high[close], distances[close])]
+
+
+def assign_splits(
+    items: dict[str, dict[str, Any]], pairs: list[tuple[str, str, int]], val_fraction: float, honour_export_split: bool
+) -> dict[str, str]:
+    """Our split: a pure function of the content hash, and near-duplicates follow the smallest hash
+    of their group so augmented copies never straddle train and val. Or the export's own split."""
+    if honour_export_split:
+        return {sha: item.get("split_hint") or split_of(sha, val_fraction) for sha, item in items.items()}
+    parent = {sha: sha for sha in items}
+
+    def find(sha: str) -> str:
+        while parent[sha] != sha:
+            parent[sha] = parent[parent[sha]]
+            sha = parent[sha]
+        return sha
+
+    for a, b, _ in pairs:
+        if a in parent and b in parent:
+            low, high = sorted((find(a), find(b)))
+            parent[high] = low
+    return {sha: split_of(find(sha), val_fraction) for sha in items}
