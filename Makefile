@@ -21,7 +21,7 @@ demo: install
 	$(BIN)/yolo-assets demo
 
 # Static checks, then every test (real Dagster instance and daemon, ultralytics training, MLflow).
-test: install
+test: lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # The unit layer alone: pure functions, no instance, no training; seconds.

@@ -12,32 +12,40 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import dagster as dg
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from dagster._core.definitions.sensor_definition import SensorExecutionData  # noqa: E402
+
 from sensors.labeled_data import labeled_data_sensor  # noqa: E402
 from yolo_assets.assets.dataset import ProcessedImagesConfig, preprocess_missing  # noqa: E402
 from yolo_assets.assets.ingest import BLOBS  # noqa: E402
+from yolo_assets.assets.keys import PROCESSED_IMAGES  # noqa: E402
+from yolo_assets.assets.materializations import latest_materialization  # noqa: E402
 from yolo_assets.core.home import dagster_home, ensure_home, landing_dir  # noqa: E402
 from yolo_assets.data.preprocess import preprocess_one  # noqa: E402
 from yolo_assets.data.synth import write_batch  # noqa: E402
 from yolo_assets.definitions import build_definitions  # noqa: E402
-from yolo_assets.ops.runs import execute, tick  # noqa: E402
+from yolo_assets.ops.runs import execute, resolved_resource, tick  # noqa: E402
 
+T = TypeVar("T")
 
-def timed(fn):  # type: ignore[no-untyped-def]
+def timed(fn: Callable[[], T]) -> tuple[float, T]:
     started = time.perf_counter()
     value = fn()
     return time.perf_counter() - started, value
 
 
-def processed_metadata(instance: dg.DagsterInstance) -> dict:
-    event = instance.get_latest_materialization_event(dg.AssetKey("processed_images"))
-    return {k: getattr(v, "value", v) for k, v in event.asset_materialization.metadata.items()}
+def processed_metadata(instance: dg.DagsterInstance) -> dict[str, Any]:
+    materialization = latest_materialization(instance, PROCESSED_IMAGES)
+    assert materialization is not None, "processed_images was never materialised"
+    return {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}
 
 
 def step_seconds(instance: dg.DagsterInstance, outcomes: list) -> float:
@@ -80,7 +88,7 @@ def bench_incremental(home: Path, images: int) -> tuple[dg.Definitions, dg.Dagst
         f"    time ratio inside the asset steps = {second_steps / first_steps:.3f} "
         f"({second_steps:.2f}s / {first_steps:.2f}s; the rest is Dagster's fixed per-run cost)"
     )
-    again_s, outcome = timed(lambda: execute(defs, instance, [dg.AssetKey("processed_images")]))
+    again_s, outcome = timed(lambda: execute(defs, instance, [PROCESSED_IMAGES]))
     again = processed_metadata(instance)
     print(
         f"(b) re-materialise processed_images unchanged: {again_s:.2f}s, cache_hit={again['cache_hit']}, "
@@ -96,7 +104,7 @@ def decode_resize_only(source: str, max_side: int, max_pixels: int) -> tuple[int
     return image.size
 
 
-def plain_pool(fn, args: list[tuple]) -> list:  # type: ignore[no-untyped-def]
+def plain_pool(fn: Callable[..., T], args: list[tuple[Any, ...]]) -> list[T]:
     """The baseline: a default multiprocessing.Pool, one process per core, default chunking."""
     pool = multiprocessing.Pool(os.cpu_count())
     results = pool.starmap(fn, args)
@@ -106,10 +114,10 @@ def plain_pool(fn, args: list[tuple]) -> list:  # type: ignore[no-untyped-def]
 
 
 def bench_throughput(defs: dg.Definitions, instance: dg.DagsterInstance, scratch: Path) -> None:
-    store = defs.resources["artifact_store"]
+    store = resolved_resource(defs, "artifact_store")
     blobs = sorted(p.name for p in store.object_root(BLOBS).rglob("*") if p.is_file() and not p.name.startswith("."))
     images = [sha for sha in blobs if (store.object_path(BLOBS, sha).read_bytes()[:2] == b"\xff\xd8")]
-    items = {sha: {} for sha in images}
+    items: dict[str, dict[str, Any]] = {sha: {} for sha in images}
     config = ProcessedImagesConfig(jpeg_quality=93)  # settings no earlier run used: every image is a miss
     settings = config.preprocess_settings()
     ours_s, (_, decoded) = timed(lambda: preprocess_missing(store, items, config))
@@ -132,7 +140,7 @@ def bench_sensor(home: Path, defs: dg.Definitions, instance: dg.DagsterInstance,
         shutil.copytree(template, target, copy_function=os.link)
     total = sum(1 for p in landing_dir(home).rglob("*") if p.is_file())
 
-    def evaluate(cursor: str | None) -> dg.SensorResult:
+    def evaluate(cursor: str | None) -> SensorExecutionData:
         # As the daemon and `yolo-assets tick` evaluate it: with the process's open instance.
         with dg.build_sensor_context(
             instance=instance, instance_ref=instance.get_ref(), cursor=cursor, definitions=defs, resources=defs.resources

@@ -79,13 +79,13 @@ def extract_archive(archive: Path, dest: Path) -> list[dict[str, Any]]:
                     zf.extract(member, dest)
     else:
         with tarfile.open(archive) as tf:
-            for member in tf.getmembers():
-                if not _member_is_safe(member.name):
-                    reject(member.name, "path leaves the batch folder: not extracted")
-                elif not (member.isfile() or member.isdir()):
-                    reject(member.name, "link or special file inside the archive: not extracted")
+            for entry in tf.getmembers():
+                if not _member_is_safe(entry.name):
+                    reject(entry.name, "path leaves the batch folder: not extracted")
+                elif not (entry.isfile() or entry.isdir()):
+                    reject(entry.name, "link or special file inside the archive: not extracted")
                 else:
-                    tf.extract(member, dest, filter="data")
+                    tf.extract(entry, dest, filter="data")
     return rejected
 
 
@@ -131,7 +131,8 @@ class LocalLandingZone(LandingZone):
         path = self._batch_path(name)
         if path.is_file():
             return self._hasher().hash_file(path)
-        files, links = [], []
+        files: list[Path] = []
+        links: list[Path] = []
         for dirpath, _, filenames in os.walk(path):  # links are recorded, never followed
             for filename in filenames:
                 file = Path(dirpath) / filename

@@ -67,8 +67,8 @@ class MLflowResource(dg.ConfigurableResource):
         finally:
             # mlflow.set_*_uri(None) resets MLflow's own default (and writes the environment), so the
             # environment is restored last.
-            mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])
-            mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"])
+            mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])  # type: ignore[arg-type]  # None is documented: the default
+            mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"])  # type: ignore[arg-type]
             for name, value in saved.items():
                 if value is None:
                     os.environ.pop(name, None)

@@ -11,7 +11,7 @@ import json
 import dagster as dg
 
 from resources.landing_zone import LandingZone
-from yolo_assets.assets.ingest import batch_partitions
+from yolo_assets.assets.ingest import BATCH_PARTITIONS, batch_partitions
 from yolo_assets.assets.keys import LABELED_BATCH, PROCESSED_IMAGES
 
 CONTENT_HASH_TAG = "yolo_assets/batch_content_hash"
@@ -31,7 +31,7 @@ def ingest_run_key(batch: str, content_hash: str) -> str:
 )
 def labeled_data_sensor(context: dg.SensorEvaluationContext, landing_zone: LandingZone) -> dg.SensorResult:
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-    known_partitions = set(context.instance.get_dynamic_partitions(batch_partitions.name))
+    known_partitions = set(context.instance.get_dynamic_partitions(BATCH_PARTITIONS))
     new_partitions: list[str] = []
     run_requests: list[dg.RunRequest] = []
     listing = landing_zone.list_complete_batches()

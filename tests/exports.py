@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import yaml
+from PIL import Image
 
 from yolo_assets.data.synth import render_image, yolo_label_lines
 
@@ -19,7 +20,7 @@ def samples(count: int, seed: int) -> list[tuple[str, object, list[str], list]]:
     return out
 
 
-def _write(path: Path, image, lines: list[str] | None) -> None:  # type: ignore[no-untyped-def]
+def _write(path: Path, image: Image.Image, lines: list[str] | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path, quality=90)
     if lines is not None:

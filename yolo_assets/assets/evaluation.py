@@ -77,12 +77,12 @@ def render_report(metrics: dict[str, Any], plot_links: dict[str, str]) -> str:
 
 def inline_png(path: Path, width: int = 720) -> str:
     """A downscaled data URI, so the plot shows on the Dagster asset page without leaving it."""
-    with Image.open(path) as image:
-        image = image.convert("RGB")
-        if image.width > width:
-            image = image.resize((width, round(image.height * width / image.width)))
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG", optimize=True)
+    with Image.open(path) as opened:
+        image = opened.convert("RGB")
+    if image.width > width:
+        image = image.resize((width, round(image.height * width / image.width)))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
@@ -100,12 +100,15 @@ def evaluate(
     """Validate the challenger (with plots) and the champion on the same val split; yields metrics.json's
     version and content, and how to store them with the plots and the Markdown report."""
     data_yaml = store.local_path(PROCESSED_IMAGES, summary["dataset_version"]) / "data.yaml"
-    settings = {"imgsz": config.imgsz or summary["recipe"]["imgsz"], "batch": config.batch, "device": resolve_device(config.device)}
+    imgsz, device = config.imgsz or summary["recipe"]["imgsz"], resolve_device(config.device)
+    settings = {"imgsz": imgsz, "batch": config.batch, "device": device}
     workdir = workspace.workdir("eval", run_id)
-    challenger = validate_detector(weights_path(store, weights_version), data_yaml, workdir / "challenger", plots=True, **settings)
-    champion = None
-    if champion_version:
-        champion = validate_detector(weights_path(store, champion_version), data_yaml, workdir / "champion", plots=False, **settings)
+
+    def validate(weights: str, name: str, plots: bool) -> dict[str, Any]:
+        return validate_detector(weights_path(store, weights), data_yaml, workdir / name, imgsz=imgsz, batch=config.batch, device=device, plots=plots)
+
+    challenger = validate(weights_version, "challenger", plots=True)
+    champion = validate(champion_version, "champion", plots=False) if champion_version else None
     val_list = data_yaml.parent / "val.txt"
     metrics = {
         "weights_version": weights_version,

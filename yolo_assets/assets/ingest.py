@@ -19,12 +19,7 @@ from resources.artifact_store import ArtifactStore, Built
 from resources.dataset_policy import DatasetPolicy
 from resources.landing_zone import LandingZone
 from yolo_assets.assets.keys import CODE_VERSIONS, LABELED_BATCH, PROCESSED_IMAGES
-from yolo_assets.assets.materializations import (
-    latest_materialization,
-    materialization_code_version,
-    materialization_data_version,
-    metadata_value,
-)
+from yolo_assets.assets.materializations import code_version_of, data_version_of, latest_materialization, metadata_value
 from yolo_assets.assets.retries import TRANSIENT_RETRY
 from yolo_assets.core.fileio import atomic_write_bytes
 from yolo_assets.core.hashing import canonical_json
@@ -38,7 +33,8 @@ from yolo_assets.data.quarantine import quarantine_entry, quarantine_table
 BLOBS = "blobs"
 MANIFEST = "manifest.json"
 
-batch_partitions = dg.DynamicPartitionsDefinition(name="batches")
+BATCH_PARTITIONS = "batches"
+batch_partitions = dg.DynamicPartitionsDefinition(name=BATCH_PARTITIONS)
 
 LABEL_VALIDITY = dg.AssetCheckSpec(
     "label_validity",
@@ -268,9 +264,9 @@ def latest_batch_versions(instance: dg.DagsterInstance) -> list[BatchVersion]:
         checks = [materialization.metadata.get(name) for name in ("label_validity_passed", "class_registry_passed")]
         by_partition[materialization.partition] = BatchVersion(
             materialization.partition,
-            materialization_data_version(record) or "",
-            materialization_code_version(record),
+            data_version_of(materialization) or "",
+            code_version_of(materialization),
             all(bool(getattr(check, "value", False)) if check is not None else False for check in checks),
         )
-    order = instance.get_dynamic_partitions(batch_partitions.name)
+    order = instance.get_dynamic_partitions(BATCH_PARTITIONS)
     return [by_partition[p] for p in order if p in by_partition]

@@ -13,14 +13,16 @@ CODE_VERSION_TAG = "dagster/code_version"
 INPUT_DATA_VERSION_TAG_PREFIX = "dagster/input_data_version/"
 
 
-def materialization_data_version(record: dg.EventLogRecord) -> str | None:
-    materialization = record.asset_materialization
-    return materialization.tags.get(DATA_VERSION_TAG) if materialization and materialization.tags else None
+def tags_of(materialization: dg.AssetMaterialization | None) -> Mapping[str, str]:
+    return (materialization.tags if materialization else None) or {}
 
 
-def materialization_code_version(record: dg.EventLogRecord) -> str | None:
-    materialization = record.asset_materialization
-    return materialization.tags.get(CODE_VERSION_TAG) if materialization and materialization.tags else None
+def data_version_of(materialization: dg.AssetMaterialization | None) -> str | None:
+    return tags_of(materialization).get(DATA_VERSION_TAG)
+
+
+def code_version_of(materialization: dg.AssetMaterialization | None) -> str | None:
+    return tags_of(materialization).get(CODE_VERSION_TAG)
 
 
 def latest_materialization(instance: dg.DagsterInstance, asset: dg.AssetKey) -> dg.AssetMaterialization | None:
@@ -29,8 +31,7 @@ def latest_materialization(instance: dg.DagsterInstance, asset: dg.AssetKey) -> 
 
 
 def latest_data_version(instance: dg.DagsterInstance, asset: dg.AssetKey) -> str | None:
-    materialization = latest_materialization(instance, asset)
-    return materialization.tags.get(DATA_VERSION_TAG) if materialization and materialization.tags else None
+    return data_version_of(latest_materialization(instance, asset))
 
 
 def input_data_versions(tags: Mapping[str, str]) -> dict[str, str]:

@@ -8,7 +8,7 @@ when its mAP50 clears a floor. Pass: alias `champion` moves to the new version. 
 
 import json
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
@@ -24,6 +24,9 @@ from yolo_assets.assets.retries import TRANSIENT_RETRY
 from yolo_assets.assets.training import TRAINING_SUMMARY, weights_path
 from yolo_assets.core.hashing import hash_json
 from yolo_assets.detector.setup import ultralytics_version
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
 
 PROMOTION_GATE = dg.AssetCheckSpec(
     "promotion_gate",
@@ -53,7 +56,7 @@ def promotion_decision(metrics: dict[str, Any], policy: ModelPolicy) -> tuple[bo
     return False, reasons
 
 
-def find_version(mlflow: MLflowResource, weights_version: str):  # type: ignore[no-untyped-def]
+def find_version(mlflow: MLflowResource, weights_version: str) -> "ModelVersion | None":
     """The registry version already made from these weights: registration is idempotent."""
     versions = mlflow.client().search_model_versions(
         f"name='{mlflow.model_name}' and tags.weights_version='{weights_version}'"
@@ -63,7 +66,7 @@ def find_version(mlflow: MLflowResource, weights_version: str):  # type: ignore[
 
 def register(
     mlflow: MLflowResource, store: ArtifactStore, summary: dict[str, Any], metrics: dict[str, Any], tags: dict[str, str]
-):  # type: ignore[no-untyped-def]
+) -> "ModelVersion":
     import mlflow as mlflow_api
 
     from yolo_assets.detector.serving import SIGNATURE, YoloDetectorModel

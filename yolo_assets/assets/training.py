@@ -10,7 +10,7 @@ import json
 import shutil
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from yolo_assets.assets.automation import RETRAIN_ON_NEW_DATA
 from yolo_assets.assets.dataset import processed_images
 from yolo_assets.assets.ingest import MANIFEST
 from yolo_assets.assets.keys import CODE_VERSIONS, PROCESSED_IMAGES, TRAINED_WEIGHTS, code_versions_through
-from yolo_assets.assets.materializations import DATA_VERSION_TAG, latest_data_version, latest_materialization, metadata_value
+from yolo_assets.assets.materializations import data_version_of, latest_data_version, latest_materialization, metadata_value
 from yolo_assets.assets.retries import TRAINING_RETRY
 from yolo_assets.core.fileio import atomic_write_bytes
 from yolo_assets.core.hashing import sha256_file
@@ -252,9 +252,9 @@ def trained_weights(
     training_defaults: TrainingDefaults,
 ) -> dg.MaterializeResult:
     dataset = latest_materialization(context.instance, PROCESSED_IMAGES)
-    if dataset is None:
+    dataset_version = data_version_of(dataset)
+    if dataset_version is None:
         raise dg.Failure("processed_images has never been materialised: there is nothing to train on", allow_retries=False)
-    dataset_version = dataset.tags[DATA_VERSION_TAG]
     splits = metadata_value(dataset, "splits", {})
     if not splits.get("train") or not splits.get("val"):
         raise dg.Failure(
@@ -269,7 +269,7 @@ def trained_weights(
     key = cache_key(CODE_VERSIONS[TRAINED_WEIGHTS], {"dataset": dataset_version}, recipe)
     checkpoint = artifact_store.object_path(CHECKPOINTS, key).with_suffix(".pt")
 
-    def build() -> Iterator[Built[dict[str, Any]]]:
+    def build() -> AbstractContextManager[Built[dict[str, Any]]]:
         context.log.info(
             f"training {recipe['model'] if not warm_start_from else 'from champion ' + warm_start_from[:12]} "
             f"for {recipe['epochs']} epochs on dataset {dataset_version[:12]} ({splits}) on {device}"

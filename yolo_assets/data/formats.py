@@ -234,9 +234,9 @@ def read_coco(root: Path, files: _Files) -> BatchLayout:
     json_files = [p for p in _coco_files(root, files) if _looks_like_coco(root / p)]
     if not json_files:
         raise BatchFormatError("no COCO annotation JSON (images / annotations / categories)")
-    image_by_name = {}
-    for image in files.images():
-        image_by_name.setdefault(image.name, image)
+    image_by_name: dict[str, Path] = {}
+    for image_path in files.images():
+        image_by_name.setdefault(image_path.name, image_path)
     documents = []
     for json_file in json_files:
         try:

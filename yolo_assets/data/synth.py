@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import yaml
@@ -38,13 +39,14 @@ def _surface(rng: np.random.Generator, width: int, height: int) -> Image.Image:
         pixels = base + ramp + rng.normal(0, 4, size=(height, width, 1))
     else:  # cast: blotchy low-frequency texture
         coarse = rng.normal(0, 18, size=(height // 16 + 2, width // 16 + 2))
-        blotches = np.array(Image.fromarray(coarse.astype(np.float32)).resize((width, height), Image.BICUBIC))
+        blotches = np.array(Image.fromarray(coarse.astype(np.float32)).resize((width, height), Image.Resampling.BICUBIC))
         pixels = base + blotches[:, :, None] + rng.normal(0, 5, size=(height, width, 1))
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
 def _contrast_color(rng: np.random.Generator, image: Image.Image, x: float, y: float) -> tuple[int, int, int]:
-    level = sum(image.getpixel((int(x), int(y)))) / 3
+    pixel = cast(tuple[int, int, int], image.getpixel((int(x), int(y))))
+    level = sum(pixel) / 3
     value = int(rng.uniform(15, 50)) if level > 110 else int(rng.uniform(200, 245))
     return (value, value, value)
 

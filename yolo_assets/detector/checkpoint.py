@@ -23,7 +23,7 @@ def _zero_serialization_id(path: Path) -> None:
     data = bytearray(path.read_bytes())
     with zipfile.ZipFile(path) as archive:
         entry = next((i for i in archive.infolist() if i.filename.endswith(".data/serialization_id")), None)
-        central_dir = archive.start_dir  # type: ignore[attr-defined]
+        central_dir = archive.start_dir
     if entry is None or entry.compress_type != zipfile.ZIP_STORED:
         return
     replacement = b"0" * entry.file_size

@@ -10,7 +10,14 @@ import dagster as dg
 
 from yolo_assets.assets.ingest import latest_batch_versions
 from yolo_assets.assets.keys import LABELED_BATCH, TRAINED_WEIGHTS
-from yolo_assets.assets.materializations import CODE_VERSION_TAG, DATA_VERSION_TAG, input_data_versions, metadata_to_json, metadata_value
+from yolo_assets.assets.materializations import (
+    code_version_of,
+    data_version_of,
+    input_data_versions,
+    metadata_to_json,
+    metadata_value,
+    tags_of,
+)
 
 OUR_CODE = re.compile(r'File "[^"]*/(yolo_assets|resources|sensors)/[^"]+"')
 # The events a run's lineage is read from (not its log lines: a training logs every epoch).
@@ -46,9 +53,11 @@ def our_frames(error: Any, limit: int = 3) -> list[str]:
 
 
 def _op_config(run: dg.DagsterRun | None, asset: str) -> dict[str, Any]:
-    if run is None:
-        return {}
-    return ((run.run_config or {}).get("ops", {}).get(asset, {}) or {}).get("config", {}) or {}
+    """The run config a run gave an asset (`ops: {asset: {config: ...}}`), or {}."""
+    ops = run.run_config.get("ops") if run else None
+    op = ops.get(asset) if isinstance(ops, dict) else None
+    config = op.get("config") if isinstance(op, dict) else None
+    return config if isinstance(config, dict) else {}
 
 
 def _latest_before(instance: dg.DagsterInstance, asset: str, before: float | None) -> dg.EventLogRecord | None:
@@ -67,7 +76,7 @@ def batches_since(instance: dg.DagsterInstance, after: float, before: float | No
     return [
         {
             "batch": record.asset_materialization.partition,
-            "data_version": record.asset_materialization.tags.get(DATA_VERSION_TAG),
+            "data_version": data_version_of(record.asset_materialization),
             "num_images": metadata_value(record.asset_materialization, "num_images"),
             "num_quarantined": metadata_value(record.asset_materialization, "num_quarantined"),
             "quarantine_reasons": metadata_value(record.asset_materialization, "quarantine_reasons", {}),
@@ -90,7 +99,7 @@ def diff_since_last_success(
     last = _latest_before(instance, asset, run_start)
     if last is None or last.asset_materialization is None:
         return {"last_success": None, "note": "never materialised before this run"}
-    tags = last.asset_materialization.tags
+    tags = tags_of(last.asset_materialization)
     inputs_changed: dict[str, Any] = {}
     recorded_batches = metadata_value(last.asset_materialization, "input_batches")
     if recorded_batches is not None:  # a partitioned input: compare partition by partition
@@ -100,16 +109,19 @@ def diff_since_last_success(
             inputs_changed[LABELED_BATCH.to_user_string()] = {"changed_partitions": changed}
     for parent, old in input_data_versions(tags).items():
         if not (recorded_batches is not None and parent == LABELED_BATCH.to_user_string()):
-            current = _latest_before(instance, parent, run_end)
-            new = current.asset_materialization.tags.get(DATA_VERSION_TAG) if current and current.asset_materialization else None
+            latest = _latest_before(instance, parent, run_end)
+            new = data_version_of(latest.asset_materialization) if latest else None
             if new != old:
                 inputs_changed[parent] = {"then": old, "now": new}
     old_config = _op_config(instance.get_run_by_id(last.run_id), asset)
     new_config = _op_config(run, asset)
     return {
-        "last_success": {"run_id": last.run_id, "time": _time(last.timestamp), "data_version": tags.get(DATA_VERSION_TAG)},
+        "last_success": {"run_id": last.run_id, "time": _time(last.timestamp), "data_version": data_version_of(last.asset_materialization)},
         "inputs_changed": inputs_changed,
-        "code_version_changed": None if tags.get(CODE_VERSION_TAG) == code_version else {"then": tags.get(CODE_VERSION_TAG), "now": code_version},
+        "code_version_changed": (
+            None if code_version_of(last.asset_materialization) == code_version
+            else {"then": code_version_of(last.asset_materialization), "now": code_version}
+        ),
         "config_changed": {k: {"then": old_config.get(k), "now": new_config.get(k)} for k in sorted(set(old_config) | set(new_config)) if old_config.get(k) != new_config.get(k)},
         "new_batches": batches_since(instance, last.timestamp, run_end),
     }
@@ -120,17 +132,20 @@ def run_lineage(instance: dg.DagsterInstance, run_id: str, asset_graph: Any | No
     if run is None:
         raise LookupError(f"no run {run_id} in this instance")
     record = instance.get_run_record_by_id(run_id)
-    planned, materialized, failed_steps, failed_checks = [], {}, [], []
-    for entry in instance.all_logs(run_id, of_type=LINEAGE_EVENTS):
-        event = entry.dagster_event
+    planned: list[str] = []
+    materialized: dict[str, dg.AssetMaterialization] = {}
+    failed_steps: list[dict[str, Any]] = []
+    failed_checks: list[dict[str, Any]] = []
+    for log_entry in instance.all_logs(run_id, of_type=LINEAGE_EVENTS):
+        event = log_entry.dagster_event
         if event is None:
             continue
         if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED and event.asset_key:
             planned.append(event.asset_key.to_user_string())
         elif event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION and event.asset_key:
             materialized[event.asset_key.to_user_string()] = event.step_materialization_data.materialization
-        elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION and not event.event_specific_data.passed:
-            evaluation = event.event_specific_data
+        elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION and not event.asset_check_evaluation_data.passed:
+            evaluation = event.asset_check_evaluation_data
             failed_checks.append({
                 "check": f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}",
                 "severity": evaluation.severity.value,
@@ -150,15 +165,15 @@ def run_lineage(instance: dg.DagsterInstance, run_id: str, asset_graph: Any | No
                 "message": message[:500],
                 "frames": our_frames(error) if error else [],
             })
-    assets = []
+    assets: list[dict[str, Any]] = []
     for asset in dict.fromkeys(planned):
         node_code = asset_graph.get(dg.AssetKey(asset)).code_version if asset_graph is not None else None
         done = materialized.get(asset)
         entry: dict[str, Any] = {"asset": asset, "materialized": done is not None}
         if done is not None:
-            entry["data_version"] = done.tags.get(DATA_VERSION_TAG)
-            entry["code_version"] = done.tags.get(CODE_VERSION_TAG)
-            entry["inputs"] = input_data_versions(done.tags)
+            entry["data_version"] = data_version_of(done)
+            entry["code_version"] = code_version_of(done)
+            entry["inputs"] = input_data_versions(tags_of(done))
         else:
             entry["code_version"] = node_code
             entry["since_last_success"] = diff_since_last_success(
@@ -228,9 +243,9 @@ def asset_lineage(instance: dg.DagsterInstance, asset: str) -> dict[str, Any]:
         "partition": materialization.partition,
         "run_id": record.run_id,
         "time": _time(record.timestamp),
-        "data_version": materialization.tags.get(DATA_VERSION_TAG),
-        "code_version": materialization.tags.get(CODE_VERSION_TAG),
-        "inputs": input_data_versions(materialization.tags),
+        "data_version": data_version_of(materialization),
+        "code_version": code_version_of(materialization),
+        "inputs": input_data_versions(tags_of(materialization)),
         "metadata": {k: v for k, v in metadata_to_json(dict(materialization.metadata)).items() if k != "report"},
     }
 
@@ -255,7 +270,7 @@ def model_lineage(instance: dg.DagsterInstance, mlflow: Any, reference: str) -> 
         records = instance.fetch_materializations(
             dg.AssetRecordsFilter(asset_key=LABELED_BATCH, asset_partitions=[batch]), limit=100
         ).records
-        match = next((r for r in records if r.asset_materialization and r.asset_materialization.tags.get(DATA_VERSION_TAG) == data_version), None)
+        match = next((r for r in records if data_version_of(r.asset_materialization) == data_version), None)
         batch_details.append({
             "batch": batch,
             "data_version": data_version,

@@ -5,9 +5,9 @@ from typing import Any
 
 import dagster as dg
 
-from yolo_assets.assets.ingest import BatchVersion, batch_partitions, latest_batch_versions
+from yolo_assets.assets.ingest import BATCH_PARTITIONS, BatchVersion, latest_batch_versions
 from yolo_assets.assets.keys import LABELED_BATCH, PROCESSED_IMAGES
-from yolo_assets.assets.materializations import CODE_VERSION_TAG, DATA_VERSION_TAG, input_data_versions, metadata_to_json
+from yolo_assets.assets.materializations import code_version_of, data_version_of, input_data_versions, metadata_to_json, tags_of
 
 
 def _stale(
@@ -20,15 +20,15 @@ def _stale(
 ) -> bool:
     """Stale when never materialised, made by other code, or built from inputs that have moved since
     (Dagster's provenance tags name the version of every input it read)."""
-    if materialization is None or materialization.tags.get(CODE_VERSION_TAG) != code_version:
+    if materialization is None or code_version_of(materialization) != code_version:
         return True
     if key == LABELED_BATCH:
-        partitions = instance.get_dynamic_partitions(batch_partitions.name)
+        partitions = instance.get_dynamic_partitions(BATCH_PARTITIONS)
         return len(batches) < len(partitions) or any(b.code_version != code_version for b in batches)
     if key == PROCESSED_IMAGES:  # a partitioned input: compare batch by batch
         recorded = getattr(materialization.metadata.get("input_batches"), "value", None)
         return recorded != {b.partition: b.data_version for b in batches if b.accepted}
-    return any(version != latest_versions.get(parent) for parent, version in input_data_versions(materialization.tags).items())
+    return any(version != latest_versions.get(parent) for parent, version in input_data_versions(tags_of(materialization)).items())
 
 
 def asset_status(defs: dg.Definitions, instance: dg.DagsterInstance) -> list[dict[str, Any]]:
@@ -37,7 +37,7 @@ def asset_status(defs: dg.Definitions, instance: dg.DagsterInstance) -> list[dic
     events = {key: instance.get_latest_materialization_event(key) for key in keys}
     materializations = {key: event.asset_materialization if event else None for key, event in events.items()}
     latest_versions = {
-        key.to_user_string(): m.tags.get(DATA_VERSION_TAG) if m else None for key, m in materializations.items()
+        key.to_user_string(): data_version_of(m) for key, m in materializations.items()
     }
     batches = latest_batch_versions(instance)
     rows = []

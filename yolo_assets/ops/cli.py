@@ -93,10 +93,13 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         raise UserError(f"unknown asset {', '.join(unknown)} (known: {known})")
     run_config = _load_run_config(args.config)
     outcomes = []
-    for key in [k for k in keys if graph.get(k).partitions_def is not None]:
+    for key in keys:
         partitions_def = graph.get(key).partitions_def
-        partitions = args.partition or partitions_def.get_partition_keys(dynamic_partitions_store=instance)
-        missing = sorted(set(partitions) - set(partitions_def.get_partition_keys(dynamic_partitions_store=instance)))
+        if partitions_def is None:
+            continue
+        known_partitions = partitions_def.get_partition_keys(dynamic_partitions_store=instance)
+        partitions = args.partition or known_partitions
+        missing = sorted(set(partitions) - set(known_partitions))
         if missing:
             raise UserError(f"unknown partition {', '.join(missing)} of {key.to_user_string()}")
         for partition in partitions:

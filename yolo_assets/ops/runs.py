@@ -69,14 +69,16 @@ def execute(
 def resolved_resource(defs: dg.Definitions, key: str) -> Any:
     """A resource for use outside a run (CLI, tests), its EnvVar settings resolved as Dagster does
     when a run starts."""
-    return defs.resources[key].process_config_and_initialize()
+    resource = (defs.resources or {})[key]
+    assert isinstance(resource, dg.ConfigurableResource), f"{key} is not a configurable resource"
+    return resource.process_config_and_initialize()
 
 
 def alert_failure(defs: dg.Definitions, instance: dg.DagsterInstance, run_id: str) -> None:
     """What run_failure_alert does under the daemon, for runs executed in this process."""
     from sensors.failure_alerts import send_failure_alert
 
-    if "alert_notifier" in defs.resources:
+    if "alert_notifier" in (defs.resources or {}):
         notifier = resolved_resource(defs, "alert_notifier")
         send_failure_alert(instance, run_id, defs.resolve_asset_graph(), notifier, logging.getLogger("yolo_assets.alerts"))
 
@@ -94,7 +96,7 @@ def recover_dead_runs(instance: dg.DagsterInstance) -> list[str]:
             (e for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_START) if e.dagster_event),
             None,
         )
-        pid = start.dagster_event.pid if start else None
+        pid = start.dagster_event.pid if start and start.dagster_event else None
         if not pid or _process_alive(pid):
             continue
         instance.report_run_failed(run)
@@ -130,10 +132,11 @@ MAX_AUTOMATION_ROUNDS = 4
 def evaluate_automation(defs: dg.Definitions, instance: dg.DagsterInstance, home: Path) -> list[dg.AssetKey]:
     """One evaluation of every AutomationCondition (what the automation sensor does), cursor kept in the home."""
     cursor_file = _cursor_file(home, AUTOMATION_SENSOR)
-    cursor = dg.deserialize_value(cursor_file.read_text()) if cursor_file.exists() else None
+    # The cursor class is not exported by Dagster; `result.cursor` is what it wrote last time.
+    cursor: Any = dg.deserialize_value(cursor_file.read_text()) if cursor_file.exists() else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.BetaWarning)  # raised inside Dagster's own evaluator
-        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)  # type: ignore[arg-type]
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
     cursor_file.parent.mkdir(parents=True, exist_ok=True)
     cursor_file.write_text(dg.serialize_value(result.cursor))
     return sorted(key for key in defs.resolve_asset_graph().get_all_asset_keys() if result.get_num_requested(key))
@@ -161,9 +164,9 @@ def tick(
             instance=instance, instance_ref=instance.get_ref(), cursor=cursor, definitions=defs, sensor_name=sensor.name, resources=defs.resources
         ) as context:
             data = sensor.evaluate_tick(context)
-        for request in data.dynamic_partitions_requests or []:
-            if isinstance(request, dg.AddDynamicPartitionsRequest):
-                instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        for partitions_request in data.dynamic_partitions_requests or []:
+            if isinstance(partitions_request, dg.AddDynamicPartitionsRequest):
+                instance.add_dynamic_partitions(partitions_request.partitions_def_name, list(partitions_request.partition_keys))
         for request in data.run_requests or []:
             if request.run_key and run_key_used(instance, sensor.name, request.run_key):
                 continue
