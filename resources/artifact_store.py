@@ -10,7 +10,7 @@ import os
 import shutil
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,17 +81,28 @@ class ArtifactStore(dg.ConfigurableResource, ABC):
 
     @abstractmethod
     def object_root(self, namespace: str) -> Path:
-        """Local folder of a namespace of content-addressed objects (blobs, per-item caches).
-
-        Worker processes write objects there directly with `object_file` + `atomic_write_bytes`.
-        """
+        """Local folder of a namespace of content-addressed objects (blobs, per-item caches, dataset
+        items, checkpoints): worker processes and ultralytics read and write files there directly.
+        A remote store mirrors it: `publish_objects` after writing, `fetch_objects` before reading."""
 
     def object_path(self, namespace: str, key: str) -> Path:
         return object_file(self.object_root(namespace), key)
 
-    @abstractmethod
-    def put_object(self, namespace: str, key: str, data: bytes) -> None:
-        """Store bytes under a content key unless they are already there."""
+    def publish_objects(self, namespace: str, names: Iterable[str], replace: bool = False) -> int:
+        """Make objects written under `object_root` durable in the store (paths relative to it);
+        returns how many were uploaded. Content-addressed objects are uploaded once; `replace` for the
+        few that change in place (a training's checkpoint). A local store holds them already."""
+        return 0
+
+    def fetch_objects(self, namespace: str, names: Iterable[str]) -> int:
+        """Bring the named objects into `object_root` where they are missing on this machine (those
+        the store does not hold either are skipped); returns how many were downloaded."""
+        return 0
+
+    def delete_objects(self, namespace: str, names: Iterable[str]) -> None:
+        """Remove objects that are no longer needed (a finished training's checkpoint)."""
+        for name in names:
+            (self.object_root(namespace) / name).unlink(missing_ok=True)
 
     def read_json(self, asset: dg.AssetKey, version: str, name: str) -> Any:
         return json.loads((self.local_path(asset, version) / name).read_text())
@@ -191,8 +202,3 @@ class LocalArtifactStore(ArtifactStore):
 
     def object_root(self, namespace: str) -> Path:
         return self._root / "_objects" / namespace
-
-    def put_object(self, namespace: str, key: str, data: bytes) -> None:
-        dst = self.object_path(namespace, key)
-        if not dst.exists():
-            atomic_write_bytes(dst, data)

@@ -1,4 +1,5 @@
-"""Where labeled batches land: a local folder now, an S3 prefix later (same interface).
+"""Where labeled batches land: the interface, archive handling, and the local folder (the S3 prefix
+is `s3_landing_zone.py`).
 
 A batch is a top-level folder that is complete once its `_SUCCESS` marker exists (uploaders write
 it last), or a single `.zip` / `.tar.gz` / `.tgz` / `.tar` archive file (complete by construction).
@@ -89,6 +90,12 @@ def extract_archive(archive: Path, dest: Path) -> list[dict[str, Any]]:
     return rejected
 
 
+def unpacked_root(folder: Path) -> Path:
+    """Archives usually wrap the batch in one top-level folder: the batch root is inside it."""
+    entries = [e for e in folder.iterdir() if not e.name.startswith((".", "__MACOSX"))] if folder.is_dir() else []
+    return entries[0] if len(entries) == 1 and entries[0].is_dir() else folder
+
+
 class LocalLandingZone(LandingZone):
     """Landing zone on a local folder; file hashes go through a persistent stat cache."""
 
@@ -153,8 +160,6 @@ class LocalLandingZone(LandingZone):
         scratch = Path(tempfile.mkdtemp(prefix=f"batch-{name}-"))
         try:
             rejected = extract_archive(path, scratch)
-            entries = [e for e in scratch.iterdir() if not e.name.startswith((".", "__MACOSX"))]
-            # Archives usually wrap the batch in one top-level folder: look inside it.
-            yield (entries[0] if len(entries) == 1 and entries[0].is_dir() else scratch), rejected
+            yield unpacked_root(scratch), rejected
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -7,6 +7,7 @@ Every deployment setting is a resource field; `deployment_setting` fills it from
 from pathlib import Path
 
 import dagster as dg
+from dagster_aws.s3 import S3Resource
 
 from resources.alerts import AlertNotifier
 from resources.artifact_store import LocalArtifactStore
@@ -14,6 +15,8 @@ from resources.dataset_policy import DatasetPolicy
 from resources.landing_zone import LocalLandingZone
 from resources.mlflow_tracking import MLflowResource
 from resources.model_policy import ModelPolicy
+from resources.s3_artifact_store import S3ArtifactStore
+from resources.s3_landing_zone import S3LandingZone
 from resources.settings import deployment_setting, resource_from_environment
 from resources.trainer import TrainingDefaults, YoloWorkspace
 from sensors.automation import model_automation_sensor
@@ -26,17 +29,63 @@ from yolo_assets.assets.registry import registered_model
 from yolo_assets.assets.training import retrain_gate, trained_weights
 from yolo_assets.core.home import hash_cache_path, home_dir, landing_dir, mlflow_dir, mlflow_tracking_uri, scratch_dir, store_dir
 
+STORAGE_VARIABLE = "YOLO_ASSETS_STORAGE"
+
+
+def storage_resources(home: Path) -> dict[str, dg.ConfigurableResource]:
+    """Where batches land and artifacts live: the home folder (`YOLO_ASSETS_STORAGE=local`, the
+    default) or S3 (`s3`). The switch shapes the code location, so it is read when it loads."""
+    storage = dg.EnvVar(STORAGE_VARIABLE).get_value("local")
+    if storage == "local":
+        return {
+            "landing_zone": LocalLandingZone(root=str(landing_dir(home)), hash_cache_path=str(hash_cache_path(home))),
+            "artifact_store": LocalArtifactStore(root=str(store_dir(home))),
+        }
+    if storage != "s3":
+        raise ValueError(f"{STORAGE_VARIABLE} must be local or s3, not {storage!r}")
+    s3 = resource_from_environment(
+        S3Resource,
+        {
+            "endpoint_url": "YOLO_ASSETS_S3_ENDPOINT_URL",
+            "region_name": "YOLO_ASSETS_S3_REGION",
+            "aws_access_key_id": "AWS_ACCESS_KEY_ID",
+            "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
+        },
+    )
+    bucket = dg.EnvVar("YOLO_ASSETS_S3_BUCKET")
+    return {
+        "landing_zone": S3LandingZone(
+            s3=s3,
+            bucket=deployment_setting("YOLO_ASSETS_S3_LANDING_BUCKET", bucket),
+            prefix=deployment_setting("YOLO_ASSETS_S3_LANDING_PREFIX", "landing"),
+            scratch_dir=str(scratch_dir(home) / "batches"),
+        ),
+        "artifact_store": S3ArtifactStore(
+            s3=s3,
+            bucket=bucket,
+            prefix=deployment_setting("YOLO_ASSETS_S3_STORE_PREFIX", "store"),
+            cache_dir=deployment_setting("YOLO_ASSETS_CACHE_DIR", str(home / "cache" / "store")),
+            cache_max_bytes=deployment_setting("YOLO_ASSETS_CACHE_MAX_BYTES", S3ArtifactStore.model_fields["cache_max_bytes"].default),
+        ),
+    }
+
+
+def mlflow_resource(home: Path) -> MLflowResource:
+    """The embedded default (SQLite and artifacts in the home), or the tracking server the
+    deployment names (it stores the artifacts: the client needs only the URI)."""
+    model_name = deployment_setting("YOLO_ASSETS_MODEL_NAME", MLflowResource.model_fields["model_name"].default)
+    tracking_uri = deployment_setting("YOLO_ASSETS_MLFLOW_TRACKING_URI", mlflow_tracking_uri(home))
+    # Only whether it is a server is looked at here; the URI itself (it may carry a token) is resolved at run time.
+    is_server = str(dg.EnvVar("YOLO_ASSETS_MLFLOW_TRACKING_URI").get_value("")).startswith(("http://", "https://"))
+    artifact_root = None if is_server else str(mlflow_dir(home) / "artifacts")
+    return MLflowResource(tracking_uri=tracking_uri, artifact_root=artifact_root, model_name=model_name)
+
 
 def deployment_resources(home: Path) -> dict[str, dg.ConfigurableResource]:
-    """The embedded default (everything in one home folder), with the deployment's settings."""
+    """Everything wired to one home folder (the embedded default), with the deployment's settings."""
     return {
-        "landing_zone": LocalLandingZone(root=str(landing_dir(home)), hash_cache_path=str(hash_cache_path(home))),
-        "artifact_store": LocalArtifactStore(root=str(store_dir(home))),
-        "mlflow": MLflowResource(
-            tracking_uri=deployment_setting("YOLO_ASSETS_MLFLOW_TRACKING_URI", mlflow_tracking_uri(home)),
-            artifact_root=str(mlflow_dir(home) / "artifacts"),
-            model_name=deployment_setting("YOLO_ASSETS_MODEL_NAME", MLflowResource.model_fields["model_name"].default),
-        ),
+        **storage_resources(home),
+        "mlflow": mlflow_resource(home),
         "model_policy": resource_from_environment(
             ModelPolicy,
             {"min_new_images": "YOLO_ASSETS_MIN_NEW_IMAGES", "first_model_min_map50": "YOLO_ASSETS_FIRST_MODEL_MIN_MAP50"},

@@ -5,6 +5,7 @@ Split: an image's split is a pure function of its content hash and `val_fraction
 as the data grows. Preprocessing goes through the per-image cache, so adding k images decodes k.
 """
 
+import json
 import os
 import shutil
 import time
@@ -30,12 +31,20 @@ from yolo_assets.core.parallel import parallel_starmap
 from yolo_assets.core.versioning import cache_key, encoded_manifest
 from yolo_assets.data.duplicates import union_of_batches
 from yolo_assets.data.formats import class_key
-from yolo_assets.data.preprocess import PREPROCESS_FIELDS, cached_image, cached_record, preprocess_namespace, preprocess_one
+from yolo_assets.data.preprocess import (
+    PREPROCESS_FIELDS,
+    cache_entry_names,
+    cached_image,
+    cached_record,
+    preprocess_namespace,
+    preprocess_one,
+)
 from yolo_assets.data.quarantine import quarantine_table
 from yolo_assets.data.splits import assign_splits, near_duplicate_pairs
 
 SPLITS = ("train", "val", "test")
 DATASET_ITEMS = "dataset-items"
+DATASET_LISTS = "dataset-lists"
 
 SPLIT_LEAKAGE = dg.AssetCheckSpec(
     "split_leakage",
@@ -108,11 +117,15 @@ def preprocess_missing(
     config: ProcessedImagesConfig,
     known: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[dict[str, dict[str, Any]], int]:
-    """Cache records for every item; decodes only the images not cached for these settings."""
-    cache_root = store.object_root(preprocess_namespace(config.preprocess_settings()))
+    """Cache records for every item; decodes only the images not cached for these settings (on any
+    machine: a remote store is asked for the records this one lacks)."""
+    namespace = preprocess_namespace(config.preprocess_settings())
+    cache_root = store.object_root(namespace)
     known = known or {}
+    store.fetch_objects(namespace, [cache_entry_names(sha)[1] for sha in items if sha not in known])
     records = {sha: known.get(sha) or cached_record(cache_root, sha) for sha in items}
     missing = sorted(sha for sha, record in records.items() if record is None or any(f not in record for f in RECORD_FIELDS))
+    store.fetch_objects(BLOBS, [object_relpath(sha) for sha in missing])
     settings = config.preprocess_settings()
     fresh = parallel_starmap(
         preprocess_one,
@@ -122,6 +135,7 @@ def preprocess_missing(
         ],
         config.workers,
     )
+    store.publish_objects(namespace, [name for sha in missing for name in cache_entry_names(sha)])
     complete: dict[str, dict[str, Any]] = {**{sha: r for sha, r in records.items() if r is not None}, **dict(zip(missing, fresh))}
     return complete, len(missing)
 
@@ -177,6 +191,12 @@ def label_text(labels: list[list[float]]) -> str:
     return "".join(f"{int(l[0])} {l[1]:.6f} {l[2]:.6f} {l[3]:.6f} {l[4]:.6f}\n" for l in labels)
 
 
+def pair_files(row: dict[str, Any]) -> list[str]:
+    """The two files of a dataset row's image/label pair, relative to the dataset-items root."""
+    folder = object_relpath(row["pair"])
+    return [f"{folder}/images/{row['sha']}.jpg", f"{folder}/labels/{row['sha']}.txt"]
+
+
 def ensure_item_folder(store: ArtifactStore, cache_root: Path, row: dict[str, Any]) -> None:
     """Write the content-addressed pair `<pair>/images/<sha>.jpg` + `<pair>/labels/<sha>.txt` unless
     it is there.
@@ -206,22 +226,56 @@ def write_dataset(staging: Path, store: ArtifactStore, manifest: dict[str, Any],
     Pairs in `listed` belong to a committed earlier version, so they exist: only the others are
     checked and written (before the lists that name them).
     """
-    cache_root = store.object_root(preprocess_namespace({name: manifest["settings"][name] for name in PREPROCESS_FIELDS}))
-    items_root = store.object_root(DATASET_ITEMS)
+    namespace = preprocess_namespace({name: manifest["settings"][name] for name in PREPROCESS_FIELDS})
+    cache_root, items_root = store.object_root(namespace), store.object_root(DATASET_ITEMS)
+    new_pairs = [row for row in manifest["items"] if row["pair"] not in listed]
+    store.fetch_objects(namespace, [cache_entry_names(row["sha"])[0] for row in new_pairs])
+    for row in new_pairs:
+        ensure_item_folder(store, cache_root, row)
+    store.publish_objects(DATASET_ITEMS, [name for row in new_pairs for name in pair_files(row)])
+    write_lists(staging, manifest, items_root)
+    atomic_write_bytes(staging / MANIFEST, encoded, durable=True)
+
+
+def write_lists(folder: Path, manifest: dict[str, Any], items_root: Path) -> Path:
+    """data.yaml and the train/val(/test) image lists ultralytics reads, naming the pairs under
+    `items_root`; returns data.yaml."""
     lists: dict[str, list[str]] = {split: [] for split in SPLITS}
     for row in manifest["items"]:
-        if row["pair"] not in listed:
-            ensure_item_folder(store, cache_root, row)
-        lists[row["split"]].append(f"{items_root}/{object_relpath(row['pair'])}/images/{row['sha']}.jpg")
+        lists[row["split"]].append(f"{items_root}/{pair_files(row)[0]}")
     for split, paths in lists.items():
         if paths or split != "test":
-            (staging / f"{split}.txt").write_text("".join(f"{path}\n" for path in paths))
+            (folder / f"{split}.txt").write_text("".join(f"{path}\n" for path in paths))
     data_yaml: dict[str, Any] = {"train": "train.txt", "val": "val.txt"}  # resolved next to this file
     if lists["test"]:
         data_yaml["test"] = "test.txt"
     data_yaml.update({"nc": len(manifest["classes"]), "names": dict(enumerate(manifest["classes"]))})
-    (staging / "data.yaml").write_text(yaml.safe_dump(data_yaml, sort_keys=False))
-    atomic_write_bytes(staging / MANIFEST, encoded, durable=True)
+    (folder / "data.yaml").write_text(yaml.safe_dump(data_yaml, sort_keys=False))
+    return folder / "data.yaml"
+
+
+def local_dataset(store: ArtifactStore, version: str) -> Path:
+    """data.yaml of a dataset version whose every image and label is on this machine: what a
+    remote store lacks here is fetched (once per machine, not once per training). The stored lists
+    name the dataset-items root of the machine that built the version; where this machine's root
+    differs, lists of its own are written beside its object mirror."""
+    folder = store.local_path(PROCESSED_IMAGES, version)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    store.fetch_objects(DATASET_ITEMS, [name for row in manifest["items"] for name in pair_files(row)])
+    items_root = store.object_root(DATASET_ITEMS)
+    lists = "".join((folder / f"{split}.txt").read_text() for split in ("train", "val"))
+    if lists.startswith(f"{items_root}/"):
+        return folder / "data.yaml"
+    rerooted = store.object_root(DATASET_LISTS) / version
+    if not (rerooted / "data.yaml").exists():
+        staging = rerooted.with_name(f".{version}.{uuid.uuid4().hex}")
+        staging.mkdir(parents=True)
+        write_lists(staging, manifest, items_root)
+        try:
+            os.rename(staging, rerooted)
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)  # another process wrote the same lists first
+    return rerooted / "data.yaml"
 
 
 def dataset_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,8 @@ from resources.artifact_store import ArtifactStore, Built
 from resources.mlflow_tracking import MLflowResource
 from resources.trainer import YoloWorkspace
 from yolo_assets.assets.automation import FOLLOW_UPSTREAM
-from yolo_assets.assets.keys import CODE_VERSIONS, EVALUATION_REPORT, PROCESSED_IMAGES, TRAINED_WEIGHTS
+from yolo_assets.assets.dataset import local_dataset
+from yolo_assets.assets.keys import CODE_VERSIONS, EVALUATION_REPORT, TRAINED_WEIGHTS
 from yolo_assets.assets.materializations import latest_data_version
 from yolo_assets.assets.retries import TRANSIENT_RETRY
 from yolo_assets.assets.training import TRAINING_SUMMARY, champion_weights, trained_weights, weights_path
@@ -99,7 +100,7 @@ def evaluate(
 ) -> Iterator[Built[dict[str, Any]]]:
     """Validate the challenger (with plots) and the champion on the same val split; yields metrics.json's
     version and content, and how to store them with the plots and the Markdown report."""
-    data_yaml = store.local_path(PROCESSED_IMAGES, summary["dataset_version"]) / "data.yaml"
+    data_yaml = local_dataset(store, summary["dataset_version"])
     imgsz, device = config.imgsz or summary["recipe"]["imgsz"], resolve_device(config.device)
     settings = {"imgsz": imgsz, "batch": config.batch, "device": device}
     workdir = workspace.workdir("eval", run_id)

@@ -21,7 +21,7 @@ from resources.landing_zone import LandingZone
 from yolo_assets.assets.keys import CODE_VERSIONS, LABELED_BATCH, PROCESSED_IMAGES
 from yolo_assets.assets.materializations import code_version_of, data_version_of, latest_materialization, metadata_value
 from yolo_assets.assets.retries import TRANSIENT_RETRY
-from yolo_assets.core.fileio import atomic_write_bytes
+from yolo_assets.core.fileio import atomic_write_bytes, object_relpath
 from yolo_assets.core.hashing import canonical_json
 from yolo_assets.core.parallel import parallel_starmap
 from yolo_assets.core.versioning import cache_key, manifest_version
@@ -211,6 +211,8 @@ def labeled_batch(
                 manifest = build_manifest(root, config, dataset_policy, artifact_store, rejected_members)
             except BatchFormatError as error:
                 raise dg.Failure(description=f"batch {batch!r} cannot be read: {error}", allow_retries=False) from error
+            accepted = [sha for item in manifest["items"] for sha in (item["image_sha"], item["label_sha"]) if sha]
+            artifact_store.publish_objects(BLOBS, [object_relpath(sha) for sha in accepted])
             yield Built(manifest_version(manifest), manifest, lambda staging: write_batch_artifact(staging, root, manifest))
 
     stored = artifact_store.cached(

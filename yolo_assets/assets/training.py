@@ -11,6 +11,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,12 @@ from resources.mlflow_tracking import MLflowResource
 from resources.model_policy import ModelPolicy
 from resources.trainer import TrainingDefaults, YoloWorkspace
 from yolo_assets.assets.automation import RETRAIN_ON_NEW_DATA
-from yolo_assets.assets.dataset import processed_images
+from yolo_assets.assets.dataset import local_dataset, processed_images
 from yolo_assets.assets.ingest import MANIFEST
 from yolo_assets.assets.keys import CODE_VERSIONS, PROCESSED_IMAGES, TRAINED_WEIGHTS, code_versions_through
 from yolo_assets.assets.materializations import data_version_of, latest_data_version, latest_materialization, metadata_value
 from yolo_assets.assets.retries import TRAINING_RETRY
-from yolo_assets.core.fileio import atomic_write_bytes
+from yolo_assets.core.fileio import atomic_write_bytes, object_relpath
 from yolo_assets.core.hashing import sha256_file
 from yolo_assets.core.versioning import cache_key
 from yolo_assets.detector.checkpoint import checkpoint_epoch
@@ -102,21 +103,58 @@ def champion_weights(champion: Any, store: ArtifactStore) -> str | None:
     return version if version and store.exists(TRAINED_WEIGHTS, version) else None
 
 
+@dataclass(frozen=True)
+class TrainingCheckpoint:
+    """What an interrupted training of a recipe resumes from, kept in the store under its cache key
+    (so a training killed on one machine resumes on another): ultralytics' last.pt, and the MLflow
+    run it logs to."""
+
+    store: ArtifactStore
+    key: str
+
+    @property
+    def names(self) -> list[str]:
+        return [f"{object_relpath(self.key)}.pt", f"{object_relpath(self.key)}.json"]
+
+    @property
+    def weights(self) -> Path:
+        return self.store.object_root(CHECKPOINTS) / self.names[0]
+
+    @property
+    def run_file(self) -> Path:
+        return self.store.object_root(CHECKPOINTS) / self.names[1]
+
+    def fetch(self) -> None:
+        self.store.fetch_objects(CHECKPOINTS, self.names)
+
+    def weights_saved(self, _: Path) -> None:
+        """After every epoch (ultralytics wrote `weights`)."""
+        self.store.publish_objects(CHECKPOINTS, self.names[:1], replace=True)
+
+    def save_run(self, run_id: str) -> None:
+        atomic_write_bytes(self.run_file, json.dumps({"mlflow_run_id": run_id}).encode())
+        self.store.publish_objects(CHECKPOINTS, self.names[1:], replace=True)
+
+    def discard(self) -> None:
+        self.store.delete_objects(CHECKPOINTS, self.names)
+
+
 def start_or_resume_mlflow_run(
     context: dg.AssetExecutionContext,
     mlflow: MLflowResource,
-    checkpoint: Path,
+    checkpoint: TrainingCheckpoint,
     params: dict[str, Any],
     input_batches: dict[str, str],
 ) -> str:
     """The MLflow run of this training: the interrupted one when its checkpoint is there to resume,
     else a new run with the recipe as params and the lineage as tags."""
     client = mlflow.client()
-    run_file = checkpoint.with_suffix(".json")
-    done_epochs = checkpoint_epoch(checkpoint) if checkpoint.exists() else 0
-    if checkpoint.exists() and done_epochs >= params["epochs"]:
-        checkpoint.unlink()  # killed after its last epoch: nothing left to resume, train again
-    if checkpoint.exists() and run_file.exists():
+    checkpoint.fetch()
+    weights, run_file = checkpoint.weights, checkpoint.run_file
+    done_epochs = checkpoint_epoch(weights) if weights.exists() else 0
+    if weights.exists() and done_epochs >= params["epochs"]:
+        weights.unlink()  # killed after its last epoch: nothing left to resume, train again
+    if weights.exists() and run_file.exists():
         run_id: str = json.loads(run_file.read_text())["mlflow_run_id"]
         context.log.info(f"resuming from epoch {done_epochs + 1} (checkpoint of an interrupted training of this recipe)")
         client.set_tag(run_id, "resumed_by_dagster_run_id", context.run.run_id)
@@ -133,7 +171,7 @@ def start_or_resume_mlflow_run(
     )
     for name, value in params.items():
         client.log_param(run.info.run_id, name, str(value))
-    atomic_write_bytes(run_file, json.dumps({"mlflow_run_id": run.info.run_id}).encode())
+    checkpoint.save_run(run.info.run_id)
     return str(run.info.run_id)
 
 
@@ -147,7 +185,7 @@ def run_training(
     dataset_version: str,
     recipe: dict[str, Any],
     input_batches: dict[str, str],
-    checkpoint: Path,
+    checkpoint: TrainingCheckpoint,
 ) -> Iterator[Built[dict[str, Any]]]:
     """Train; yields the weights' data version, the training summary and how to store the run's files.
 
@@ -170,7 +208,7 @@ def run_training(
             f"box_loss={metrics.get('train/box_loss', float('nan')):.3f} cls_loss={metrics.get('train/cls_loss', float('nan')):.3f}"
         )
 
-    data_yaml = store.local_path(PROCESSED_IMAGES, dataset_version) / "data.yaml"
+    data_yaml = local_dataset(store, dataset_version)
     model = str(weights_path(store, recipe["warm_start_from"])) if recipe["warm_start_from"] else config.model
     assert config.imgsz is not None and config.batch is not None and config.workers is not None  # with_defaults
     started = time.perf_counter()
@@ -189,7 +227,8 @@ def run_training(
             deterministic=config.deterministic,
             workers=config.workers,
             on_epoch=on_epoch,
-            checkpoint=checkpoint,
+            checkpoint=checkpoint.weights,
+            on_checkpoint=checkpoint.weights_saved,
         )
     except Exception:
         client.set_terminated(run_id, "FAILED")  # the checkpoint stays: a retry resumes from it
@@ -216,7 +255,7 @@ def run_training(
     shutil.rmtree(rundir, ignore_errors=True)
 
 
-def publish_training(store: ArtifactStore, mlflow: MLflowResource, checkpoint: Path, version: str, summary: dict[str, Any]) -> None:
+def publish_training(store: ArtifactStore, mlflow: MLflowResource, checkpoint: TrainingCheckpoint, version: str, summary: dict[str, Any]) -> None:
     """The stored files go to the training's MLflow run, which is then finished; the resumable
     checkpoint is no longer needed."""
     client = mlflow.client()
@@ -225,8 +264,7 @@ def publish_training(store: ArtifactStore, mlflow: MLflowResource, checkpoint: P
         client.log_artifact(run_id, str(path), artifact_path="training")
     client.set_tag(run_id, "weights_version", version)
     client.set_terminated(run_id, "FINISHED")
-    checkpoint.unlink(missing_ok=True)
-    checkpoint.with_suffix(".json").unlink(missing_ok=True)
+    checkpoint.discard()
 
 
 @dg.asset(
@@ -267,7 +305,7 @@ def trained_weights(
     device = resolve_device(config.device)
     recipe = config.recipe(device, warm_start_from)
     key = cache_key(CODE_VERSIONS[TRAINED_WEIGHTS], {"dataset": dataset_version}, recipe)
-    checkpoint = artifact_store.object_path(CHECKPOINTS, key).with_suffix(".pt")
+    checkpoint = TrainingCheckpoint(artifact_store, key)
 
     def build() -> AbstractContextManager[Built[dict[str, Any]]]:
         context.log.info(

@@ -13,7 +13,7 @@ from typing import Any
 
 from PIL import Image
 
-from yolo_assets.core.fileio import atomic_write_bytes, object_file
+from yolo_assets.core.fileio import atomic_write_bytes, object_file, object_relpath
 from yolo_assets.core.hashing import hash_json, sha256_bytes
 from yolo_assets.data.labels import decode_image, to_rgb
 
@@ -71,6 +71,11 @@ def preprocess_one(
     atomic_write_bytes(target.with_suffix(".jpg"), encoded)
     atomic_write_bytes(target.with_suffix(".json"), json.dumps(record).encode())
     return record
+
+
+def cache_entry_names(image_sha: str) -> list[str]:
+    """The files of one image's cache entry, relative to the cache root: the image, then its record."""
+    return [f"{object_relpath(image_sha)}.jpg", f"{object_relpath(image_sha)}.json"]
 
 
 def cached_record(cache_root: Path, image_sha: str) -> dict[str, Any] | None:

@@ -30,6 +30,7 @@ class QuarantineReason(StrEnum):
     # Files that are unsafe to read or write
     SYMLINK_OUTSIDE_BATCH = "symlink_outside_batch"
     ARCHIVE_MEMBER_UNSAFE = "archive_member_unsafe"
+    OBJECT_KEY_UNSAFE = "object_key_unsafe"
     ANNOTATION_ORPHAN = "annotation_orphan"
 
 

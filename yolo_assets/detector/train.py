@@ -42,11 +42,13 @@ def train_detector(
     workers: int,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     checkpoint: Path | None = None,
+    on_checkpoint: Callable[[Path], None] | None = None,
 ) -> Path:
     """Train in `workdir` (never ./runs); returns the run folder with weights/best.pt and weights/last.pt.
 
-    With `checkpoint`, last.pt is copied there (atomically) after every epoch, and when that file
-    already exists the training resumes from it instead of starting over.
+    With `checkpoint`, last.pt is copied there (atomically) after every epoch, then `on_checkpoint`
+    is called (to upload it); when that file already exists the training resumes from it instead
+    of starting over.
     """
     from ultralytics import YOLO
 
@@ -55,7 +57,13 @@ def train_detector(
     if on_epoch is not None:
         detector.add_callback("on_fit_epoch_end", lambda trainer: on_epoch(trainer.epoch + 1, epoch_metrics(trainer)))
     if checkpoint is not None:
-        detector.add_callback("on_model_save", lambda trainer: keep_checkpoint(Path(trainer.last), checkpoint))
+
+        def save(trainer: Any) -> None:
+            keep_checkpoint(Path(trainer.last), checkpoint)
+            if on_checkpoint is not None:
+                on_checkpoint(checkpoint)
+
+        detector.add_callback("on_model_save", save)
     shutil.rmtree(workdir, ignore_errors=True)
     if resume:
         detector.train(resume=True, data=str(data_yaml), save_dir=str(workdir), workers=workers,

@@ -1,0 +1,120 @@
+"""The landing zone on S3 (dagster-aws `S3Resource`): batches uploaded under a bucket prefix.
+
+A batch is a top-level prefix that is complete once its `_SUCCESS` object exists (uploaders write it
+last), or a single archive object. An idle tick costs one listing of the top level (Delimiter='/',
+1,000 entries a page) plus one HEAD per batch folder: O(batches) requests, never O(objects).
+
+What changes a batch: its fingerprint is the marker's ETag + LastModified (the archive's, for an
+archive), and its content hash, which keys the run and the cache, is built from the listing: every
+object's key, size and ETag. A single-part ETag is the MD5 of the bytes; a multipart ETag is not a
+content hash (it depends on the part size), so re-uploading the same bytes in other parts ingests the
+batch once more, to the same data version: `labeled_batch` hashes the bytes it downloads.
+"""
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from dagster_aws.s3 import S3Resource
+from pydantic import PrivateAttr
+
+from resources.landing_zone import (
+    ARCHIVE_SUFFIXES,
+    SUCCESS_MARKER,
+    VALID_BATCH_NAME,
+    BatchListing,
+    LandingZone,
+    extract_archive,
+    unpacked_root,
+)
+from yolo_assets.core.hashing import hash_json
+from yolo_assets.core.s3 import S3Prefix, count_requests, parallel
+from yolo_assets.data.quarantine import QuarantineReason, quarantine_entry
+
+
+def unsafe_key_reason(relative_key: str) -> str | None:
+    """Why an object key must not become a local path (like a zip-slip archive member), or None."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in relative_key):
+        return "control character in the object key: not downloaded"
+    path = PurePosixPath(relative_key)
+    if relative_key.startswith("/") or ".." in path.parts or "\\" in relative_key:
+        return "object key leaves the batch folder: not downloaded"
+    return None
+
+
+class S3LandingZone(LandingZone):
+    s3: S3Resource
+    """Endpoint, region and credentials (from the environment through EnvVar)."""
+    bucket: str
+    prefix: str = "landing"
+    scratch_dir: str
+    """Where a batch is downloaded while `labeled_batch` reads it (removed afterwards)."""
+
+    _root: S3Prefix | None = PrivateAttr(default=None)
+
+    @property
+    def remote(self) -> S3Prefix:
+        if self._root is None:
+            self._root = S3Prefix(count_requests(self.s3.get_client()), self.bucket, self.prefix)
+        return self._root
+
+    def list_complete_batches(self) -> list[BatchListing]:
+        folders, objects = self.remote.list_level()
+        batches = [
+            BatchListing(entry["Key"], True, f"{entry['ETag']}:{entry['LastModified'].isoformat()}")
+            for entry in objects
+            if VALID_BATCH_NAME.match(entry["Key"]) and entry["Key"].endswith(ARCHIVE_SUFFIXES)
+        ]
+        candidates = [name for name in folders if VALID_BATCH_NAME.match(name)]
+        markers = parallel(lambda name: self.remote.child(name).head(SUCCESS_MARKER), candidates)
+        batches += [
+            BatchListing(name, False, f"{marker['ETag']}:{marker['LastModified'].isoformat()}")
+            for name, marker in zip(candidates, markers)
+            if marker is not None
+        ]
+        return sorted(batches, key=lambda b: b.name)
+
+    def _batch_objects(self, name: str) -> list[dict[str, Any]]:
+        if not VALID_BATCH_NAME.match(name):
+            raise FileNotFoundError(f"batch {name!r} is not in the landing zone s3://{self.bucket}/{self.remote.key('')}")
+        if name.endswith(ARCHIVE_SUFFIXES):
+            head = self.remote.head(name)
+            if head is not None:
+                return [{"Key": "", "ETag": head["ETag"], "Size": head["ContentLength"]}]
+        else:
+            listed = [entry for entry in self.remote.child(name).walk() if entry["Key"] != SUCCESS_MARKER]
+            if listed or self.remote.child(name).head(SUCCESS_MARKER) is not None:
+                return listed
+        raise FileNotFoundError(f"batch {name!r} is not in the landing zone s3://{self.bucket}/{self.remote.key('')}")
+
+    def content_hash(self, name: str) -> str:
+        return hash_json(sorted([entry["Key"], entry["Size"], entry["ETag"]] for entry in self._batch_objects(name)))
+
+    @contextmanager
+    def open_batch(self, name: str) -> Iterator[tuple[Path, list[dict[str, Any]]]]:
+        objects = self._batch_objects(name)
+        Path(self.scratch_dir).mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f"batch-{name}-", dir=self.scratch_dir))
+        try:
+            if name.endswith(ARCHIVE_SUFFIXES):
+                archive = scratch / name
+                self.remote.download(name, archive)
+                extracted = scratch / "extracted"
+                rejected = extract_archive(archive, extracted)
+                yield unpacked_root(extracted), rejected
+                return
+            rejected, safe = [], []
+            for entry in objects:
+                reason = unsafe_key_reason(entry["Key"])
+                if reason:
+                    rejected.append(quarantine_entry(entry["Key"], None, QuarantineReason.OBJECT_KEY_UNSAFE, reason))
+                elif not entry["Key"].endswith("/"):  # "folder" placeholder objects hold nothing
+                    safe.append(entry["Key"])
+            batch = self.remote.child(name)
+            parallel(lambda key: batch.download(key, scratch / key), safe)
+            yield scratch, rejected
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)

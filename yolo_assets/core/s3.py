@@ -1,0 +1,131 @@
+"""S3 as the landing zone and artifact store see it: one bucket + prefix, objects moved in bounded
+parallel, and every request counted (so tests and benchmarks can say how many a tick or an ingest
+costs). Dagster-free: the resources hand in a boto3 client.
+"""
+
+import os
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+# Enough to hide latency on a LAN or within a region; boto3's default pool holds 10 connections.
+TRANSFER_THREADS = 8
+NOT_FOUND_CODES = {"404", "NoSuchKey", "NotFound"}
+
+_requests: Counter[str] = Counter()
+_requests_lock = threading.Lock()
+
+
+def count_requests(client: Any) -> Any:
+    """Count every S3 call made through `client` by operation (PutObject, ListObjectsV2...)."""
+
+    def counted(model: Any, **_: Any) -> None:
+        with _requests_lock:
+            _requests[model.name] += 1
+
+    client.meta.events.register("before-call.s3.*", counted)
+    return client
+
+
+def request_counts() -> Counter[str]:
+    """S3 requests made by this process so far, by operation."""
+    with _requests_lock:
+        return Counter(_requests)
+
+
+def is_not_found(error: Exception) -> bool:
+    response = getattr(error, "response", None) or {}
+    return str(response.get("Error", {}).get("Code")) in NOT_FOUND_CODES
+
+
+def parallel(fn: Callable[[T], Any], items: Iterable[T]) -> list[Any]:
+    """`fn` over `items` on a bounded thread pool (S3 transfers wait on the network, not the CPU)."""
+    items = list(items)
+    if len(items) <= 1:
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(min(TRANSFER_THREADS, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
+@dataclass(frozen=True)
+class S3Prefix:
+    """A folder-like place in a bucket: `key("a/b")` is `<prefix>/a/b`."""
+
+    client: Any
+    bucket: str
+    prefix: str = ""
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix.strip('/')}/{name}" if self.prefix.strip("/") else name
+
+    def relative(self, key: str) -> str:
+        base = self.key("")
+        return key[len(base):] if key.startswith(base) else key
+
+    def child(self, name: str) -> "S3Prefix":
+        return S3Prefix(self.client, self.bucket, self.key(name))
+
+    def head(self, name: str) -> dict[str, Any] | None:
+        """The object's metadata (ETag, LastModified, ContentLength), or None when it is not there."""
+        try:
+            response: dict[str, Any] = self.client.head_object(Bucket=self.bucket, Key=self.key(name))
+            return response
+        except Exception as error:
+            if is_not_found(error):
+                return None
+            raise
+
+    def get_bytes(self, name: str) -> bytes | None:
+        try:
+            return bytes(self.client.get_object(Bucket=self.bucket, Key=self.key(name))["Body"].read())
+        except Exception as error:
+            if is_not_found(error):
+                return None
+            raise
+
+    def put_bytes(self, name: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self.key(name), Body=data)
+
+    def upload(self, name: str, path: Path) -> None:
+        self.client.upload_file(str(path), self.bucket, self.key(name))
+
+    def download(self, name: str, target: Path) -> bool:
+        """Write the object to `target` atomically; False when there is no such object."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
+        try:
+            self.client.download_file(self.bucket, self.key(name), str(partial))
+        except Exception as error:
+            partial.unlink(missing_ok=True)
+            if is_not_found(error):
+                return False
+            raise
+        os.replace(partial, target)
+        return True
+
+    def delete(self, names: Iterable[str]) -> None:
+        keys = [{"Key": self.key(name)} for name in names]
+        for start in range(0, len(keys), 1000):
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys[start : start + 1000], "Quiet": True})
+
+    def list_level(self) -> tuple[list[str], list[dict[str, Any]]]:
+        """One level below this prefix (Delimiter='/'): the sub-folder names and the objects here."""
+        folders, objects = [], []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.key(""), Delimiter="/"):
+            folders += [self.relative(p["Prefix"]).rstrip("/") for p in page.get("CommonPrefixes", [])]
+            objects += page.get("Contents", [])
+        return folders, objects
+
+    def walk(self) -> Iterator[dict[str, Any]]:
+        """Every object below this prefix, its `Key` made relative to it."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.key("")):
+            for entry in page.get("Contents", []):
+                yield {**entry, "Key": self.relative(entry["Key"])}
