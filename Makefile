@@ -6,7 +6,7 @@ YOLO_ASSETS_HOME ?= $(CURDIR)/.yolo-assets
 export YOLO_ASSETS_HOME
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint ui mlflow-ui bench clean-home
+.PHONY: install demo test test-fast lint ui mlflow-ui bench stack clean-home
 
 install: $(STAMP)
 
@@ -37,6 +37,9 @@ ui: install
 
 mlflow-ui: install
 	$(BIN)/yolo-assets mlflow-ui
+
+stack: install
+	$(BIN)/yolo-assets stack up
 
 bench: install
 	$(BIN)/python benchmarks/bench_ingest.py

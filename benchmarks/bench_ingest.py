@@ -114,7 +114,11 @@ def plain_pool(fn: Callable[..., T], args: list[tuple[Any, ...]]) -> list[T]:
 
 
 def bench_throughput(defs: dg.Definitions, instance: dg.DagsterInstance, scratch: Path) -> None:
-    store = resolved_resource(defs, "artifact_store")
+    with resolved_resource(defs, "artifact_store") as store:
+        measure_throughput(store, scratch)
+
+
+def measure_throughput(store: Any, scratch: Path) -> None:
     blobs = sorted(p.name for p in store.object_root(BLOBS).rglob("*") if p.is_file() and not p.name.startswith("."))
     images = [sha for sha in blobs if (store.object_path(BLOBS, sha).read_bytes()[:2] == b"\xff\xd8")]
     items: dict[str, dict[str, Any]] = {sha: {} for sha in images}

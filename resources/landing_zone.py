@@ -55,6 +55,24 @@ class LandingZone(dg.ConfigurableResource, ABC):
         """A local folder with the batch's files (archives extracted, remote objects downloaded), and
         quarantine entries for what could not safely be brought there."""
 
+    @abstractmethod
+    def upload_batch(self, folder: Path, name: str) -> int:
+        """Land a local batch folder as batch `name`, its `_SUCCESS` marker last (what an uploader
+        does); returns the number of files landed, the marker not counted."""
+
+
+def batch_files(folder: Path) -> list[Path]:
+    """The files of a local batch folder to land (its own marker and hidden files left out)."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder")
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != SUCCESS_MARKER
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def check_batch_name(name: str) -> None:
+    if not VALID_BATCH_NAME.match(name) or name.endswith(ARCHIVE_SUFFIXES):
+        raise ValueError(f"batch name {name!r}: use letters, digits, '.', '_', '-' (and no archive suffix)")
+
 
 def _member_is_safe(name: str) -> bool:
     path = PurePosixPath(name.replace("\\", "/"))
@@ -150,6 +168,17 @@ class LocalLandingZone(LandingZone):
         entries = [[p.relative_to(path).as_posix(), hashes[str(p.resolve())]] for p in files]
         entries += [[p.relative_to(path).as_posix(), "link:" + os.readlink(p)] for p in links]
         return hash_json(sorted(entries))
+
+    def upload_batch(self, folder: Path, name: str) -> int:
+        check_batch_name(name)
+        files = batch_files(folder)
+        target = self._root / name
+        for path in files:
+            destination = target / path.relative_to(folder)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, destination)
+        (target / SUCCESS_MARKER).write_bytes(b"")
+        return len(files)
 
     @contextmanager
     def open_batch(self, name: str) -> Iterator[tuple[Path, list[dict[str, Any]]]]:

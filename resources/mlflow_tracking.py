@@ -10,8 +10,23 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
+
+# Process environment on purpose: MLflow reads these when it is first imported. MLflow 3 reports
+# usage to its telemetry service by default; nothing here may talk to any host but the tracking server.
+MLFLOW_ENVIRONMENT = {"MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+
+
+def import_mlflow() -> "ModuleType":
+    """`mlflow`, imported with telemetry and progress bars off."""
+    for name, value in MLFLOW_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+    import mlflow
+
+    return mlflow
 
 
 class MLflowResource(dg.ConfigurableResource):
@@ -23,14 +38,8 @@ class MLflowResource(dg.ConfigurableResource):
     experiment: str = "yolo-assets"
     model_name: str = "yolo-defect-detector"
 
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        # MLflow reads this from the process environment: no progress bars in the Dagster log.
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
     def client(self) -> "MlflowClient":
-        from mlflow import MlflowClient
-
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        return import_mlflow().MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
     def experiment_id(self) -> str:
         client = self.client()
@@ -42,10 +51,11 @@ class MLflowResource(dg.ConfigurableResource):
 
     def alias_version(self, alias: str) -> "ModelVersion | None":
         """The registered model version behind an alias (`champion`, `challenger`), or None."""
-        from mlflow.exceptions import MlflowException
+        client = self.client()
+        from mlflow.exceptions import MlflowException  # imported by client() with telemetry off
 
         try:
-            return self.client().get_model_version_by_alias(self.model_name, alias)
+            return client.get_model_version_by_alias(self.model_name, alias)
         except MlflowException:
             return None
 
@@ -56,7 +66,7 @@ class MLflowResource(dg.ConfigurableResource):
         mlflow.set_tracking_uri also writes MLFLOW_TRACKING_URI into the environment; it is restored
         afterwards so nothing else in the process (or its children) inherits our store by accident.
         """
-        import mlflow
+        mlflow = import_mlflow()
 
         # Process environment on purpose: MLflow's fluent API keeps its URIs there.
         saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
@@ -67,8 +77,8 @@ class MLflowResource(dg.ConfigurableResource):
         finally:
             # mlflow.set_*_uri(None) resets MLflow's own default (and writes the environment), so the
             # environment is restored last.
-            mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])  # type: ignore[arg-type]  # None is documented: the default
-            mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"])  # type: ignore[arg-type]
+            mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])  # None restores MLflow's default
+            mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"])
             for name, value in saved.items():
                 if value is None:
                     os.environ.pop(name, None)

@@ -27,6 +27,8 @@ from resources.landing_zone import (
     VALID_BATCH_NAME,
     BatchListing,
     LandingZone,
+    batch_files,
+    check_batch_name,
     extract_archive,
     unpacked_root,
 )
@@ -92,6 +94,14 @@ class S3LandingZone(LandingZone):
 
     def content_hash(self, name: str) -> str:
         return hash_json(sorted([entry["Key"], entry["Size"], entry["ETag"]] for entry in self._batch_objects(name)))
+
+    def upload_batch(self, folder: Path, name: str) -> int:
+        check_batch_name(name)
+        files = batch_files(folder)
+        batch = self.remote.child(name)
+        parallel(lambda path: batch.upload(path.relative_to(folder).as_posix(), path), files)
+        batch.put_bytes(SUCCESS_MARKER, b"")  # last: the batch is complete from here on
+        return len(files)
 
     @contextmanager
     def open_batch(self, name: str) -> Iterator[tuple[Path, list[dict[str, Any]]]]:

@@ -1,14 +1,22 @@
 """Fixtures: each test gets its own home folder (real SQLite Dagster instance, landing zone, store)."""
 
+import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from helpers import Home
 
+from resources.mlflow_tracking import MLFLOW_ENVIRONMENT
 from yolo_assets.core.home import HOME_ENV_VAR, dagster_home
 from yolo_assets.data.synth import write_batch
+from yolo_assets.ops.services import Postgres, SeaweedFS
+
+# Before any test module imports mlflow: no telemetry from the tests' own MLflow clients.
+for _name, _value in MLFLOW_ENVIRONMENT.items():
+    os.environ.setdefault(_name, _value)
 
 
 @pytest.fixture
@@ -20,7 +28,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Home]:
     try:
         yield created
     finally:
-        created.instance.dispose()
+        created.close()
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +49,30 @@ def land_copy(home: Home, synthetic_batch_cache: Path) -> Callable[[str, int, in
         return target
 
     return land
+
+
+# The production services, started once per test session on free loopback ports (tests/servers.py).
+SENTINEL_S3_KEY = "sentinel-s3-access-4d2a"
+SENTINEL_S3_SECRET = "sentinel-s3-secret-9b71e0"
+SENTINEL_PG_PASSWORD = "sentinel-pg-password-37c5"
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs"), SENTINEL_S3_KEY, SENTINEL_S3_SECRET).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    # Under /tmp, not pytest's 0700 folder: the `postgres` user must reach it.
+    root = Path(tempfile.mkdtemp(prefix="yolo-assets-test-pg-"))
+    server = Postgres(root, SENTINEL_PG_PASSWORD, durable=False).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)

@@ -3,6 +3,7 @@ driven the way a user drives it, through sensor ticks and materialisations."""
 
 import json
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ class Home:
     instance: dg.DagsterInstance
     outcomes: dict[str, list[RunOutcome]] = field(default_factory=dict)
     """Named ticks a scenario ran, for tests that assert on them later."""
+    resources: ExitStack = field(default_factory=ExitStack)
 
     @classmethod
     def create(cls, path: Path, **resource_overrides: dg.ConfigurableResource) -> "Home":
@@ -51,7 +53,12 @@ class Home:
         return store_dir(self.path)
 
     def resource(self, key: str) -> Any:
-        return resolved_resource(self.defs, key)
+        """A resource resolved as in a run; set up until `close`."""
+        return self.resources.enter_context(resolved_resource(self.defs, key))
+
+    def close(self) -> None:
+        self.resources.close()
+        self.instance.dispose()
 
     def land(self, name: str, images: int, seed: int, **kwargs: Any) -> Path:
         return write_batch(self.landing / name, images, seed, **kwargs)

@@ -58,4 +58,4 @@ def test_daemon_ingests_a_landed_batch_and_registers_a_model(tmp_path: Path) -> 
     assert "labeled_data_sensor" in sensors
     assert any(run.tags.get("dagster/from_automation_condition") or run.tags.get("dagster/sensor_name") == "model_automation_sensor" for run in runs)
     assert home.instance.get_run_by_id(tags["training_dagster_run_id"]) is not None
-    home.instance.dispose()
+    home.close()

@@ -86,7 +86,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     yield s
     os.environ.pop("AWS_SECRET_ACCESS_KEY", None)
     os.environ.pop("YOLO_ASSETS_ALERT_WEBHOOK_URL", None)
-    s.instance.dispose()
+    s.close()
     if previous is None:
         os.environ.pop("DAGSTER_HOME", None)
     else:

@@ -75,4 +75,4 @@ def test_killed_training_resumes_from_a_later_epoch_and_finishes_registered(tmp_
     assert home.materialize(["evaluation_report", "registered_model"]).success
     version = mlflow.alias_version("champion")
     assert version is not None and version.tags["weights_version"] == event.asset_materialization.tags["dagster/data_version"]
-    instance.dispose()
+    home.close()

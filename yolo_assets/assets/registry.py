@@ -67,8 +67,9 @@ def find_version(mlflow: MLflowResource, weights_version: str) -> "ModelVersion 
 def register(
     mlflow: MLflowResource, store: ArtifactStore, summary: dict[str, Any], metrics: dict[str, Any], tags: dict[str, str]
 ) -> "ModelVersion":
-    import mlflow as mlflow_api
+    from resources.mlflow_tracking import import_mlflow
 
+    mlflow_api = import_mlflow()
     from yolo_assets.detector.serving import SIGNATURE, YoloDetectorModel
 
     weights = weights_path(store, metrics["weights_version"])

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from resources.mlflow_tracking import MLFLOW_ENVIRONMENT
 from yolo_assets.core.home import HOME_ENV_VAR, dagster_home, ensure_home, home_dir, landing_dir, mlflow_dir, mlflow_tracking_uri
 from yolo_assets.ops.tables import format_table
 
@@ -66,6 +67,37 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def cmd_init(args: argparse.Namespace) -> int:
     home = _open_home(args, create=True)
     print(f"home ready at {home} (landing zone: {landing_dir(home)})")
+    return 0
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    from yolo_assets.ops.runs import resolved_resource
+
+    _, defs, _ = _context(args)
+    try:
+        with resolved_resource(defs, "landing_zone") as landing_zone:
+            count = landing_zone.upload_batch(Path(args.folder), args.batch)
+    except (FileNotFoundError, ValueError) as error:
+        raise UserError(str(error)) from error
+    print(f"landed {args.batch}: {count} files, then its _SUCCESS marker")
+    return 0
+
+
+def cmd_stack(args: argparse.Namespace) -> int:
+    from yolo_assets.ops import stack
+
+    home = _open_home(args, create=True)
+    if args.action == "up":
+        state = stack.up(home, with_dagster=not args.no_dagster)
+        env_file = stack.environment_file(home, state)
+        print(format_table(["service", "state", "where"], [list(row) for row in stack.status(home)]))
+        print(f"\nUse it from a shell: source {env_file}   (then: yolo-assets upload DIR --batch NAME)")
+    elif args.action == "down":
+        stopped = stack.down(home)
+        print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
+    else:
+        rows = stack.status(home)
+        print(format_table(["service", "state", "where"], [list(row) for row in rows]) if rows else "no stack in this home")
     return 0
 
 
@@ -143,9 +175,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from yolo_assets.ops.runs import resolved_resource
 
     _, defs, _ = _context(args)
-    store = resolved_resource(defs, "artifact_store")
-    old, new = (resolve_version(store, PROCESSED_IMAGES, prefix) for prefix in (args.old, args.new))
-    diff = dataset_diff(*(store.read_json(PROCESSED_IMAGES, v, MANIFEST) for v in (old, new)))
+    with resolved_resource(defs, "artifact_store") as store:
+        old, new = (resolve_version(store, PROCESSED_IMAGES, prefix) for prefix in (args.old, args.new))
+        diff = dataset_diff(*(store.read_json(PROCESSED_IMAGES, v, MANIFEST) for v in (old, new)))
     if args.json:
         print(json.dumps({"old": old, "new": new, **diff}, indent=2))
         return 0
@@ -162,7 +194,8 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     _, defs, instance = _context(args)
     try:
         if args.model:
-            result = lineage.model_lineage(instance, resolved_resource(defs, "mlflow"), args.model)
+            with resolved_resource(defs, "mlflow") as mlflow:
+                result = lineage.model_lineage(instance, mlflow, args.model)
         elif args.asset:
             if args.asset not in {k.to_user_string() for k in defs.resolve_asset_graph().materializable_asset_keys}:
                 raise UserError(f"unknown asset {args.asset}")
@@ -220,7 +253,7 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> int:
     command = [mlflow, "ui", "--backend-store-uri", mlflow_tracking_uri(home),
                "--default-artifact-root", str(mlflow_dir(home) / "artifacts"), "--host", args.host, "--port", str(args.port)]
     print(" ".join(command))
-    os.execv(command[0], command)
+    os.execve(command[0], command, {**os.environ, **MLFLOW_ENVIRONMENT})
     return 0  # not reached
 
 
@@ -246,6 +279,16 @@ def build_parser() -> argparse.ArgumentParser:
     synth.set_defaults(func=cmd_synth)
 
     sub.add_parser("init", help="create the home folder").set_defaults(func=cmd_init)
+
+    stack = sub.add_parser("stack", help="start/stop SeaweedFS (S3), PostgreSQL, the MLflow server and Dagster on 127.0.0.1")
+    stack.add_argument("action", choices=["up", "down", "status"])
+    stack.add_argument("--no-dagster", action="store_true", help="only the services, not dagster-webserver and dagster-daemon")
+    stack.set_defaults(func=cmd_stack)
+
+    upload = sub.add_parser("upload", help="land a local batch folder in the landing zone (local or S3), its _SUCCESS marker last")
+    upload.add_argument("folder")
+    upload.add_argument("--batch", required=True, help="batch name (letters, digits, '.', '_', '-')")
+    upload.set_defaults(func=cmd_upload)
 
     tick_parser = sub.add_parser("tick", help="evaluate the sensors once and run what they request")
     tick_parser.add_argument("--config", help="run config YAML applied to the runs")

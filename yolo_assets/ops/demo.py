@@ -15,17 +15,17 @@ from yolo_assets.ops.tables import format_table
 
 def model_versions(defs: dg.Definitions) -> list[dict[str, Any]]:
     """Registered versions of the model with their aliases and lineage tags, newest first."""
-    mlflow = resolved_resource(defs, "mlflow")
-    client = mlflow.client()
+    with resolved_resource(defs, "mlflow") as mlflow:
+        client, model_name = mlflow.client(), mlflow.model_name
     try:
-        aliases = client.get_registered_model(mlflow.model_name).aliases
+        aliases = client.get_registered_model(model_name).aliases
     except Exception:  # no model registered yet
         return []
     by_version: dict[str, list[str]] = {}
     for alias, version in aliases.items():
         by_version.setdefault(str(version), []).append(alias)
     rows = []
-    for version in client.search_model_versions(f"name='{mlflow.model_name}'"):
+    for version in client.search_model_versions(f"name='{model_name}'"):
         rows.append(
             {
                 "version": int(version.version),

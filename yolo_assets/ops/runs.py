@@ -4,7 +4,8 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,12 +67,14 @@ def execute(
     return RunOutcome(result.run_id, description, result.success, failure)
 
 
-def resolved_resource(defs: dg.Definitions, key: str) -> Any:
-    """A resource for use outside a run (CLI, tests), its EnvVar settings resolved as Dagster does
-    when a run starts."""
+@contextmanager
+def resolved_resource(defs: dg.Definitions, key: str) -> Iterator[Any]:
+    """A resource for use outside a run (CLI, tests), its EnvVar settings resolved and its nested
+    resources (S3) set up as Dagster does when a run starts, and torn down afterwards."""
     resource = (defs.resources or {})[key]
     assert isinstance(resource, dg.ConfigurableResource), f"{key} is not a configurable resource"
-    return resource.process_config_and_initialize()
+    with resource.process_config_and_initialize_cm() as value:
+        yield value
 
 
 def alert_failure(defs: dg.Definitions, instance: dg.DagsterInstance, run_id: str) -> None:
@@ -79,8 +82,8 @@ def alert_failure(defs: dg.Definitions, instance: dg.DagsterInstance, run_id: st
     from sensors.failure_alerts import send_failure_alert
 
     if "alert_notifier" in (defs.resources or {}):
-        notifier = resolved_resource(defs, "alert_notifier")
-        send_failure_alert(instance, run_id, defs.resolve_asset_graph(), notifier, logging.getLogger("yolo_assets.alerts"))
+        with resolved_resource(defs, "alert_notifier") as notifier:
+            send_failure_alert(instance, run_id, defs.resolve_asset_graph(), notifier, logging.getLogger("yolo_assets.alerts"))
 
 
 def recover_dead_runs(instance: dg.DagsterInstance) -> list[str]:

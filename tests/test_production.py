@@ -1,0 +1,180 @@
+"""The production path end to end on real servers on 127.0.0.1: batches uploaded to S3 (SeaweedFS),
+the Dagster instance on PostgreSQL, artifacts in the S3 store, models on an MLflow tracking server
+(PostgreSQL backend, artifacts served from S3). Selected by configuration alone (YOLO_ASSETS_STORAGE=s3
+and friends), as a deployment would.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import psycopg2
+import pytest
+from conftest import SENTINEL_PG_PASSWORD, SENTINEL_S3_SECRET
+from dagster._core.remote_representation.external_data import RepositorySnap
+from helpers import REPO, Home
+
+from resources.mlflow_tracking import MLFLOW_ENVIRONMENT
+from yolo_assets.core.home import dagster_home
+from yolo_assets.core.s3 import request_counts
+from yolo_assets.data.synth import write_batch
+from yolo_assets.ops.cli import main
+from yolo_assets.ops.services import MlflowServer, Postgres, SeaweedFS, clean_environment
+
+pytestmark = pytest.mark.slow
+
+TINY = {"ops": {"trained_weights": {"config": {"epochs": 1, "imgsz": 64, "batch": 8, "workers": 0, "warm_start": False}}}}
+DAGSTER_DB_PASSWORD = "sentinel-dagster-db-8e02"
+MLFLOW_DB_PASSWORD = "sentinel-mlflow-db-1f3a"
+SECRETS = (SENTINEL_S3_SECRET, SENTINEL_PG_PASSWORD, DAGSTER_DB_PASSWORD, MLFLOW_DB_PASSWORD)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(seaweedfs: SeaweedFS, postgres: Postgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    postgres.create_database("mlflow", "mlflow", MLFLOW_DB_PASSWORD)
+    seaweedfs.create_bucket("mlflow-artifacts")
+    server = MlflowServer(
+        tmp_path_factory.mktemp("mlflow-server"), postgres.url("mlflow", "mlflow", MLFLOW_DB_PASSWORD),
+        "s3://mlflow-artifacts/mlflow", seaweedfs.endpoint_url, seaweedfs.access_key, seaweedfs.secret_key,
+    ).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class Production(Home):
+    bucket: str = ""
+    database: str = ""
+
+
+@pytest.fixture(scope="module")
+def production(
+    seaweedfs: SeaweedFS, postgres: Postgres, mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Production]:
+    """A home configured for production (S3, PostgreSQL, the MLflow server) through the environment
+    alone, after one batch was uploaded and ticked through to a registered model, then an idle tick."""
+    bucket, database = f"prod-{uuid.uuid4().hex[:10]}", f"dagster_{uuid.uuid4().hex[:8]}"
+    seaweedfs.create_bucket(bucket)
+    postgres.create_database(database, "dagster", DAGSTER_DB_PASSWORD)
+    settings = {
+        "YOLO_ASSETS_STORAGE": "s3", "YOLO_ASSETS_S3_BUCKET": bucket, "YOLO_ASSETS_S3_ENDPOINT_URL": seaweedfs.endpoint_url,
+        "YOLO_ASSETS_S3_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": seaweedfs.access_key, "AWS_SECRET_ACCESS_KEY": seaweedfs.secret_key,
+        "YOLO_ASSETS_MLFLOW_TRACKING_URI": mlflow_server.tracking_uri, "YOLO_ASSETS_FIRST_MODEL_MIN_MAP50": "0",
+        "DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(postgres.port), "DAGSTER_PG_USER": "dagster",
+        "DAGSTER_PG_PASSWORD": DAGSTER_DB_PASSWORD, "DAGSTER_PG_DB": database,
+    }
+    saved = {name: os.environ.get(name) for name in [*settings, "DAGSTER_HOME"]}
+    os.environ.update(settings)
+    path = tmp_path_factory.mktemp("production") / "home"
+    dagster_home(path).mkdir(parents=True)
+    shutil.copyfile(REPO / "deploy" / "dagster.yaml", dagster_home(path) / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(dagster_home(path))
+    home = Production.create(path)
+    home.bucket, home.database = bucket, database
+    source = write_batch(path.parent / "upload" / "line_a", 24, seed=11)
+    assert main(["--home", str(path), "upload", str(source), "--batch", "line_a"]) == 0
+    home.tick(TINY, automation=True, name="first")
+    home.tick(TINY, automation=True, name="idle")
+    try:
+        yield home
+    finally:
+        home.close()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def bucket_keys(server: SeaweedFS, bucket: str, prefix: str = "") -> list[str]:
+    paginator = server.client().get_paginator("list_objects_v2")
+    return [entry["Key"] for page in paginator.paginate(Bucket=bucket, Prefix=prefix) for entry in page.get("Contents", [])]
+
+
+def test_an_upload_is_ingested_trained_and_registered_on_the_servers(production: Production, seaweedfs: SeaweedFS, postgres: Postgres) -> None:
+    ingest, model = production.outcomes["first"]
+    assert ingest.success and model.success, (ingest, model)
+    assert "registered_model" in model.description
+    # The runs are in PostgreSQL.
+    assert type(production.instance.run_storage).__name__ == "PostgresRunStorage"
+    connection = psycopg2.connect(host="127.0.0.1", port=postgres.port, user="dagster", password=DAGSTER_DB_PASSWORD, dbname=production.database)
+    with connection, connection.cursor() as cursor:
+        cursor.execute("SELECT run_id FROM runs")
+        assert {row[0] for row in cursor.fetchall()} == {ingest.run_id, model.run_id}
+    connection.close()
+    # Every artifact is in the S3 store, complete; none in the home's local store.
+    keys = bucket_keys(seaweedfs, production.bucket, "store/")
+    for asset in ("labeled_batch", "processed_images", "trained_weights", "evaluation_report"):
+        version = production.data_version(asset, "line_a" if asset == "labeled_batch" else None)
+        assert f"store/{asset}/{version}/_COMPLETE.json" in keys
+        assert production.metadata(asset, "line_a" if asset == "labeled_batch" else None)["path"].startswith(f"s3://{production.bucket}/store/{asset}/")
+    assert not any(production.store.rglob("*.json"))
+    assert not [key for key in keys if "/checkpoints/" in key]  # removed after the training finished
+    # The model is registered on the tracking server, its files in S3 behind it.
+    mlflow = production.resource("mlflow")
+    version = mlflow.alias_version("champion")
+    assert version is not None and version.tags["dataset_version"] == production.data_version("processed_images")
+    assert bucket_keys(seaweedfs, "mlflow-artifacts", "mlflow/")
+
+
+def test_the_champion_loads_and_predicts_with_only_the_tracking_uri(production: Production, mlflow_server: MlflowServer, tmp_path: Path) -> None:
+    image = next((production.path.parent / "upload" / "line_a" / "images").glob("*.jpg"))
+    script = (
+        "import mlflow, pandas as pd\n"
+        "model = mlflow.pyfunc.load_model('models:/yolo-defect-detector@champion')\n"
+        f"print(list(model.predict(pd.DataFrame({{'image': [{str(image)!r}]}}), params={{'conf': 0.001}}).columns))\n"
+    )
+    env = clean_environment(MLFLOW_TRACKING_URI=mlflow_server.tracking_uri, TMPDIR=str(tmp_path), **MLFLOW_ENVIRONMENT)
+    assert not [name for name in env if name.startswith("AWS_")]
+    result = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "class_name" in result.stdout
+
+
+def test_an_idle_tick_runs_nothing_and_an_unchanged_build_is_a_cache_hit(production: Production) -> None:
+    assert production.outcomes["idle"] == []
+    before = request_counts()
+    assert production.materialize("processed_images").success
+    assert production.metadata("processed_images")["cache_hit"] is True
+    assert (request_counts() - before)["PutObject"] == 0
+
+
+def test_adding_k_images_uploads_and_decodes_o_k_items(production: Production) -> None:
+    source = write_batch(production.path.parent / "upload" / "line_b", 5, seed=12)
+    assert main(["--home", str(production.path), "upload", str(source), "--batch", "line_b"]) == 0
+    before = request_counts()
+    [outcome] = production.tick()
+    assert outcome.success
+    puts = (request_counts() - before)["PutObject"]
+    assert production.metadata("processed_images")["num_processed"] == 5
+    # Per new image: image + label blobs, cache image + record, dataset pair image + label (6);
+    # plus the two artifacts' few files and the cache keys. Rebuilding the 29 images would cost 4 x 29.
+    assert puts <= 6 * 5 + 16, puts
+
+
+def test_no_secret_reaches_runs_metadata_mlflow_or_the_ui(production: Production) -> None:
+    instance = production.instance
+    for run in instance.get_runs():
+        logged = " ".join(str(entry) for entry in instance.all_logs(run.run_id))
+        shown = json.dumps(run.run_config, default=str) + json.dumps(dict(run.tags))
+        for secret in SECRETS:
+            assert secret not in logged and secret not in shown
+    for asset in ("processed_images", "trained_weights", "evaluation_report", "registered_model"):
+        metadata = json.dumps(production.metadata(asset), default=str)
+        assert not any(secret in metadata for secret in SECRETS)
+    client = production.resource("mlflow").client()
+    for run in client.search_runs([production.resource("mlflow").experiment_id()]):
+        assert not any(secret in repr(run.data.params) + repr(run.data.tags) for secret in SECRETS)
+    for version in client.search_model_versions("name='yolo-defect-detector'"):
+        assert not any(secret in repr(version.tags) for secret in SECRETS)
+    snapshot = dg.serialize_value(RepositorySnap.from_def(production.defs.get_repository_def()))
+    assert "AWS_SECRET_ACCESS_KEY" in snapshot and not any(secret in snapshot for secret in SECRETS)
