@@ -38,8 +38,9 @@ ui: install
 mlflow-ui: install
 	$(BIN)/yolo-assets mlflow-ui
 
+# The production services on this machine, in a home of their own (its instance is PostgreSQL).
 stack: install
-	$(BIN)/yolo-assets stack up
+	YOLO_ASSETS_HOME=$(CURDIR)/.yolo-assets-stack $(BIN)/yolo-assets stack up
 
 bench: install
 	$(BIN)/python benchmarks/bench_ingest.py

@@ -88,7 +88,10 @@ def cmd_stack(args: argparse.Namespace) -> int:
 
     home = _open_home(args, create=True)
     if args.action == "up":
-        state = stack.up(home, with_dagster=not args.no_dagster)
+        try:
+            state = stack.up(home, with_dagster=not args.no_dagster)
+        except ValueError as error:
+            raise UserError(str(error)) from error
         env_file = stack.environment_file(home, state)
         print(format_table(["service", "state", "where"], [list(row) for row in stack.status(home)]))
         print(f"\nUse it from a shell: source {env_file}   (then: yolo-assets upload DIR --batch NAME)")
@@ -206,8 +209,8 @@ def cmd_lineage(args: argparse.Namespace) -> int:
             raise UserError("give a RUN_ID, --model NAME/VERSION (or NAME@ALIAS), or --asset KEY")
     except (LookupError, ValueError) as error:
         raise UserError(str(error)) from error
-    except Exception as error:  # MLflow: unknown model or version
-        if type(error).__name__ == "MlflowException":
+    except Exception as error:  # MLflow: unknown model, version or alias (RestException from a server)
+        if any(cls.__name__ == "MlflowException" for cls in type(error).__mro__):
             raise UserError(str(error).splitlines()[0]) from error
         raise
     if args.json:

@@ -15,6 +15,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from yolo_assets.core.home import HOME_ENV_VAR, dagster_home
 from yolo_assets.ops.services import (
     BIN,
     MlflowServer,
@@ -72,6 +73,7 @@ def client_environment(state: dict[str, Any]) -> dict[str, str]:
         "AWS_SECRET_ACCESS_KEY": state["credentials"]["s3_secret_key"],
         "YOLO_ASSETS_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{state['mlflow']['port']}",
         "DAGSTER_HOME": state["dagster_home"],
+        HOME_ENV_VAR: str(Path(state["dagster_home"]).parent),
         "DAGSTER_PG_HOST": "127.0.0.1",
         "DAGSTER_PG_PORT": str(state["postgres"]["port"]),
         "DAGSTER_PG_USER": "dagster",
@@ -112,18 +114,29 @@ def up(home: Path, with_dagster: bool = True) -> dict[str, Any]:
     if not (mlflow.pid and alive(mlflow.pid)):
         mlflow.start()
     state["mlflow"] = {"port": mlflow.port, "pid": mlflow.pid}
-    dagster_home = root / "dagster"
-    dagster_home.mkdir(exist_ok=True)
-    shutil.copyfile(DEPLOY_INSTANCE, dagster_home / "dagster.yaml")
-    state["dagster_home"] = str(dagster_home)
+    state["dagster_home"] = str(use_production_instance(home))
     save_state(home, state)
     if with_dagster:
         start_dagster(home, state)
     return state
 
 
+def use_production_instance(home: Path) -> Path:
+    """Make the home's Dagster instance the PostgreSQL one of `deploy/dagster.yaml`, so the CLI, the
+    webserver and the daemon all use it. A home holding an embedded (SQLite) history is left alone."""
+    instance = dagster_home(home)
+    config = instance / "dagster.yaml"
+    embedded = config.exists() and config.read_text() != DEPLOY_INSTANCE.read_text()
+    if embedded and (any(instance.glob("*.db")) or (instance / "history").exists()):
+        raise ValueError(f"{home} has an embedded (SQLite) Dagster instance with history; give the stack a home "
+                         "of its own (YOLO_ASSETS_HOME=.yolo-assets-stack, as `make stack` does)")
+    instance.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(DEPLOY_INSTANCE, config)
+    return instance
+
+
 def start_dagster(home: Path, state: dict[str, Any]) -> None:
-    env = clean_environment(**client_environment(state), YOLO_ASSETS_HOME=str(home))
+    env = clean_environment(**client_environment(state))
     processes = state.setdefault("dagster", {})
     port = processes.get("webserver_port") or free_ports(1)[0]
     commands = {
