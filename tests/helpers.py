@@ -3,7 +3,10 @@ driven the way a user drives it, through sensor ticks and materialisations."""
 
 import json
 import os
-from contextlib import ExitStack
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,7 @@ from yolo_assets.core.home import HOME_ENV_VAR, dagster_home, ensure_home, landi
 from yolo_assets.data.synth import write_batch
 from yolo_assets.definitions import build_definitions
 from yolo_assets.ops.runs import RunOutcome, execute, resolved_resource, tick
+from yolo_assets.ops.services import Postgres, SeaweedFS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,3 +104,56 @@ class Home:
 
     def manifest(self, asset: str, partition: str | None = None) -> dict[str, Any]:
         return json.loads((self.store / asset / self.data_version(asset, partition) / "manifest.json").read_text())
+
+
+@dataclass
+class ProductionHome(Home):
+    """A home whose deployment settings (environment only) select S3, PostgreSQL and, when given, an
+    MLflow tracking server."""
+
+    bucket: str = ""
+    database: str = ""
+    settings: dict[str, str] = field(default_factory=dict)
+
+
+DAGSTER_DB_PASSWORD = "sentinel-dagster-db-8e02"
+
+
+def s3_client(home: ProductionHome) -> Any:
+    """A boto3 client on the home's S3 server, with its credentials: what an uploader holds."""
+    import boto3
+
+    s = home.settings
+    return boto3.client("s3", endpoint_url=s["YOLO_ASSETS_S3_ENDPOINT_URL"], region_name=s["YOLO_ASSETS_S3_REGION"],
+                        aws_access_key_id=s["AWS_ACCESS_KEY_ID"], aws_secret_access_key=s["AWS_SECRET_ACCESS_KEY"])
+
+
+@contextmanager
+def production_home(path: Path, s3: SeaweedFS, postgres: Postgres, tracking_uri: str | None = None, **extra: str) -> Iterator[ProductionHome]:
+    """A fresh bucket and Dagster database on the given servers, the settings in the environment
+    while the home is in use (as a deployment sets them), restored afterwards."""
+    bucket, database = f"prod-{uuid.uuid4().hex[:10]}", f"dagster_{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(bucket)
+    postgres.create_database(database, "dagster", DAGSTER_DB_PASSWORD)
+    settings = {
+        "YOLO_ASSETS_STORAGE": "s3", "YOLO_ASSETS_S3_BUCKET": bucket, "YOLO_ASSETS_S3_ENDPOINT_URL": s3.endpoint_url,
+        "YOLO_ASSETS_S3_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+        "DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(postgres.port), "DAGSTER_PG_USER": "dagster",
+        "DAGSTER_PG_PASSWORD": DAGSTER_DB_PASSWORD, "DAGSTER_PG_DB": database, "DAGSTER_HOME": str(dagster_home(path)),
+        "YOLO_ASSETS_FIRST_MODEL_MIN_MAP50": "0", **({"YOLO_ASSETS_MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else {}), **extra,
+    }
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    dagster_home(path).mkdir(parents=True)
+    shutil.copyfile(REPO / "deploy" / "dagster.yaml", dagster_home(path) / "dagster.yaml")
+    home = ProductionHome.create(path)
+    home.bucket, home.database, home.settings = bucket, database, settings
+    try:
+        yield home
+    finally:
+        home.close()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -5,13 +5,9 @@ and friends), as a deployment would.
 """
 
 import json
-import os
-import shutil
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -19,10 +15,9 @@ import psycopg2
 import pytest
 from conftest import SENTINEL_PG_PASSWORD, SENTINEL_S3_SECRET
 from dagster._core.remote_representation.external_data import RepositorySnap
-from helpers import REPO, Home
+from helpers import DAGSTER_DB_PASSWORD, REPO, ProductionHome, production_home
 
 from resources.mlflow_tracking import MLFLOW_ENVIRONMENT
-from yolo_assets.core.home import dagster_home
 from yolo_assets.core.s3 import request_counts
 from yolo_assets.data.synth import write_batch
 from yolo_assets.ops.cli import main
@@ -31,7 +26,6 @@ from yolo_assets.ops.services import MlflowServer, Postgres, SeaweedFS, clean_en
 pytestmark = pytest.mark.slow
 
 TINY = {"ops": {"trained_weights": {"config": {"epochs": 1, "imgsz": 64, "batch": 8, "workers": 0, "warm_start": False}}}}
-DAGSTER_DB_PASSWORD = "sentinel-dagster-db-8e02"
 MLFLOW_DB_PASSWORD = "sentinel-mlflow-db-1f3a"
 SECRETS = (SENTINEL_S3_SECRET, SENTINEL_PG_PASSWORD, DAGSTER_DB_PASSWORD, MLFLOW_DB_PASSWORD)
 
@@ -50,49 +44,19 @@ def mlflow_server(seaweedfs: SeaweedFS, postgres: Postgres, tmp_path_factory: py
         server.stop()
 
 
-@dataclass
-class Production(Home):
-    bucket: str = ""
-    database: str = ""
-
-
 @pytest.fixture(scope="module")
 def production(
     seaweedfs: SeaweedFS, postgres: Postgres, mlflow_server: MlflowServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Production]:
+) -> Iterator[ProductionHome]:
     """A home configured for production (S3, PostgreSQL, the MLflow server) through the environment
     alone, after one batch was uploaded and ticked through to a registered model, then an idle tick."""
-    bucket, database = f"prod-{uuid.uuid4().hex[:10]}", f"dagster_{uuid.uuid4().hex[:8]}"
-    seaweedfs.create_bucket(bucket)
-    postgres.create_database(database, "dagster", DAGSTER_DB_PASSWORD)
-    settings = {
-        "YOLO_ASSETS_STORAGE": "s3", "YOLO_ASSETS_S3_BUCKET": bucket, "YOLO_ASSETS_S3_ENDPOINT_URL": seaweedfs.endpoint_url,
-        "YOLO_ASSETS_S3_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": seaweedfs.access_key, "AWS_SECRET_ACCESS_KEY": seaweedfs.secret_key,
-        "YOLO_ASSETS_MLFLOW_TRACKING_URI": mlflow_server.tracking_uri, "YOLO_ASSETS_FIRST_MODEL_MIN_MAP50": "0",
-        "DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(postgres.port), "DAGSTER_PG_USER": "dagster",
-        "DAGSTER_PG_PASSWORD": DAGSTER_DB_PASSWORD, "DAGSTER_PG_DB": database,
-    }
-    saved = {name: os.environ.get(name) for name in [*settings, "DAGSTER_HOME"]}
-    os.environ.update(settings)
     path = tmp_path_factory.mktemp("production") / "home"
-    dagster_home(path).mkdir(parents=True)
-    shutil.copyfile(REPO / "deploy" / "dagster.yaml", dagster_home(path) / "dagster.yaml")
-    os.environ["DAGSTER_HOME"] = str(dagster_home(path))
-    home = Production.create(path)
-    home.bucket, home.database = bucket, database
-    source = write_batch(path.parent / "upload" / "line_a", 24, seed=11)
-    assert main(["--home", str(path), "upload", str(source), "--batch", "line_a"]) == 0
-    home.tick(TINY, automation=True, name="first")
-    home.tick(TINY, automation=True, name="idle")
-    try:
+    with production_home(path, seaweedfs, postgres, mlflow_server.tracking_uri) as home:
+        source = write_batch(path.parent / "upload" / "line_a", 24, seed=11)
+        assert main(["--home", str(path), "upload", str(source), "--batch", "line_a"]) == 0
+        home.tick(TINY, automation=True, name="first")
+        home.tick(TINY, automation=True, name="idle")
         yield home
-    finally:
-        home.close()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def bucket_keys(server: SeaweedFS, bucket: str, prefix: str = "") -> list[str]:
@@ -100,7 +64,7 @@ def bucket_keys(server: SeaweedFS, bucket: str, prefix: str = "") -> list[str]:
     return [entry["Key"] for page in paginator.paginate(Bucket=bucket, Prefix=prefix) for entry in page.get("Contents", [])]
 
 
-def test_an_upload_is_ingested_trained_and_registered_on_the_servers(production: Production, seaweedfs: SeaweedFS, postgres: Postgres) -> None:
+def test_an_upload_is_ingested_trained_and_registered_on_the_servers(production: ProductionHome, seaweedfs: SeaweedFS, postgres: Postgres) -> None:
     ingest, model = production.outcomes["first"]
     assert ingest.success and model.success, (ingest, model)
     assert "registered_model" in model.description
@@ -126,7 +90,7 @@ def test_an_upload_is_ingested_trained_and_registered_on_the_servers(production:
     assert bucket_keys(seaweedfs, "mlflow-artifacts", "mlflow/")
 
 
-def test_the_champion_loads_and_predicts_with_only_the_tracking_uri(production: Production, mlflow_server: MlflowServer, tmp_path: Path) -> None:
+def test_the_champion_loads_and_predicts_with_only_the_tracking_uri(production: ProductionHome, mlflow_server: MlflowServer, tmp_path: Path) -> None:
     image = next((production.path.parent / "upload" / "line_a" / "images").glob("*.jpg"))
     script = (
         "import mlflow, pandas as pd\n"
@@ -140,7 +104,7 @@ def test_the_champion_loads_and_predicts_with_only_the_tracking_uri(production: 
     assert "class_name" in result.stdout
 
 
-def test_an_idle_tick_runs_nothing_and_an_unchanged_build_is_a_cache_hit(production: Production) -> None:
+def test_an_idle_tick_runs_nothing_and_an_unchanged_build_is_a_cache_hit(production: ProductionHome) -> None:
     assert production.outcomes["idle"] == []
     before = request_counts()
     assert production.materialize("processed_images").success
@@ -148,7 +112,7 @@ def test_an_idle_tick_runs_nothing_and_an_unchanged_build_is_a_cache_hit(product
     assert (request_counts() - before)["PutObject"] == 0
 
 
-def test_adding_k_images_uploads_and_decodes_o_k_items(production: Production) -> None:
+def test_adding_k_images_uploads_and_decodes_o_k_items(production: ProductionHome) -> None:
     source = write_batch(production.path.parent / "upload" / "line_b", 5, seed=12)
     assert main(["--home", str(production.path), "upload", str(source), "--batch", "line_b"]) == 0
     before = request_counts()
@@ -161,7 +125,7 @@ def test_adding_k_images_uploads_and_decodes_o_k_items(production: Production) -
     assert puts <= 6 * 5 + 16, puts
 
 
-def test_no_secret_reaches_runs_metadata_mlflow_or_the_ui(production: Production) -> None:
+def test_no_secret_reaches_runs_metadata_mlflow_or_the_ui(production: ProductionHome) -> None:
     instance = production.instance
     for run in instance.get_runs():
         logged = " ".join(str(entry) for entry in instance.all_logs(run.run_id))

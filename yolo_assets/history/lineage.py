@@ -33,7 +33,7 @@ def _time(timestamp: float | None) -> str | None:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds") if timestamp else None
 
 
-def _innermost_error(error: Any) -> Any:
+def innermost_error(error: Any) -> Any:
     while getattr(error, "cause", None) is not None:
         error = error.cause
     return error
@@ -153,7 +153,7 @@ def run_lineage(instance: dg.DagsterInstance, run_id: str, asset_graph: Any | No
             })
         elif event.event_type == dg.DagsterEventType.STEP_FAILURE and event.step_failure_data:
             error = event.step_failure_data.error
-            inner = _innermost_error(error) if error else None
+            inner = innermost_error(error) if error else None
             message = " ".join((inner.message if inner else "").split())
             if inner and message.startswith(f"{inner.cls_name}: "):
                 message = message[len(inner.cls_name) + 2 :]

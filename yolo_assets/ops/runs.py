@@ -12,6 +12,8 @@ from typing import Any
 
 import dagster as dg
 
+from yolo_assets.history.lineage import innermost_error
+
 # The daemon's own tags: runs launched here are deduplicated by run_key exactly like daemon runs.
 RUN_KEY_TAG = "dagster/run_key"
 SENSOR_NAME_TAG = "dagster/sensor_name"
@@ -59,12 +61,25 @@ def execute(
     failure = ""
     if not result.success:
         failure = "; ".join(
-            f"{event.step_key}: {' '.join(event.step_failure_data.error.message.split()) if event.step_failure_data.error else 'failed'}"
+            f"{event.step_key}: {failure_text(event.step_failure_data.error)}"
             for event in result.all_events
             if event.is_step_failure and event.step_failure_data
         ) or "run failed"
         alert_failure(defs, instance, result.run_id)
     return RunOutcome(result.run_id, description, result.success, failure)
+
+
+def failure_text(error: Any) -> str:
+    """A step's error in one line, with its innermost cause when it was wrapped ("Exceeded max_retries")."""
+    if error is None:
+        return "failed"
+    text = " ".join(error.message.split())
+    inner = innermost_error(error)
+    if inner is not error:
+        cause = " ".join(inner.message.split())
+        # Long causes (a URL, a chained message) end with the root of the matter: keep both ends.
+        text += f" (cause: {cause if len(cause) <= 400 else cause[:200] + ' ... ' + cause[-200:]})"
+    return text
 
 
 @contextmanager

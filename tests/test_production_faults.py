@@ -1,0 +1,180 @@
+"""Faults on the production path, each on servers of its own so they can be killed: nothing is lost,
+and what failed says why."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+from conftest import SENTINEL_S3_KEY, SENTINEL_S3_SECRET
+from helpers import REPO, ProductionHome, production_home, s3_client, subprocess_env
+
+from yolo_assets.data.synth import write_batch
+from yolo_assets.detector.checkpoint import checkpoint_epoch
+from yolo_assets.ops.cli import main
+from yolo_assets.ops.services import MlflowServer, Postgres, SeaweedFS
+
+pytestmark = pytest.mark.slow
+
+TINY = {"epochs": 1, "imgsz": 64, "batch": 8, "workers": 0, "warm_start": False}
+
+
+@pytest.fixture
+def own_s3(tmp_path: Path) -> Iterator[SeaweedFS]:
+    server = SeaweedFS(tmp_path / "seaweedfs", SENTINEL_S3_KEY, SENTINEL_S3_SECRET).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def land(home: ProductionHome, name: str, images: int, seed: int, marker: bool = True) -> None:
+    source = write_batch(home.path.parent / "upload" / name, images, seed)
+    if marker:
+        assert main(["--home", str(home.path), "upload", str(source), "--batch", name]) == 0
+        return
+    client = s3_client(home)
+    for path in sorted(p for p in source.rglob("*") if p.is_file() and p.name != "_SUCCESS"):
+        client.upload_file(str(path), home.bucket, f"landing/{name}/{path.relative_to(source).as_posix()}")
+
+
+def incomplete_artifacts(home: ProductionHome) -> list[str]:
+    """Artifact folders in the store without their completion object."""
+    client = s3_client(home)
+    keys = [e["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=home.bucket, Prefix="store/")
+            for e in page.get("Contents", [])]
+    folders = {"/".join(key.split("/")[:3]) for key in keys if not key.split("/")[1].startswith("_") and "/_cache_keys/" not in key}
+    return sorted(folder for folder in folders if f"{folder}/_COMPLETE.json" not in keys)
+
+
+def test_an_upload_without_its_marker_is_never_ingested(own_s3: SeaweedFS, postgres: Postgres, tmp_path: Path) -> None:
+    with production_home(tmp_path / "home", own_s3, postgres) as home:
+        land(home, "line_a", 4, seed=21, marker=False)
+        assert home.tick() == []
+        assert home.instance.get_dynamic_partitions("batches") == []
+        s3_client(home).put_object(Bucket=home.bucket, Key="landing/line_a/_SUCCESS", Body=b"")
+        [outcome] = home.tick()
+        assert outcome.success and home.metadata("labeled_batch", "line_a")["num_images"] == 4
+
+
+def test_the_s3_server_killed_mid_ingest_comes_back_and_the_step_retries(own_s3: SeaweedFS, postgres: Postgres, tmp_path: Path) -> None:
+    with production_home(tmp_path / "home", own_s3, postgres) as home:
+        land(home, "line_a", 12, seed=22)
+        home.instance.add_dynamic_partitions("batches", ["line_a"])
+        own_s3.stop()  # SIGKILL: the server dies while the ingest starts
+        restart = threading.Timer(1.0, own_s3.start)  # back ~12 s later (SeaweedFS reloads its data)
+        restart.start()
+        outcome = home.materialize(["labeled_batch", "processed_images"], partition="line_a")
+        restart.join()
+        assert outcome.success, outcome.failure
+        retries = home.instance.all_logs(outcome.run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY)
+        assert retries, "the outage should have outlasted boto3's own retries"
+        assert home.metadata("processed_images")["num_images"] == 12
+        assert incomplete_artifacts(home) == []
+
+
+def test_postgres_restarted_between_ticks(own_s3: SeaweedFS, tmp_path: Path) -> None:
+    root = Path(f"/tmp/yolo-assets-test-pg-{uuid.uuid4().hex[:8]}")
+    server = Postgres(root, "sentinel-restart-pg", durable=False).start()
+    try:
+        with production_home(tmp_path / "home", own_s3, server) as home:
+            land(home, "line_a", 4, seed=23)
+            assert [o.success for o in home.tick()] == [True]
+            server.stop()
+            server.start()  # same port, same data
+            land(home, "line_b", 4, seed=24)
+            [outcome] = home.tick()
+            assert outcome.success and home.metadata("processed_images")["num_images"] == 8
+            assert len(home.instance.get_runs()) == 2
+    finally:
+        server.stop()
+        subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+@pytest.fixture
+def own_mlflow(seaweedfs: SeaweedFS, postgres: Postgres, tmp_path: Path) -> Iterator[MlflowServer]:
+    database = f"mlflow_{uuid.uuid4().hex[:8]}"
+    postgres.create_database(database, database, "sentinel-mlflow-fault-2c")
+    seaweedfs.create_bucket("mlflow-artifacts")
+    server = MlflowServer(tmp_path / "mlflow", postgres.url(database, database, "sentinel-mlflow-fault-2c"), f"s3://mlflow-artifacts/{database}",
+                          seaweedfs.endpoint_url, seaweedfs.access_key, seaweedfs.secret_key).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_the_mlflow_server_down_at_registration_fails_clearly_and_the_next_attempt_registers_without_training(
+    seaweedfs: SeaweedFS, postgres: Postgres, own_mlflow: MlflowServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # MLflow's client retries a refused connection for minutes by default; the step's retries are ours.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    with production_home(tmp_path / "home", seaweedfs, postgres, own_mlflow.tracking_uri) as home:
+        land(home, "line_a", 24, seed=25)
+        assert all(o.success for o in home.tick())
+        config = {"ops": {"trained_weights": {"config": TINY}}}
+        assert home.materialize(["trained_weights", "evaluation_report"], run_config=config).success
+        weights = home.data_version("trained_weights")
+        own_mlflow.stop()
+        failed = home.materialize("registered_model")
+        assert not failed.success and "Exceeded max_retries of 3" in failed.failure
+        assert "Connection refused" in failed.failure, failed.failure  # the cause, not only the retries
+        assert len(home.instance.all_logs(failed.run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY)) == 3
+        own_mlflow.start()  # same port, same backend
+        trainings = len(home.instance.fetch_materializations(dg.AssetKey("trained_weights"), limit=10).records)
+        assert home.materialize("registered_model").success
+        assert home.data_version("trained_weights") == weights
+        assert len(home.instance.fetch_materializations(dg.AssetKey("trained_weights"), limit=10).records) == trainings
+        version = home.resource("mlflow").alias_version("champion")
+        assert version is not None and version.tags["weights_version"] == weights
+
+
+def test_a_training_killed_on_one_machine_resumes_on_another_with_an_empty_cache(
+    seaweedfs: SeaweedFS, postgres: Postgres, own_mlflow: MlflowServer, tmp_path: Path
+) -> None:
+    epochs = 6
+    with production_home(tmp_path / "home", seaweedfs, postgres, own_mlflow.tracking_uri) as home:
+        land(home, "line_a", 32, seed=26)
+        assert all(o.success for o in home.tick())
+        config = {"ops": {"trained_weights": {"config": {**TINY, "epochs": epochs}}}}
+        (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
+        command = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "yolo_assets.definitions",
+                   "--select", "trained_weights", "-c", str(tmp_path / "train.yaml")]
+        machines = {name: tmp_path / f"cache-{name}" for name in ("first", "second")}
+        env = {name: subprocess_env(home.path, **home.settings, YOLO_ASSETS_CACHE_DIR=str(cache)) for name, cache in machines.items()}
+        checkpoints = machines["first"] / "_objects" / "checkpoints"
+        with open(tmp_path / "first.log", "w") as log:
+            first = subprocess.Popen(command, cwd=REPO, env=env["first"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        killed_after, deadline = 0, time.monotonic() + 240
+        while time.monotonic() < deadline and first.poll() is None:
+            saved = list(checkpoints.rglob("*.pt")) if checkpoints.exists() else []
+            try:
+                killed_after = checkpoint_epoch(saved[0]) if saved else 0
+            except Exception:  # caught between copy and rename: look again
+                killed_after = 0
+            if killed_after >= 2:
+                time.sleep(1.0)  # let the upload of that epoch's checkpoint finish
+                os.killpg(first.pid, signal.SIGKILL)
+                break
+            time.sleep(0.2)
+        first.wait(30)
+        assert killed_after >= 2, (tmp_path / "first.log").read_text()[-3000:]
+        assert main(["--home", str(home.path), "recover"]) == 0
+        second = subprocess.run(command, cwd=REPO, env=env["second"], capture_output=True, text=True, timeout=300)
+        assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+        event = home.instance.get_latest_materialization_event(dg.AssetKey("trained_weights"))
+        assert event is not None
+        messages = [e.user_message for e in home.instance.all_logs(event.run_id)]
+        resumed = [m for m in messages if m.startswith("resuming from epoch")]
+        assert resumed and int(resumed[0].split()[3]) >= 2, messages[-20:]
+        started = [int(m.split()[1].split("/")[0]) for m in messages if m.startswith("epoch ")]
+        assert min(started) > 1 and max(started) == epochs
