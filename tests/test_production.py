@@ -118,7 +118,9 @@ def test_adding_k_images_uploads_and_decodes_o_k_items(production: ProductionHom
     before = request_counts()
     [outcome] = production.tick()
     assert outcome.success
-    puts = (request_counts() - before)["PutObject"]
+    spent = request_counts() - before
+    puts = spent["PutObject"]
+    print(f"S3 requests to ingest 5 new images into a dataset of 24: {dict(spent)}")
     assert production.metadata("processed_images")["num_processed"] == 5
     # Per new image: image + label blobs, cache image + record, dataset pair image + label (6);
     # plus the two artifacts' few files and the cache keys. Rebuilding the 29 images would cost 4 x 29.

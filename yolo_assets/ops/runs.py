@@ -2,7 +2,6 @@
 
 import json
 import logging
-import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -13,6 +12,7 @@ from typing import Any
 import dagster as dg
 
 from yolo_assets.history.lineage import innermost_error
+from yolo_assets.ops.services import alive
 
 # The daemon's own tags: runs launched here are deduplicated by run_key exactly like daemon runs.
 RUN_KEY_TAG = "dagster/run_key"
@@ -115,22 +115,12 @@ def recover_dead_runs(instance: dg.DagsterInstance) -> list[str]:
             None,
         )
         pid = start.dagster_event.pid if start and start.dagster_event else None
-        if not pid or _process_alive(pid):
+        if not pid or alive(pid):
             continue
         instance.report_run_failed(run)
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         recovered.append(run.run_id)
     return recovered
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _cursor_file(home: Path, sensor_name: str) -> Path:

@@ -1,0 +1,153 @@
+"""The S3 production path measured against a real S3 server (SeaweedFS on 127.0.0.1), side by side
+with the local folder in one run:
+
+(a) an idle sensor tick on an S3 landing zone of many batches: requests and milliseconds per tick;
+(b) the same batch ingested from S3 and from the local landing zone: the time ratio;
+(c) +1% images on S3: the time of the increment over the full ingest (target <= 0.05).
+
+    .venv/bin/python benchmarks/bench_s3.py --batches 1000 --objects-per-batch 20 --images 500 --base 2000
+"""
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import dagster as dg
+from dagster._core.definitions.sensor_definition import SensorExecutionData
+
+from sensors.labeled_data import labeled_data_sensor
+from yolo_assets.core.home import dagster_home, ensure_home
+from yolo_assets.core.s3 import parallel, request_counts
+from yolo_assets.data.synth import write_batch
+from yolo_assets.definitions import build_definitions
+from yolo_assets.ops.runs import resolved_resource, tick
+from yolo_assets.ops.services import SeaweedFS
+
+T = TypeVar("T")
+KEY, SECRET = "bench-access-key", "bench-secret-key"
+
+
+def timed(fn: Callable[[], T]) -> tuple[float, T]:
+    started = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - started, value
+
+
+def s3_settings(server: SeaweedFS, bucket: str) -> dict[str, str]:
+    return {"YOLO_ASSETS_STORAGE": "s3", "YOLO_ASSETS_S3_BUCKET": bucket, "YOLO_ASSETS_S3_ENDPOINT_URL": server.endpoint_url,
+            "YOLO_ASSETS_S3_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET}
+
+
+def open_home(path: Path, settings: dict[str, str]) -> tuple[dg.Definitions, dg.DagsterInstance]:
+    """Definitions and a (SQLite) instance for `path` with `settings` in the environment."""
+    for name in ("YOLO_ASSETS_STORAGE", "YOLO_ASSETS_S3_BUCKET", "YOLO_ASSETS_S3_ENDPOINT_URL"):
+        os.environ.pop(name, None)
+    os.environ.update(settings)
+    ensure_home(path)
+    return build_definitions(path), dg.DagsterInstance.from_config(str(dagster_home(path)))
+
+
+def land(defs: dg.Definitions, folder: Path, name: str) -> None:
+    with resolved_resource(defs, "landing_zone") as landing_zone:
+        landing_zone.upload_batch(folder, name)
+
+
+def bench_idle_tick(server: SeaweedFS, scratch: Path, batches: int, objects: int) -> None:
+    bucket = "bench-idle"
+    server.create_bucket(bucket)
+    client = server.client()
+    body = b"x" * 2048
+    keys = [f"landing/b{index:05d}/item_{item:03d}.txt" for index in range(batches) for item in range(objects - 1)]
+    keys += [f"landing/b{index:05d}/_SUCCESS" for index in range(batches)]
+    upload_s, _ = timed(lambda: parallel(lambda key: client.put_object(Bucket=bucket, Key=key, Body=body), keys))
+    defs, instance = open_home(scratch / "idle-home", s3_settings(server, bucket))
+
+    def evaluate(cursor: str | None) -> SensorExecutionData:
+        with dg.build_sensor_context(instance=instance, instance_ref=instance.get_ref(), cursor=cursor,
+                                     definitions=defs, resources=defs.resources) as context:
+            return labeled_data_sensor.evaluate_tick(context)
+
+    before = request_counts()
+    cold_s, cold = timed(lambda: evaluate(None))
+    cold_requests = request_counts() - before
+    idle = []
+    for _ in range(3):
+        before = request_counts()
+        seconds, result = timed(lambda: evaluate(cold.cursor))
+        idle.append((seconds, request_counts() - before, len(result.run_requests or [])))
+    print(f"(a) S3 landing zone of {batches} batches / {len(keys)} objects (uploaded in {upload_s:.1f}s)")
+    print(f"    first tick (hashes every batch): {cold_s * 1000:.0f} ms, {sum(cold_requests.values())} requests {dict(cold_requests)}, "
+          f"{len(cold.run_requests or [])} run requests")
+    for seconds, spent, requested in idle:
+        print(f"    idle tick: {seconds * 1000:.0f} ms, {sum(spent.values())} requests {dict(spent)}, {requested} run requests")
+
+
+def ingest(home: Path, settings: dict[str, str], source: Path, name: str) -> tuple[float, dict[str, Any]]:
+    defs, instance = open_home(home, settings)
+    land(defs, source, name)
+    before = request_counts()
+    seconds, outcomes = timed(lambda: tick(defs, instance, home, automation=False))
+    assert outcomes and all(o.success for o in outcomes), outcomes
+    spent = request_counts() - before
+    event = instance.get_latest_materialization_event(dg.AssetKey("processed_images"))
+    assert event and event.asset_materialization
+    processed = getattr(event.asset_materialization.metadata["num_processed"], "value", None)
+    instance.dispose()
+    return seconds, {"requests": dict(spent), "num_processed": processed}
+
+
+def bench_local_vs_s3(server: SeaweedFS, scratch: Path, images: int) -> None:
+    source = write_batch(scratch / "source", images, seed=7)
+    warm = write_batch(scratch / "warm", 20, seed=8)
+    server.create_bucket("bench-warm")
+    ingest(scratch / "warm-s3", s3_settings(server, "bench-warm"), warm, "warm")  # imports, first pools
+    local_s, _ = ingest(scratch / "local-home", {"YOLO_ASSETS_STORAGE": "local"}, source, "line_a")
+    server.create_bucket("bench-s3")
+    s3_s, s3 = ingest(scratch / "s3-home", s3_settings(server, "bench-s3"), source, "line_a")
+    print(f"(b) one batch of {images} images: local folder {local_s:.2f}s, S3 {s3_s:.2f}s: ratio S3/local = {s3_s / local_s:.2f}")
+    print(f"    S3 requests: {s3['requests']}")
+
+
+def bench_incremental_s3(server: SeaweedFS, scratch: Path, base: int) -> None:
+    server.create_bucket("bench-incremental")
+    settings = s3_settings(server, "bench-incremental")
+    home = scratch / "incremental-home"
+    full_s, full = ingest(home, settings, write_batch(scratch / "base", base, seed=9), "base")
+    added = max(1, base // 100)
+    plus_s, plus = ingest(home, settings, write_batch(scratch / "added", added, seed=10), "added")
+    print(f"(c) S3 store, {base} images from scratch: {full_s:.2f}s (num_processed={full['num_processed']}); "
+          f"+{added} images: {plus_s:.2f}s (num_processed={plus['num_processed']}): ratio {plus_s / full_s:.3f} (target <= 0.05)")
+    print(f"    requests from scratch: {full['requests']}")
+    print(f"    requests for +{added}: {plus['requests']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batches", type=int, default=1000)
+    parser.add_argument("--objects-per-batch", type=int, default=20)
+    parser.add_argument("--images", type=int, default=500, help="(b) the batch ingested from S3 and from a folder")
+    parser.add_argument("--base", type=int, default=2000, help="(c) the dataset that grows by 1%%")
+    args = parser.parse_args()
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    scratch = Path(tempfile.mkdtemp(prefix="bench-s3-"))
+    server = SeaweedFS(scratch / "seaweedfs", KEY, SECRET).start()
+    try:
+        print(f"cpus: {os.cpu_count()}, S3: SeaweedFS on 127.0.0.1")
+        bench_idle_tick(server, scratch, args.batches, args.objects_per_batch)
+        bench_local_vs_s3(server, scratch, args.images)
+        bench_incremental_s3(server, scratch, args.base)
+    finally:
+        server.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
