@@ -99,8 +99,11 @@ class S3Prefix:
         """Write the object to `target` atomically; False when there is no such object."""
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
-        try:
-            self.client.download_file(self.bucket, self.key(name), str(partial))
+        try:  # one GET (download_file would HEAD first): most objects here are small
+            body = self.client.get_object(Bucket=self.bucket, Key=self.key(name))["Body"]
+            with open(partial, "wb") as output:
+                for chunk in body.iter_chunks(1 << 20):
+                    output.write(chunk)
         except Exception as error:
             partial.unlink(missing_ok=True)
             if is_not_found(error):
