@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -107,3 +108,17 @@ def test_synth_is_deterministic_and_writes_the_marker_last(tmp_path: Path) -> No
     marker = (tmp_path / "a" / "_SUCCESS").stat().st_mtime_ns
     assert all(p.stat().st_mtime_ns <= marker for p in (tmp_path / "a").rglob("*") if p.is_file())
     assert main(["synth", "--out", str(tmp_path / "c"), "--classes", "scratch,rust"]) == 2
+
+
+def test_a_production_instance_without_its_settings_is_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("YOLO_ASSETS_HOME", "DAGSTER_HOME"):  # the CLI sets them for its children: restored after
+        monkeypatch.setenv(name, str(tmp_path / "home"))
+    (tmp_path / "home" / "dagster").mkdir(parents=True)
+    shutil.copyfile(REPO / "deploy" / "dagster.yaml", tmp_path / "home" / "dagster" / "dagster.yaml")
+    assert main(["--home", str(tmp_path / "home"), "status"]) == 2
+    error = capsys.readouterr().err
+    assert "DAGSTER_PG_HOST" in error and "DAGSTER_PG_PASSWORD" in error and "Traceback" not in error

@@ -3,6 +3,7 @@
 import argparse
 import json
 import os
+import re
 import shutil
 import sys
 from collections.abc import Sequence
@@ -49,7 +50,14 @@ def _context(args: argparse.Namespace, create: bool = False) -> "tuple[Path, dg.
 
     from yolo_assets.definitions import build_definitions
 
-    return home, build_definitions(home), dg.DagsterInstance.from_config(str(dagster_home(home)))
+    try:
+        instance = dg.DagsterInstance.from_config(str(dagster_home(home)))
+    except dg.DagsterInvalidConfigError as error:
+        missing = re.findall(r'environment variable "([A-Z_]+)"', str(error))
+        hint = f"{', '.join(sorted(set(missing)))} not set" if missing else str(error).splitlines()[0]
+        raise UserError(f"the Dagster instance of {home} cannot be opened: {hint} "
+                        f"(a stack home: source {home}/stack/stack.env)") from error
+    return home, build_definitions(home), instance
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
