@@ -34,7 +34,8 @@ class MLflowResource(dg.ConfigurableResource):
     """e.g. sqlite:////abs/home/mlflow/mlflow.db, or http://127.0.0.1:5000 for a server (from
     YOLO_ASSETS_MLFLOW_TRACKING_URI through EnvVar: a URI may carry credentials)."""
     artifact_root: str | None = None
-    """Artifact location of the experiment when it is created (local folder for the embedded default)."""
+    """Artifact location of the experiment when it is created on a local tracking store (the embedded
+    default); ignored for a tracking server, which stores artifacts itself."""
     experiment: str = "yolo-assets"
     model_name: str = "yolo-defect-detector"
 
@@ -46,7 +47,9 @@ class MLflowResource(dg.ConfigurableResource):
         experiment = client.get_experiment_by_name(self.experiment)
         if experiment is not None:
             return experiment.experiment_id
-        location = Path(self.artifact_root).as_uri() if self.artifact_root else None
+        # A tracking server stores the artifacts itself (--serve-artifacts): a local folder would be wrong there.
+        server = self.tracking_uri.startswith(("http://", "https://"))
+        location = Path(self.artifact_root).as_uri() if self.artifact_root and not server else None
         return client.create_experiment(self.experiment, artifact_location=location)
 
     def alias_version(self, alias: str) -> "ModelVersion | None":

@@ -86,8 +86,10 @@ class S3ArtifactStore(ArtifactStore):
             shutil.rmtree(staging, ignore_errors=True)
 
     def _keep_locally(self, folder: Path, local: Path) -> None:
-        """Move a complete artifact folder into the local cache (unless it is there already)."""
-        (folder / LOCAL_COMPLETE).touch()
+        """Move a complete artifact folder into the local cache (unless it is there already); its
+        marker records its size, so keeping the cache bounded reads no folder."""
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        (folder / LOCAL_COMPLETE).write_text(str(size))
         local.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.rename(folder, local)
@@ -121,8 +123,7 @@ class S3ArtifactStore(ArtifactStore):
             folder = marker.parent
             if folder.parent.name.startswith((".", "_")):
                 continue
-            size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-            cached.append((marker.stat().st_mtime, size, folder))
+            cached.append((marker.stat().st_mtime, int(marker.read_text() or 0), folder))
         total = sum(size for _, size, _ in cached)
         for _, size, folder in sorted(cached):
             if total <= self.cache_max_bytes:

@@ -1,6 +1,7 @@
 """The S3 landing zone and artifact store against a real S3 server (SeaweedFS on 127.0.0.1)."""
 
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -170,3 +171,15 @@ def test_keys_that_would_leave_the_batch_folder_are_unsafe(key: str) -> None:
 
 def test_ordinary_keys_are_safe() -> None:
     assert unsafe_key_reason("images/train/part_0001.jpg") is None and unsafe_key_reason("labels/..hidden.txt") is None
+
+
+def test_an_archive_object_is_a_complete_batch(seaweedfs: SeaweedFS, bucket: str, tmp_path: Path) -> None:
+    batch = write_batch(tmp_path / "line_zip", 3, seed=3)
+    (batch / "_SUCCESS").unlink()
+    archive = shutil.make_archive(str(tmp_path / "line_zip"), "zip", root_dir=tmp_path, base_dir="line_zip")
+    seaweedfs.client().upload_file(archive, bucket, "landing/line_zip.zip")
+    zone = S3LandingZone(s3=s3_resource(seaweedfs), bucket=bucket, scratch_dir=str(tmp_path / "scratch"))
+    [listing] = zone.list_complete_batches()
+    assert (listing.name, listing.is_archive) == ("line_zip.zip", True)
+    with zone.open_batch("line_zip.zip") as (root, rejected):
+        assert rejected == [] and len(list((root / "images").iterdir())) == 3

@@ -75,10 +75,7 @@ def mlflow_resource(home: Path) -> MLflowResource:
     deployment names (it stores the artifacts: the client needs only the URI)."""
     model_name = deployment_setting("YOLO_ASSETS_MODEL_NAME", MLflowResource.model_fields["model_name"].default)
     tracking_uri = deployment_setting("YOLO_ASSETS_MLFLOW_TRACKING_URI", mlflow_tracking_uri(home))
-    # Only whether it is a server is looked at here; the URI itself (it may carry a token) is resolved at run time.
-    is_server = str(dg.EnvVar("YOLO_ASSETS_MLFLOW_TRACKING_URI").get_value("")).startswith(("http://", "https://"))
-    artifact_root = None if is_server else str(mlflow_dir(home) / "artifacts")
-    return MLflowResource(tracking_uri=tracking_uri, artifact_root=artifact_root, model_name=model_name)
+    return MLflowResource(tracking_uri=tracking_uri, artifact_root=str(mlflow_dir(home) / "artifacts"), model_name=model_name)
 
 
 def deployment_resources(home: Path) -> dict[str, dg.ConfigurableResource]:

@@ -263,8 +263,9 @@ def local_dataset(store: ArtifactStore, version: str) -> Path:
     manifest = json.loads((folder / MANIFEST).read_text())
     store.fetch_objects(DATASET_ITEMS, [name for row in manifest["items"] for name in pair_files(row)])
     items_root = store.object_root(DATASET_ITEMS)
-    lists = "".join((folder / f"{split}.txt").read_text() for split in ("train", "val"))
-    if lists.startswith(f"{items_root}/"):
+    with open(folder / "train.txt") as train, open(folder / "val.txt") as val:
+        first = train.readline() or val.readline()  # one path tells where the lists are rooted
+    if first.startswith(f"{items_root}/"):
         return folder / "data.yaml"
     rerooted = store.object_root(DATASET_LISTS) / version
     if not (rerooted / "data.yaml").exists():

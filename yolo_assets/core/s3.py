@@ -118,12 +118,13 @@ class S3Prefix:
             self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys[start : start + 1000], "Quiet": True})
 
     def list_level(self) -> tuple[list[str], list[dict[str, Any]]]:
-        """One level below this prefix (Delimiter='/'): the sub-folder names and the objects here."""
+        """One level below this prefix (Delimiter='/'): the sub-folder names and the objects here,
+        their `Key` made relative to it."""
         folders, objects = [], []
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self.key(""), Delimiter="/"):
             folders += [self.relative(p["Prefix"]).rstrip("/") for p in page.get("CommonPrefixes", [])]
-            objects += page.get("Contents", [])
+            objects += [{**entry, "Key": self.relative(entry["Key"])} for entry in page.get("Contents", [])]
         return folders, objects
 
     def walk(self) -> Iterator[dict[str, Any]]:
