@@ -113,10 +113,15 @@ def cmd_stack(args: argparse.Namespace) -> int:
 
 
 def cmd_tick(args: argparse.Namespace) -> int:
-    from yolo_assets.ops.runs import print_outcomes, tick
+    from yolo_assets.ops.runs import DaemonIsScheduling, print_outcomes, tick
 
     home, defs, instance = _context(args)
-    outcomes = tick(defs, instance, home, _load_run_config(args.config), automation=not args.no_automation)
+    try:
+        outcomes = tick(defs, instance, home, _load_run_config(args.config), automation=not args.no_automation)
+    except DaemonIsScheduling as daemon:
+        # Not a failure: what landed is handled, by the daemon (a cron'd tick next to a daemon stays quiet).
+        print(daemon)
+        return 0
     if not outcomes:
         print("no new batches: nothing to run")
     return 0 if print_outcomes(outcomes) else 1

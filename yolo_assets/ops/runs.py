@@ -1,7 +1,9 @@
 """In-process execution against the home's instance: what the daemon would do, for cron and CI users."""
 
+import fcntl
 import json
 import logging
+import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -123,6 +125,49 @@ def recover_dead_runs(instance: dg.DagsterInstance) -> list[str]:
     return recovered
 
 
+# The daemon writes a heartbeat every 30 s; older than two intervals, it is gone.
+DAEMON_LIVE_SECONDS = 60
+SENSOR_DAEMON = "SENSOR"
+
+
+def live_daemon_heartbeat_age(instance: dg.DagsterInstance) -> float | None:
+    """Seconds since a dagster-daemon evaluating this instance's sensors last reported, None when none is alive."""
+    heartbeat = instance.get_daemon_heartbeats().get(SENSOR_DAEMON)
+    if heartbeat is None:
+        return None
+    age = time.time() - heartbeat.timestamp
+    return age if age <= DAEMON_LIVE_SECONDS else None
+
+
+class DaemonIsScheduling(Exception):
+    """A dagster-daemon evaluates this instance's sensors: it alone decides which runs they start."""
+
+    def __init__(self, age: float) -> None:
+        super().__init__(
+            f"a dagster-daemon is running on this instance (last heartbeat {age:.0f} s ago): sensors and "
+            "automation are its job, so tick starts nothing; stop the daemon to tick by hand"
+        )
+
+
+@contextmanager
+def tick_lock(home: Path) -> Iterator[None]:
+    """One tick at a time per home: two ticks evaluating the same sensors would both start a run for the
+    same batch between one's run_key check and its run being recorded."""
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / "tick.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def ensure_no_live_daemon(instance: dg.DagsterInstance) -> None:
+    age = live_daemon_heartbeat_age(instance)
+    if age is not None:
+        raise DaemonIsScheduling(age)
+
+
 def _cursor_file(home: Path, sensor_name: str) -> Path:
     return home / "sensor-cursors" / f"{sensor_name}.json"
 
@@ -158,8 +203,25 @@ def tick(
     automation: bool = True,
 ) -> list[RunOutcome]:
     """Evaluate every sensor once and execute the runs it requests, then let declarative automation
-    request what the new versions call for (retrain, evaluate, register), as the daemon would."""
+    request what the new versions call for (retrain, evaluate, register), as the daemon would.
+
+    One scheduler per instance: ticks wait for each other (a lock in the home), and a tick refuses to
+    start anything while a dagster-daemon is alive on the instance (checked again before each run, so
+    a daemon started mid-tick takes over), raising `DaemonIsScheduling`.
+    """
+    with tick_lock(home):
+        return _tick(defs, instance, home, run_config, automation)
+
+
+def _tick(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    home: Path,
+    run_config: Mapping[str, Any] | None,
+    automation: bool,
+) -> list[RunOutcome]:
     outcomes: list[RunOutcome] = []
+    ensure_no_live_daemon(instance)
     recover_dead_runs(instance)
     for sensor in defs.sensors or []:
         if isinstance(sensor, (dg.AutomationConditionSensorDefinition, dg.RunStatusSensorDefinition)):
@@ -176,6 +238,7 @@ def tick(
             if isinstance(partitions_request, dg.AddDynamicPartitionsRequest):
                 instance.add_dynamic_partitions(partitions_request.partitions_def_name, list(partitions_request.partition_keys))
         for request in data.run_requests or []:
+            ensure_no_live_daemon(instance)
             if request.run_key and run_key_used(instance, sensor.name, request.run_key):
                 continue
             if not request.asset_selection:
@@ -197,6 +260,7 @@ def tick(
         cursor_file.parent.mkdir(parents=True, exist_ok=True)
         cursor_file.write_text(json.dumps({"cursor": data.cursor}))
     for _ in range(MAX_AUTOMATION_ROUNDS if automation else 0):
+        ensure_no_live_daemon(instance)
         requested = evaluate_automation(defs, instance, home)
         if not requested:
             break
