@@ -5,6 +5,8 @@ from typing import Any
 import dagster as dg
 from pydantic import ValidationInfo, field_validator
 
+from yolo_assets.data.formats import ReadLimits
+
 # The choices of the str settings below: they are plain strings (not Literal) so that a deployment can
 # fill them with EnvVar, and are checked once Dagster has resolved the variable.
 CHOICES = {
@@ -30,6 +32,23 @@ class DatasetPolicy(dg.ConfigurableResource):
     """Keep the export's own train/val/test split instead of our stable hash split."""
     near_duplicate_distance: int = 4
     """Perceptual-hash Hamming distance at or below which two images count as near-duplicates."""
+    label_match_tolerance: float = 1e-4
+    """Two labelings of the same image are the same when their boxes pair up (same class name) with every
+    coordinate within this fraction of the image side: export rounding (~1e-6) is a duplicate, a moved
+    box a conflict."""
+    max_classes: int = 2048
+    """A batch naming more classes than this is refused as a whole (hostile or broken metadata)."""
+    max_metadata_bytes: int = 1024**2
+    """Size cap of data.yaml, yolo-assets.yaml, classes.txt, obj.names and notes.json: larger, the batch is refused."""
+    max_annotation_file_bytes: int = 256 * 1024**2
+    """Size cap of a COCO JSON or a data.yaml image-list file: larger, the batch is refused."""
+    max_label_bytes: int = 1024**2
+    """A YOLO label file larger than this is quarantined (`label_too_large`); the rest of the batch is kept."""
+    max_label_boxes: int = 10_000
+    """A label (file or COCO image) with more boxes than this is quarantined (`label_too_large`)."""
+
+    def read_limits(self) -> ReadLimits:
+        return ReadLimits(self.max_metadata_bytes, self.max_annotation_file_bytes, self.max_classes)
 
     @field_validator(*CHOICES, mode="before")
     @classmethod

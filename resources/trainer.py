@@ -35,5 +35,7 @@ class TrainingDefaults(dg.ConfigurableResource):
     imgsz: int = 256
     batch: int = 8
     """Small batches: more optimiser steps per epoch, which matters on small from-scratch datasets."""
-    workers: int = 2
-    """Dataloader workers; does not change the weights."""
+    workers: int = -1
+    """Dataloader workers; -1 = one per CPU the training process may use (its affinity and the pod's CPU
+    limit, resolved where it runs, not where the code location loads); does not change the weights.
+    Ultralytics loads in the main process on CPU whatever this says."""

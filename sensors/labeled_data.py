@@ -1,4 +1,6 @@
-"""`labeled_data_sensor`: one dynamic partition and one run per complete batch in the landing zone.
+"""`labeled_data_sensor`: one dynamic partition and one `labeled_batch` run per complete batch in the
+landing zone. The dataset (`processed_images`) is not in these runs: `dataset_sensor` builds it once
+for every batch that is ready, so a burst of batches makes one dataset version.
 
 The cursor remembers each batch's cheap fingerprint (its marker's or archive's stat), so a tick on a
 landing zone of many thousands of files lists only the top level and hashes only batches that moved.
@@ -12,10 +14,10 @@ import dagster as dg
 
 from resources.landing_zone import LandingZone
 from yolo_assets.assets.ingest import BATCH_PARTITIONS, batch_partitions
-from yolo_assets.assets.keys import LABELED_BATCH, PROCESSED_IMAGES
+from yolo_assets.assets.keys import LABELED_BATCH
 
 CONTENT_HASH_TAG = "yolo_assets/batch_content_hash"
-INGEST_ASSETS = [LABELED_BATCH, PROCESSED_IMAGES]
+INGEST_ASSETS = [LABELED_BATCH]
 
 
 def ingest_run_key(batch: str, content_hash: str) -> str:
@@ -27,7 +29,7 @@ def ingest_run_key(batch: str, content_hash: str) -> str:
     target=INGEST_ASSETS,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Ingests each complete batch that lands: labeled_batch[batch] then processed_images.",
+    description="Ingests each complete batch that lands: one labeled_batch[batch] run per batch.",
 )
 def labeled_data_sensor(context: dg.SensorEvaluationContext, landing_zone: LandingZone) -> dg.SensorResult:
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}

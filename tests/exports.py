@@ -1,11 +1,14 @@
 """Write the same small labeled set the way different labeling tools export it."""
 
+import io
 import json
 from pathlib import Path
 
 import yaml
 from PIL import Image
 
+from yolo_assets.core.hashing import sha256_bytes
+from yolo_assets.data.splits import split_of
 from yolo_assets.data.synth import render_image, yolo_label_lines
 
 CLASSES = ("scratch", "spot", "crack")
@@ -115,3 +118,17 @@ def coco(root: Path, count: int, seed: int) -> Path:
 def mark_complete(root: Path) -> Path:
     (root / "_SUCCESS").write_text("")
     return root
+
+
+def same_picture_twice() -> tuple[bytes, bytes]:
+    """The same picture as JPEG and as PNG (different bytes, identical pixels) whose content hashes
+    fall in different splits."""
+    for index in range(200):
+        picture, _ = render_image(5, index, ("scratch", "spot", "crack"))
+        jpeg = io.BytesIO()
+        picture.save(jpeg, format="JPEG", quality=90)
+        png = io.BytesIO()
+        Image.open(io.BytesIO(jpeg.getvalue())).save(png, format="PNG")
+        if split_of(sha256_bytes(jpeg.getvalue()), 0.2) != split_of(sha256_bytes(png.getvalue()), 0.2):
+            return jpeg.getvalue(), png.getvalue()
+    raise AssertionError("no such picture in 200 tries")

@@ -110,8 +110,8 @@ KEPT_ODDITIES = {"png16", "palette", "rgba", "grayscale", "clip_small", "polygon
 
 
 def test_every_bad_kind_is_quarantined_with_its_reason_and_good_items_survive(home: Home, catalogue_batch: Path) -> None:
-    [outcome] = home.tick(run_config=LENIENT)
-    assert outcome.success, outcome.failure
+    batch_run, dataset_run = home.tick(run_config=LENIENT)
+    assert batch_run.success and dataset_run.success, (batch_run.failure, dataset_run.failure)
     manifest = home.manifest("labeled_batch", "batch_bad")
     got = {Path(entry["image"] or entry["label"]).name: entry["reason"] for entry in manifest["quarantine"]}
     assert got == EXPECTED_QUARANTINE
@@ -161,8 +161,8 @@ def test_exif_rotated_jpeg_keeps_its_boxes_on_the_defect(home: Home) -> None:
     (root / "labels" / "rotated.txt").write_text("0 0.2 0.25 0.2 0.3\n")  # x 20..60 of 200, y 10..40 of 100
     (root / "data.yaml").write_text("names: [spot]\n")
     exports.mark_complete(root)
-    [outcome] = home.tick()
-    assert outcome.success
+    batch_run, dataset_run = home.tick()
+    assert batch_run.success and dataset_run.success
     item = home.manifest("labeled_batch", "batch_exif")["items"][0]
     assert (item["width"], item["height"]) == (200, 100)
     dataset = Path(home.metadata("processed_images")["path"])
@@ -181,8 +181,8 @@ def test_zip_slip_members_are_rejected_and_never_written(home: Home, tmp_path: P
             zf.write(path, path.relative_to(source).as_posix())
         zf.writestr("../../escaped.txt", "pwned")
         zf.writestr("/tmp/absolute_escape.txt", "pwned")
-    [outcome] = home.tick(run_config=LENIENT)
-    assert outcome.success, outcome.failure
+    batch_run, dataset_run = home.tick(run_config=LENIENT)
+    assert batch_run.success and dataset_run.success, (batch_run.failure, dataset_run.failure)
     meta = home.metadata("labeled_batch", "batch_slip.zip")
     assert meta["num_images"] == 3 and meta["quarantine_reasons"] == {"archive_member_unsafe": 2}
     assert not (home.landing.parent / "escaped.txt").exists() and not Path("/tmp/absolute_escape.txt").exists()
@@ -213,12 +213,13 @@ def test_new_class_policy_reject_fails_the_batch_with_a_reason(home: Home) -> No
     outcomes = home.tick()
     assert outcomes and all(o.success for o in outcomes)
     root = home.land("batch_new_class", 4, 28, classes=("scratch", "dent"))
-    [outcome] = home.tick()
-    assert not outcome.success and "class_registry" in outcome.failure
+    [failed] = home.tick()  # no dataset run: the refused batch brings nothing the dataset would include
+    assert not failed.success and "class_registry" in failed.failure
     status, metadata = home.check("labeled_batch", "class_registry")
     assert status == "FAILED" and metadata["new_classes"] == ["dent"]
     assert home.materialize("processed_images").success
-    assert home.metadata("processed_images")["excluded_batches"] == ["batch_new_class"]
+    excluded = home.metadata("processed_images")["excluded_batches"]
+    assert list(excluded) == ["batch_new_class"] and "class_registry failed" in excluded["batch_new_class"]
     assert root.exists()  # the landing zone is never touched
 
 

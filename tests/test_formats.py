@@ -25,8 +25,8 @@ FORMATS = {
 def test_each_export_is_ingested_with_every_item(home: Home, kind: str) -> None:
     write, detected = FORMATS[kind]
     exports.mark_complete(write(home.landing / "batch_x", 6, seed=11))
-    [outcome] = home.tick()
-    assert outcome.success, outcome.failure
+    batch_run, dataset_run = home.tick()
+    assert batch_run.success and dataset_run.success, (batch_run.failure, dataset_run.failure)
     meta = home.metadata("labeled_batch", "batch_x")
     assert (meta["format"], meta["num_images"], meta["num_quarantined"]) == (detected, 6, 0)
     assert meta["classes"] == list(exports.CLASSES)
@@ -60,7 +60,7 @@ def test_archives_are_batches(home: Home, tmp_path: Path) -> None:
     with tarfile.open(home.landing / "batch_tar.tar.gz", "w:gz") as archive:
         archive.add(source, arcname="export")
     outcomes = home.tick()
-    assert [o.success for o in outcomes] == [True, True]
+    assert [o.success for o in outcomes] == [True, True, True]  # two batches, one dataset version
     for name in ("batch_tar.tar.gz", "batch_zip.zip"):
         assert home.metadata("labeled_batch", name)["num_images"] == 6
 
@@ -70,8 +70,8 @@ def test_a_format_file_forces_the_reader(home: Home) -> None:
     (root / "data.yaml").write_text(yaml.safe_dump({"names": ["wrong"]}))  # would be read as YOLO
     (root / "yolo-assets.yaml").write_text("format: label_studio\n")
     exports.mark_complete(root)
-    [outcome] = home.tick()
-    assert outcome.success
+    batch_run, dataset_run = home.tick()
+    assert batch_run.success and dataset_run.success
     assert home.metadata("labeled_batch", "batch_forced")["format"] == "label_studio"
 
 
@@ -115,9 +115,9 @@ def test_dataset_diff_in_metadata_and_cli(home: Home, capsys: pytest.CaptureFixt
     exports.mark_complete(exports.label_studio(home.landing / "batch_b", 2, seed=17))
     outcomes = home.tick()
     assert outcomes and all(o.success for o in outcomes)
-    # Two runs: batch_a again (one image relabeled), then batch_b (two images added).
+    # One new dataset version for both: batch_a again (one image relabeled) and batch_b (two images added).
     diff = home.metadata("processed_images")["diff"]
-    assert (diff["added"], diff["removed"], diff["relabeled"]) == (2, 0, 0)
+    assert (diff["added"], diff["removed"], diff["relabeled"]) == (2, 0, 1)
     assert main(["diff", first[:10], home.data_version("processed_images")[:10], "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert (printed["added"], printed["removed"], printed["relabeled"]) == (2, 0, 1)

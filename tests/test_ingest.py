@@ -1,12 +1,11 @@
 """The landing zone -> labeled_batch -> processed_images flow through the real Dagster instance."""
 
-import io
 import os
 import shutil
 from pathlib import Path
 
+import exports
 from helpers import Home
-from PIL import Image
 
 from resources.landing_zone import SUCCESS_MARKER
 from yolo_assets.data.splits import split_of
@@ -16,7 +15,10 @@ def test_sensor_ingests_each_complete_batch_once(home: Home, land_copy) -> None:
     land_copy("batch_a", 30, 1)
     land_copy("batch_b", 12, 2)
     outcomes = home.tick()
-    assert [o.success for o in outcomes] == [True, True]
+    # One labeled_batch run per batch, then one dataset version for both.
+    assert [(o.description.split()[0], o.success) for o in outcomes] == [
+        ("labeled_data_sensor", True), ("labeled_data_sensor", True), ("dataset_sensor", True)
+    ]
     assert sorted(home.instance.get_dynamic_partitions("batches")) == ["batch_a", "batch_b"]
     meta = home.metadata("processed_images")
     assert meta["num_images"] == 42
@@ -46,8 +48,8 @@ def test_new_batch_changes_version_and_processes_only_its_images(home: Home, lan
     first = home.manifest("processed_images")
     first_version = home.data_version("processed_images")
     land_copy("batch_b", 5, 7)
-    [outcome] = home.tick()
-    assert outcome.success
+    batch_run, dataset_run = home.tick()
+    assert batch_run.success and dataset_run.success
     meta = home.metadata("processed_images")
     assert (meta["num_processed"], meta["num_images"], meta["cache_hit"]) == (5, 35, False)
     second = home.manifest("processed_images")
@@ -65,8 +67,8 @@ def test_batch_without_marker_is_ignored_until_the_marker_lands(home: Home, land
     assert home.tick() == []
     assert home.instance.get_dynamic_partitions("batches") == []
     (batch / SUCCESS_MARKER).write_text("")
-    [outcome] = home.tick()
-    assert outcome.success and home.metadata("labeled_batch", "batch_a")["num_images"] == 6
+    batch_run, dataset_run = home.tick()
+    assert batch_run.success and dataset_run.success and home.metadata("labeled_batch", "batch_a")["num_images"] == 6
 
 
 def test_edited_label_of_the_same_size_changes_the_version(home: Home, land_copy) -> None:
@@ -83,8 +85,8 @@ def test_edited_label_of_the_same_size_changes_the_version(home: Home, land_copy
     # The sensor sees a re-upload once the marker is rewritten, and ingests it under a new run key.
     os.utime(batch / SUCCESS_MARKER, ns=(0, 1))
     dataset_before = home.data_version("processed_images")
-    [outcome] = home.tick()
-    assert outcome.success
+    batch_run, dataset_run = home.tick()
+    assert batch_run.success and dataset_run.success
     assert home.data_version("processed_images") != dataset_before
     # The new version reuses the unchanged image/label pairs, but ultralytics reads the edited label.
     edited_sha = next(i["image_sha"] for i in home.manifest("labeled_batch", "batch_a")["items"] if i["label_source"].endswith(label.name))
@@ -111,8 +113,8 @@ def test_reuploaded_batch_with_new_content_is_ingested_again(home: Home, land_co
     first_version = home.data_version("labeled_batch", "batch_a")
     shutil.rmtree(home.landing / "batch_a")
     land_copy("batch_a", 6, 2)  # same name, different images
-    [outcome] = home.tick()
-    assert outcome.success
+    batch_run, dataset_run = home.tick()
+    assert batch_run.success and dataset_run.success
     assert home.data_version("labeled_batch", "batch_a") != first_version
     assert home.metadata("processed_images")["num_images"] == 6
 
@@ -124,8 +126,8 @@ def test_bad_items_are_quarantined_and_good_ones_kept(home: Home, land_copy) -> 
     (batch / "labels" / f"{images[1].stem}.txt").write_text("0 0.5 0.5 0.1\n")  # malformed label
     (batch / "labels" / f"{images[2].stem}.txt").write_text("9 0.5 0.5 0.1 0.1\n")  # unknown class
     (batch / "labels" / "orphan.txt").write_text("0 0.5 0.5 0.1 0.1\n")  # label without image
-    [outcome] = home.tick(run_config={"ops": {"labeled_batch": {"config": {"max_quarantined_fraction": 0.5}}}})
-    assert outcome.success
+    batch_run, dataset_run = home.tick(run_config={"ops": {"labeled_batch": {"config": {"max_quarantined_fraction": 0.5}}}})
+    assert batch_run.success and dataset_run.success
     meta = home.metadata("labeled_batch", "batch_a")
     assert meta["num_images"] == 9 and meta["num_quarantined"] == 4
     assert meta["quarantine_reasons"] == {
@@ -147,41 +149,25 @@ def test_label_validity_blocks_a_mostly_broken_batch(home: Home, land_copy) -> N
     bad = land_copy("bad", 8, 2)
     for label in sorted((bad / "labels").glob("*.txt"))[:4]:
         label.write_text("0 1.7 0.5 0.1 0.1\n")
-    [outcome] = home.tick()
-    assert not outcome.success  # the blocking check stops the run before processed_images
+    [failed] = home.tick()  # no dataset run: the blocked batch brings nothing the dataset would include
+    assert not failed.success
     status, metadata = home.check("labeled_batch", "label_validity")
     assert status == "FAILED" and metadata["quarantine_reasons"] == {"coords_out_of_range": 4}
     assert home.data_version("processed_images") == good_version
     # The next build of the dataset leaves the failed batch out, and says so.
     assert home.materialize("processed_images").success
     meta = home.metadata("processed_images")
-    assert meta["excluded_batches"] == ["bad"] and meta["num_images"] == 8
-
-
-def _same_picture_twice() -> tuple[bytes, bytes]:
-    """The same picture as JPEG and as PNG (different bytes, identical pixels) whose content hashes
-    fall in different splits."""
-    from yolo_assets.core.hashing import sha256_bytes
-    from yolo_assets.data.synth import render_image
-
-    for index in range(200):
-        picture, _ = render_image(5, index, ("scratch", "spot", "crack"))
-        jpeg = io.BytesIO()
-        picture.save(jpeg, format="JPEG", quality=90)
-        png = io.BytesIO()
-        Image.open(io.BytesIO(jpeg.getvalue())).save(png, format="PNG")
-        if split_of(sha256_bytes(jpeg.getvalue()), 0.2) != split_of(sha256_bytes(png.getvalue()), 0.2):
-            return jpeg.getvalue(), png.getvalue()
-    raise AssertionError("no such picture in 200 tries")
+    assert list(meta["excluded_batches"]) == ["bad"] and "label_validity failed" in meta["excluded_batches"]["bad"]
+    assert meta["num_images"] == 8
 
 
 def test_our_split_keeps_identical_pictures_together(home: Home) -> None:
-    jpeg, png = _same_picture_twice()
+    jpeg, png = exports.same_picture_twice()
     batch = home.land("batch_a", 6, 1)
     (batch / "images" / "copy_a.jpg").write_bytes(jpeg)
     (batch / "images" / "copy_b.png").write_bytes(png)
-    [outcome] = home.tick()
-    assert outcome.success
+    batch_run, dataset_run = home.tick()
+    assert batch_run.success and dataset_run.success
     by_pixels: dict[str, set[str]] = {}
     for item in home.manifest("processed_images")["items"]:
         by_pixels.setdefault(item["pixel_sha"], set()).add(item["split"])
@@ -196,13 +182,13 @@ def test_split_leakage_blocks_an_export_split_that_leaks(home: Home) -> None:
     from resources.dataset_policy import DatasetPolicy
 
     home.redefine(dataset_policy=DatasetPolicy(honour_export_split=True))
-    jpeg, png = _same_picture_twice()
+    jpeg, png = exports.same_picture_twice()
     batch = home.land("batch_a", 6, 1)
     for split, name, data in (("train", "copy_a.jpg", jpeg), ("val", "copy_b.png", png)):
         (batch / "images" / split).mkdir(exist_ok=True)
         (batch / "images" / split / name).write_bytes(data)
-    [outcome] = home.tick()
-    assert not outcome.success and "split_leakage" in outcome.failure
+    batch_run, outcome = home.tick()
+    assert batch_run.success and not outcome.success and "split_leakage" in outcome.failure
     status, metadata = home.check("processed_images", "split_leakage")
     assert status == "FAILED" and metadata["num_leaks"] == 1
     assert metadata["leaks"][0]["identical_by"] == "pixel_sha"
@@ -213,8 +199,8 @@ def test_archive_batch_is_complete_as_one_file(home: Home, land_copy, tmp_path: 
     (source / SUCCESS_MARKER).unlink()
     shutil.make_archive(str(home.landing / "batch_zip"), "zip", root_dir=source.parent, base_dir=source.name)
     shutil.rmtree(source)
-    [outcome] = home.tick()
-    assert outcome.success
+    batch_run, dataset_run = home.tick()
+    assert batch_run.success and dataset_run.success
     assert home.metadata("labeled_batch", "batch_zip.zip")["num_images"] == 6
 
 
@@ -222,7 +208,7 @@ def test_classes_are_reconciled_by_name_across_batches(home: Home) -> None:
     home.land("batch_a", 6, 1, classes=("scratch", "spot", "crack"))
     home.land("batch_b", 6, 2, classes=("crack", "dent"))
     outcomes = home.tick()
-    assert len(outcomes) == 2 and all(o.success for o in outcomes)
+    assert len(outcomes) == 3 and all(o.success for o in outcomes)
     manifest = home.manifest("processed_images")
     assert manifest["classes"] == ["scratch", "spot", "crack", "dent"]
     batch_b = home.manifest("labeled_batch", "batch_b")

@@ -67,7 +67,7 @@ def failing_home(home: Home, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
     outcomes = home.tick()
     assert outcomes and all(o.success for o in outcomes)
     home.land("batch_dents", 4, 42, classes=("scratch", "dent"))
-    [failed] = home.tick()
+    [failed] = home.tick()  # the dataset stays as it is: nothing new was accepted
     assert not failed.success
     home.outcomes["failed"] = [failed]
     return home
@@ -86,15 +86,38 @@ def test_lineage_of_a_failed_run_names_the_cause_and_what_changed(failing_home: 
     assert lineage["failed_checks"][0]["metadata"]["new_classes"] == ["dent"]
     assert [s["step"] for s in lineage["failed_steps"]] == ["labeled_batch"]
     assert lineage["failed_steps"][0]["error_type"] == "DagsterAssetCheckFailedError"
-    by_asset = {a["asset"]: a for a in lineage["assets"]}
-    assert by_asset["labeled_batch"]["materialized"] is True
-    diff = by_asset["processed_images"]["since_last_success"]
-    assert diff["last_success"]["data_version"] == failing_home.data_version("processed_images")
-    assert diff["new_batches"][-1]["batch"] == "batch_dents" and diff["new_batches"][-1]["new_classes"] == ["dent"]
-    assert diff["inputs_changed"]["labeled_batch"] == {"changed_partitions": ["batch_dents"]}
+    # The batch's run holds only its partition (the dataset is built by the next run, without it).
+    assert [(a["asset"], a["materialized"]) for a in lineage["assets"]] == [("labeled_batch", True)]
     assert main(["lineage", run_id]) == 0
     text = capsys.readouterr().out
-    assert "failed check labeled_batch:class_registry" in text and "new batch batch_dents" in text and "new classes ['dent']" in text
+    assert "failed check labeled_batch:class_registry" in text and 'new_classes=["dent"]' in text
+
+
+def test_lineage_of_a_failed_dataset_run_names_what_changed_since_its_last_success(home: Home, capsys: pytest.CaptureFixture[str]) -> None:
+    from resources.dataset_policy import DatasetPolicy
+
+    home.redefine(dataset_policy=DatasetPolicy(honour_export_split=True))
+    home.land("batch_good", 6, 1)
+    assert all(o.success for o in home.tick())
+    good_version = home.data_version("processed_images")
+    leaking = home.land("batch_leak", 6, 2, classes=("scratch", "dent"))
+    jpeg, png = exports.same_picture_twice()
+    for split, name, data in (("train", "copy_a.jpg", jpeg), ("val", "copy_b.png", png)):  # one picture in both export splits
+        (leaking / "images" / split).mkdir()
+        (leaking / "images" / split / name).write_bytes(data)
+    batch_run, dataset_run = home.tick()
+    assert batch_run.success and not dataset_run.success
+    assert main(["lineage", dataset_run.run_id, "--json"]) == 0
+    lineage = json.loads(capsys.readouterr().out)
+    assert lineage["failed_checks"][0]["check"] == "processed_images:split_leakage"
+    [dataset] = lineage["assets"]
+    diff = dataset["since_last_success"]
+    assert dataset["asset"] == "processed_images" and diff["last_success"]["data_version"] == good_version
+    assert diff["inputs_changed"]["labeled_batch"] == {"changed_partitions": ["batch_leak"]}
+    assert diff["new_batches"][-1]["batch"] == "batch_leak" and diff["new_batches"][-1]["new_classes"] == ["dent"]
+    assert main(["lineage", dataset_run.run_id]) == 0
+    text = capsys.readouterr().out
+    assert "new batch batch_leak" in text and "new classes ['dent']" in text
 
 
 def test_a_failed_run_alerts_the_webhook_with_retries_and_no_secret(failing_home: Home, receiver: Receiver) -> None:
@@ -103,7 +126,8 @@ def test_a_failed_run_alerts_the_webhook_with_retries_and_no_secret(failing_home
     assert payload["run_id"] == failed_run_id(failing_home)
     assert payload["failed_checks"] == ["labeled_batch:class_registry"]
     assert payload["run_url"].endswith(f"/runs/{payload['run_id']}")
-    assert "class_registry" in payload["text"] and any("batch_dents" in line for line in payload["lineage_summary"])
+    assert "class_registry" in payload["text"] and payload["partition"] == "batch_dents"
+    assert any('new_classes=["dent"]' in line for line in payload["lineage_summary"])
     assert SECRET_TOKEN not in json.dumps(payload)
 
 

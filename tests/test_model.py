@@ -94,13 +94,13 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
 
 
 def test_tick_ingests_then_automation_trains_evaluates_and_registers(scenario: Scenario) -> None:
-    ingest, model = scenario.outcomes["v1"]
-    assert ingest.success and model.success, (ingest, model)
+    ingest, dataset, model = scenario.outcomes["v1"]
+    assert ingest.success and dataset.success and model.success, (ingest, dataset, model)
     assert "trained_weights" in model.description and "registered_model" in model.description
     assert scenario.metadata("registered_model")["model_version"] == 3  # the scenario ends with v3 registered
     # After v1 the champion was v1; a new batch made automation retrain (v2), and v2 took the alias.
-    assert [o.success for o in scenario.outcomes["v2"]] == [True, True]
-    assert "registered_model" in scenario.outcomes["v2"][1].description
+    assert [o.success for o in scenario.outcomes["v2"]] == [True, True, True]
+    assert "registered_model" in scenario.outcomes["v2"][2].description
 
 
 def test_first_model_is_registered_with_lineage_tags(scenario: Scenario) -> None:
@@ -159,8 +159,9 @@ def test_gate_promotes_a_better_model_and_refuses_a_worse_one(scenario: Scenario
 
 
 def test_automation_waits_for_enough_new_images(scenario: Scenario) -> None:
-    [ingest] = scenario.outcomes["small"]  # 2 new images < min_new_images=5: no training run
+    ingest, dataset = scenario.outcomes["small"]  # 2 new images < min_new_images=5: no training run
     assert ingest.success and "labeled_data_sensor" in ingest.description
+    assert dataset.success and "dataset_sensor" in dataset.description
     assert scenario.outcomes["idle"] == []
     key = dg.AssetCheckKey(dg.AssetKey("processed_images"), "retrain_gate")
     record = scenario.instance.event_log_storage.get_latest_asset_check_execution_by_key([key])[key]

@@ -65,15 +65,15 @@ def bucket_keys(server: SeaweedFS, bucket: str, prefix: str = "") -> list[str]:
 
 
 def test_an_upload_is_ingested_trained_and_registered_on_the_servers(production: ProductionHome, seaweedfs: SeaweedFS, postgres: Postgres) -> None:
-    ingest, model = production.outcomes["first"]
-    assert ingest.success and model.success, (ingest, model)
+    ingest, dataset, model = production.outcomes["first"]
+    assert ingest.success and dataset.success and model.success, (ingest, dataset, model)
     assert "registered_model" in model.description
     # The runs are in PostgreSQL.
     assert type(production.instance.run_storage).__name__ == "PostgresRunStorage"
     connection = psycopg2.connect(host="127.0.0.1", port=postgres.port, user="dagster", password=DAGSTER_DB_PASSWORD, dbname=production.database)
     with connection, connection.cursor() as cursor:
         cursor.execute("SELECT run_id FROM runs")
-        assert {row[0] for row in cursor.fetchall()} == {ingest.run_id, model.run_id}
+        assert {row[0] for row in cursor.fetchall()} == {ingest.run_id, dataset.run_id, model.run_id}
     connection.close()
     # Every artifact is in the S3 store, complete; none in the home's local store.
     keys = bucket_keys(seaweedfs, production.bucket, "store/")
@@ -116,8 +116,8 @@ def test_adding_k_images_uploads_and_decodes_o_k_items(production: ProductionHom
     source = write_batch(production.path.parent / "upload" / "line_b", 5, seed=12)
     assert main(["--home", str(production.path), "upload", str(source), "--batch", "line_b"]) == 0
     before = request_counts()
-    [outcome] = production.tick()
-    assert outcome.success
+    batch_run, dataset_run = production.tick()
+    assert batch_run.success and dataset_run.success
     spent = request_counts() - before
     puts = spent["PutObject"]
     print(f"S3 requests to ingest 5 new images into a dataset of 24: {dict(spent)}")

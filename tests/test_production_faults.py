@@ -61,8 +61,8 @@ def test_an_upload_without_its_marker_is_never_ingested(own_s3: SeaweedFS, postg
         assert home.tick() == []
         assert home.instance.get_dynamic_partitions("batches") == []
         s3_client(home).put_object(Bucket=home.bucket, Key="landing/line_a/_SUCCESS", Body=b"")
-        [outcome] = home.tick()
-        assert outcome.success and home.metadata("labeled_batch", "line_a")["num_images"] == 4
+        batch_run, dataset_run = home.tick()
+        assert batch_run.success and dataset_run.success and home.metadata("labeled_batch", "line_a")["num_images"] == 4
 
 
 def test_the_s3_server_killed_mid_ingest_comes_back_and_the_step_retries(own_s3: SeaweedFS, postgres: Postgres, tmp_path: Path) -> None:
@@ -87,13 +87,13 @@ def test_postgres_restarted_between_ticks(own_s3: SeaweedFS, tmp_path: Path) -> 
     try:
         with production_home(tmp_path / "home", own_s3, server) as home:
             land(home, "line_a", 4, seed=23)
-            assert [o.success for o in home.tick()] == [True]
+            assert [o.success for o in home.tick()] == [True, True]
             server.stop()
             server.start()  # same port, same data
             land(home, "line_b", 4, seed=24)
-            [outcome] = home.tick()
-            assert outcome.success and home.metadata("processed_images")["num_images"] == 8
-            assert len(home.instance.get_runs()) == 2
+            batch_run, dataset_run = home.tick()
+            assert batch_run.success and dataset_run.success and home.metadata("processed_images")["num_images"] == 8
+            assert len(home.instance.get_runs()) == 4
     finally:
         server.stop()
         subprocess.run(["rm", "-rf", str(root)], check=False)

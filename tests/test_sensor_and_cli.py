@@ -60,7 +60,7 @@ def test_cli_tick_then_status_json(home: Home, land_copy, capsys: pytest.Capture
     assert "nothing to run" in capsys.readouterr().out
     assert main(["status", "--json"]) == 0
     assets = {row["key"]: row for row in json.loads(capsys.readouterr().out)["assets"]}
-    assert set(assets) == {"labeled_batch", "processed_images", "trained_weights", "evaluation_report", "registered_model"}
+    assert set(assets) == {"labeled_batch", "batch_retractions", "processed_images", "trained_weights", "evaluation_report", "registered_model"}
     assert assets["trained_weights"]["data_version"] is None and assets["trained_weights"]["stale"] is True
     for row in assets.values():
         assert set(row) == {"key", "data_version", "code_version", "time", "partitions", "stale", "metadata"}
@@ -87,7 +87,7 @@ def test_cli_user_mistakes_are_one_line_errors(home: Home, tmp_path: Path) -> No
     )
     assert unknown.returncode == 2
     assert unknown.stderr.strip().splitlines() == [
-        "yolo-assets: error: unknown asset no_such_asset (known: evaluation_report, labeled_batch, processed_images, registered_model, trained_weights)"
+        "yolo-assets: error: unknown asset no_such_asset (known: batch_retractions, evaluation_report, labeled_batch, processed_images, registered_model, trained_weights)"
     ]
     missing = subprocess.run(
         [sys.executable, "-m", "yolo_assets.ops.cli", "--home", str(tmp_path / "nowhere"), "status"],

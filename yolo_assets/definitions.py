@@ -12,6 +12,7 @@ from dagster_aws.s3 import S3Resource
 from resources.alerts import AlertNotifier
 from resources.artifact_store import LocalArtifactStore
 from resources.dataset_policy import DatasetPolicy
+from resources.kubernetes import EXECUTOR_VARIABLE, executor_from_environment
 from resources.landing_zone import LocalLandingZone
 from resources.mlflow_tracking import MLflowResource
 from resources.model_policy import ModelPolicy
@@ -20,16 +21,19 @@ from resources.s3_landing_zone import S3LandingZone
 from resources.settings import deployment_setting, resource_from_environment
 from resources.trainer import TrainingDefaults, YoloWorkspace
 from sensors.automation import model_automation_sensor
+from sensors.dataset import dataset_sensor
 from sensors.failure_alerts import run_failure_alert
 from sensors.labeled_data import labeled_data_sensor
 from yolo_assets.assets.dataset import processed_images
 from yolo_assets.assets.evaluation import evaluation_report
 from yolo_assets.assets.ingest import labeled_batch
 from yolo_assets.assets.registry import registered_model
+from yolo_assets.assets.retractions import batch_retractions
 from yolo_assets.assets.training import retrain_gate, trained_weights
 from yolo_assets.core.home import hash_cache_path, home_dir, landing_dir, mlflow_dir, mlflow_tracking_uri, scratch_dir, store_dir
 
 STORAGE_VARIABLE = "YOLO_ASSETS_STORAGE"
+TRACKING_URI_VARIABLE = "YOLO_ASSETS_MLFLOW_TRACKING_URI"
 
 
 def storage_resources(home: Path) -> dict[str, dg.ConfigurableResource]:
@@ -74,7 +78,7 @@ def mlflow_resource(home: Path) -> MLflowResource:
     """The embedded default (SQLite and artifacts in the home), or the tracking server the
     deployment names (it stores the artifacts: the client needs only the URI)."""
     model_name = deployment_setting("YOLO_ASSETS_MODEL_NAME", MLflowResource.model_fields["model_name"].default)
-    tracking_uri = deployment_setting("YOLO_ASSETS_MLFLOW_TRACKING_URI", mlflow_tracking_uri(home))
+    tracking_uri = deployment_setting(TRACKING_URI_VARIABLE, mlflow_tracking_uri(home))
     return MLflowResource(tracking_uri=tracking_uri, artifact_root=str(mlflow_dir(home) / "artifacts"), model_name=model_name)
 
 
@@ -107,13 +111,24 @@ def deployment_resources(home: Path) -> dict[str, dg.ConfigurableResource]:
     }
 
 
+def step_executor() -> dg.ExecutorDefinition | None:
+    """One pod per step (`YOLO_ASSETS_EXECUTOR=k8s`), or None: Dagster's default executor, as on a
+    laptop. Step pods share no disk, so a cluster needs the S3 store and an MLflow server."""
+    executor = executor_from_environment()
+    shared = dg.EnvVar(STORAGE_VARIABLE).get_value("local") == "s3" and dg.EnvVar(TRACKING_URI_VARIABLE).get_value()
+    if executor is not None and not shared:
+        raise ValueError(f"{EXECUTOR_VARIABLE}=k8s needs {STORAGE_VARIABLE}=s3 and {TRACKING_URI_VARIABLE}: step pods share no disk")
+    return executor
+
+
 def build_definitions(home: Path, **resource_overrides: dg.ConfigurableResource) -> dg.Definitions:
     """Everything wired to one home folder; tests replace single resources through `resource_overrides`."""
     return dg.Definitions(
-        assets=[labeled_batch, processed_images, trained_weights, evaluation_report, registered_model],
+        assets=[labeled_batch, batch_retractions, processed_images, trained_weights, evaluation_report, registered_model],
         asset_checks=[retrain_gate],
-        sensors=[labeled_data_sensor, model_automation_sensor, run_failure_alert],
+        sensors=[labeled_data_sensor, dataset_sensor, model_automation_sensor, run_failure_alert],
         resources={**deployment_resources(home), **resource_overrides},
+        executor=step_executor(),
     )
 
 

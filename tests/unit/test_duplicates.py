@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from yolo_assets.data.duplicates import resolve_duplicates, union_of_batches
+from yolo_assets.data.duplicates import reconcile_classes, resolve_duplicates, same_labels, union_of_batches
 
 BOX = ["scratch", 0.5, 0.5, 0.2, 0.2]
 OTHER = ["spot", 0.5, 0.5, 0.2, 0.2]
@@ -56,3 +56,40 @@ def test_across_batches_a_conflict_removes_every_copy_unless_the_last_writer_win
     assert all(c["reason"] == "label_conflict" for c in conflicts)
     _, items, duplicates, conflicts = union_of_batches(batches, case_sensitive=True, label_conflicts="last_writer_wins")
     assert items["s1"]["batch"] == "b3" and duplicates == 2 and conflicts == []
+
+
+def test_labels_match_as_multisets_within_the_tolerance() -> None:
+    yolo = [["scratch", 0.412345, 0.5, 0.2, 0.1], ["spot", 0.1, 0.1, 0.05, 0.05], ["spot", 0.1000004, 0.1, 0.05, 0.05]]
+    coco = [["spot", 0.1000011, 0.0999989, 0.05, 0.0500006], ["scratch", 0.4123438, 0.5000012, 0.2, 0.1], ["spot", 0.1, 0.1, 0.05, 0.05]]
+    assert same_labels(yolo, coco, 1e-4)  # order and export rounding (~1e-6) do not matter
+    assert not same_labels(yolo, coco, 0.0)  # exact comparison: what made every such copy a conflict
+    moved = [["scratch", 0.462345, 0.5, 0.2, 0.1], *yolo[1:]]  # one box moved by 5% of the width
+    assert not same_labels(yolo, moved, 1e-4)
+    assert not same_labels(yolo, yolo[:2], 1e-4)  # a box missing
+    assert not same_labels(yolo, [["crack", *yolo[0][1:]], *yolo[1:]], 1e-4)  # another class
+    assert same_labels([["Spot", 0.1, 0.1, 0.05, 0.05]], [["spot", 0.1, 0.1, 0.05, 0.05]], 1e-4, case_sensitive=False)
+    assert same_labels([], [], 1e-4)
+
+
+def test_rounding_noise_across_batches_is_a_duplicate_and_a_real_move_a_conflict() -> None:
+    noisy = ["scratch", 0.5000012, 0.4999991, 0.2, 0.2000004]
+    moved = ["scratch", 0.55, 0.5, 0.2, 0.2]
+    batches = [
+        ("yolo", manifest(["scratch"], item("a.jpg", "s1", BOX), item("b.jpg", "s2", BOX))),
+        ("coco", manifest(["scratch"], item("a.jpg", "s1", noisy), item("b.jpg", "s2", moved))),
+    ]
+    _, items, duplicates, conflicts = union_of_batches(batches, case_sensitive=True, label_conflicts="quarantine", tolerance=1e-4)
+    assert sorted(items) == ["s1"] and items["s1"]["batch"] == "yolo" and duplicates == 1
+    assert sorted(c["image"] for c in conflicts) == ["coco/b.jpg", "yolo/b.jpg"]
+    kept, quarantine = resolve_duplicates([item("a.jpg", "s1", BOX), item("a2.jpg", "s1", noisy)], "quarantine", 1e-4)
+    assert [k["source"] for k in kept] == ["a.jpg"] and [q["reason"] for q in quarantine] == ["duplicate_image"]
+
+
+def test_class_ids_of_the_registry_never_shift() -> None:
+    registry = ["scratch", "spot", "dent", "crack"]
+    # The batch that brought "dent" is gone: it keeps its id, and "crack" keeps 3.
+    assert reconcile_classes(registry, [["scratch", "spot"], ["crack", "hole"]], True) == [*registry, "hole"]
+    batches = [("b1", manifest(["crack", "scratch"], item("a.jpg", "s1", ["crack", 0.5, 0.5, 0.1, 0.1])))]
+    classes, _, _, _ = union_of_batches(batches, case_sensitive=True, label_conflicts="quarantine", registry=registry)
+    assert classes == registry
+    assert reconcile_classes(["Scratch", "scratch", "spot"], [], case_sensitive=False) == ["Scratch", "spot"]

@@ -53,3 +53,19 @@ def test_the_export_split_is_kept_when_asked_and_filled_in_where_missing() -> No
     items: dict[str, dict[str, str | None]] = {"1" + "0" * 63: {"split_hint": "train"}, "f" + "0" * 63: {"split_hint": None}}
     splits = assign_splits(items, [], val_fraction=0.2, honour_export_split=True)
     assert splits == {"1" + "0" * 63: "train", "f" + "0" * 63: "train"}
+
+
+def test_a_new_near_duplicate_whose_hash_sorts_first_joins_the_old_split() -> None:
+    """The old image is train; its new near-duplicate's hash is smaller and alone would be val: with
+    the previous version's splits as anchors, nothing moves and the pair stays together."""
+    old = next(f"{n:012x}" + "0" * 52 for n in range(16**11, 16**12, 16**10) if split_of(f"{n:012x}", 0.2) == "train")
+    new = "0" * 64
+    assert new < old and split_of(new, 0.2) == "val" and split_of(old, 0.2) == "train"
+    items: dict[str, dict[str, object]] = {old: {}, new: {}}  # landing order: the old image first
+    pairs = [(new, old, 2)]
+    assert assign_splits(items, pairs, 0.2, False) == {old: "val", new: "val"}  # the old rule moved it
+    assert assign_splits(items, pairs, 0.2, False, anchors={old: "train"}) == {old: "train", new: "train"}
+    # A group new as a whole still follows its smallest hash; an anchored image keeps its split.
+    assert assign_splits({new: {}, old: {}}, pairs, 0.2, False, anchors={}) == {new: "val", old: "val"}
+    lone = "f" * 64
+    assert assign_splits({lone: {}}, [], 0.2, False, anchors={lone: "val"}) == {lone: "val"}

@@ -21,15 +21,17 @@ import yaml
 
 from resources.artifact_store import ArtifactStore, Built
 from resources.dataset_policy import DatasetPolicy
-from yolo_assets.assets.ingest import BLOBS, MANIFEST, labeled_batch, latest_batch_versions
+from resources.kubernetes import step_op_tags
+from yolo_assets.assets.ingest import BLOBS, MANIFEST, BatchVersion, labeled_batch, latest_batch_versions
 from yolo_assets.assets.keys import CODE_VERSIONS, LABELED_BATCH, PROCESSED_IMAGES
 from yolo_assets.assets.materializations import latest_data_version
+from yolo_assets.assets.retractions import RETRACTIONS_VERSION, Retractions, current_retractions
 from yolo_assets.assets.retries import TRANSIENT_RETRY
 from yolo_assets.core.fileio import atomic_write_bytes, link_or_copy, object_relpath
 from yolo_assets.core.hashing import hash_json
 from yolo_assets.core.parallel import parallel_starmap
 from yolo_assets.core.versioning import cache_key, encoded_manifest
-from yolo_assets.data.duplicates import union_of_batches
+from yolo_assets.data.duplicates import reconcile_classes, union_of_batches
 from yolo_assets.data.formats import class_key
 from yolo_assets.data.preprocess import (
     PREPROCESS_FIELDS,
@@ -40,6 +42,7 @@ from yolo_assets.data.preprocess import (
     preprocess_one,
 )
 from yolo_assets.data.quarantine import quarantine_table
+from yolo_assets.data.retractions import retraction_of
 from yolo_assets.data.splits import assign_splits, near_duplicate_pairs
 
 SPLITS = ("train", "val", "test")
@@ -140,6 +143,16 @@ def preprocess_missing(
     return complete, len(missing)
 
 
+def split_anchors(previous: dict[str, Any] | None, config: ProcessedImagesConfig, policy: DatasetPolicy) -> dict[str, str]:
+    """The split every image had in the previous dataset version, when that version split the same
+    way (our hash split, same val_fraction): images keep it, near-duplicates join it."""
+    if not previous or policy.honour_export_split or previous.get("policy", {}).get("honour_export_split"):
+        return {}
+    if previous["settings"].get("val_fraction") != config.val_fraction:
+        return {}
+    return {row["sha"]: row["split"] for row in previous["items"]}
+
+
 def pair_key(namespace: str, sha: str, labels: list[list[Any]]) -> str:
     """Content address of an image/label pair: the preprocessed image and its label text."""
     return hash_json([namespace, sha, labels])
@@ -153,8 +166,10 @@ def build_manifest(
     config: ProcessedImagesConfig,
     policy: DatasetPolicy,
     reusable: dict[str, dict[str, Any]],
+    anchors: dict[str, str] | None = None,
+    retracted: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    splits = assign_splits(items, pairs, config.val_fraction, policy.honour_export_split)
+    splits = assign_splits(items, pairs, config.val_fraction, policy.honour_export_split, anchors)
     namespace = preprocess_namespace(config.preprocess_settings())
     class_id = {class_key(name, policy.case_sensitive_classes): i for i, name in enumerate(classes)}
     rows = []
@@ -184,6 +199,8 @@ def build_manifest(
         "policy": policy.model_dump(),
         "items": rows,
         "near_duplicates": [list(pair) for pair in pairs],
+        # Provenance: the batch versions a person retracted (reasons and times are in the metadata).
+        "retracted_batches": dict(sorted((retracted or {}).items())),
     }
 
 
@@ -317,7 +334,35 @@ def dataset_metadata(manifest: dict[str, Any]) -> dict[str, Any]:
         "splits": dg.MetadataValue.json({split: splits.get(split, 0) for split in SPLITS}),
         "classes": dg.MetadataValue.json(manifest["classes"]),
         "boxes_per_class": dg.MetadataValue.json(dict(boxes)),
+        # Kept in the list (their ids never move) though no included batch labels them any more.
+        "classes_without_boxes": dg.MetadataValue.json([name for name in manifest["classes"] if not boxes.get(name)]),
     }
+
+
+class BatchSelection(NamedTuple):
+    included: list[BatchVersion]
+    excluded: dict[str, str]
+    """batch -> why its latest version is left out (a failed check, refused metadata)."""
+    retracted: list[dict[str, Any]]
+    """What `batch_retractions` keeps out: batch, data_version, reason, retracted_at (and retracted_as
+    when the batch holds the content of another retracted batch)."""
+
+
+def select_batches(batches: list[BatchVersion], retractions: Retractions) -> BatchSelection:
+    included, excluded, retracted = [], {}, []
+    for batch in batches:
+        record = retraction_of(retractions.records, batch.partition, batch.data_version, batch.content_hash)
+        if record is not None:
+            retracted.append({
+                "batch": batch.partition, "data_version": batch.data_version, "reason": record["reason"],
+                "retracted_at": record["retracted_at"],
+                **({"retracted_as": record["batch"]} if record["batch"] != batch.partition else {}),
+            })
+        elif batch.accepted:
+            included.append(batch)
+        else:
+            excluded[batch.partition] = batch.reason
+    return BatchSelection(included, excluded, retracted)
 
 
 def split_leakage_result(manifest: Mapping[str, Any]) -> dg.AssetCheckResult:
@@ -373,6 +418,7 @@ class BuiltDataset(NamedTuple):
     retry_policy=TRANSIENT_RETRY,
     deps=[labeled_batch],
     code_version=CODE_VERSIONS[PROCESSED_IMAGES],
+    op_tags=step_op_tags("processed_images"),
     check_specs=[SPLIT_LEAKAGE, NEAR_DUPLICATES],
     group_name="data",
     kinds={"python"},
@@ -387,30 +433,45 @@ def processed_images(
     dataset_policy: DatasetPolicy,
 ) -> dg.MaterializeResult:
     started = time.perf_counter()
-    batches = latest_batch_versions(context.instance)
-    included = [b for b in batches if b.accepted]
-    excluded = [b.partition for b in batches if not b.accepted]
-    if excluded:
-        context.log.warning(f"left out batches whose label_validity or class_registry check failed: {excluded}")
+    retractions = current_retractions(context.instance, artifact_store)
+    included, excluded, retracted = select_batches(latest_batch_versions(context.instance), retractions)
+    for batch, reason in excluded.items():
+        context.log.warning(f"left out batch {batch}: {reason}")
+    for record in retracted:
+        context.log.warning(f"left out retracted batch {record['batch']}: {record['reason']} (retracted {record['retracted_at']})")
     if not included:
-        raise dg.Failure(description="no labeled batch has passed its checks yet: nothing to build", allow_retries=False)
+        raise dg.Failure(
+            description=f"no labeled batch has passed its checks and is not retracted: nothing to build ({len(retracted)} retracted)",
+            allow_retries=False,
+        )
     inputs = {b.partition: b.data_version for b in included}
+    retracted_versions = {r["batch"]: r["data_version"] for r in retracted}
     previous = previous_dataset(context.instance, artifact_store)
+    # Class ids never shift: the previous version's classes keep their order (and stay, without
+    # boxes, when only a retracted or excluded batch carried them), new ones are appended.
+    registry = previous.manifest["classes"] if previous else []
+    classes = reconcile_classes(registry, [b.classes for b in included], dataset_policy.case_sensitive_classes)
+    # Split anchors are not part of the key: they come from the previous version, and a version found
+    # by its key was built from these same inputs, its images already in the splits they first had.
     key = cache_key(
-        CODE_VERSIONS[PROCESSED_IMAGES], inputs, {**config.output_settings(), "policy": dataset_policy.model_dump()}
+        CODE_VERSIONS[PROCESSED_IMAGES],
+        {"batches": inputs, "retracted": retracted_versions, "classes": classes},
+        {**config.output_settings(), "policy": dataset_policy.model_dump()},
     )
 
     def build() -> nullcontext[Built[BuiltDataset]]:
         batch_manifests = ((b.partition, artifact_store.read_json(LABELED_BATCH, b.data_version, MANIFEST)) for b in included)
-        classes, items, duplicates, conflicts = union_of_batches(
-            batch_manifests, dataset_policy.case_sensitive_classes, dataset_policy.label_conflicts
+        union_classes, items, duplicates, conflicts = union_of_batches(
+            batch_manifests, dataset_policy.case_sensitive_classes, dataset_policy.label_conflicts,
+            dataset_policy.label_match_tolerance, registry=classes,
         )
         for conflict in conflicts:
             context.log.warning(f"left out {conflict['image']}: {conflict['reason']} ({conflict['detail']})")
         reusable = reusable_rows(previous.manifest if previous else None, config)
         records, num_processed = preprocess_missing(artifact_store, items, config, reusable)
         pairs = near_duplicate_pairs(records, dataset_policy.near_duplicate_distance)
-        manifest = build_manifest(classes, items, records, pairs, config, dataset_policy, reusable)
+        anchors = split_anchors(previous.manifest if previous else None, config, dataset_policy)
+        manifest = build_manifest(union_classes, items, records, pairs, config, dataset_policy, reusable, anchors, retracted_versions)
         version, encoded = encoded_manifest(manifest)
         listed = {row["pair"] for row in reusable.values()}
         union_metadata = {"duplicate_images": duplicates, "label_conflicts": dg.MetadataValue.md(quarantine_table(conflicts))}
@@ -442,6 +503,8 @@ def processed_images(
             **dataset.metadata(),
             "input_batches": dg.MetadataValue.json(inputs),
             "excluded_batches": dg.MetadataValue.json(excluded),
+            "retracted_batches": dg.MetadataValue.json(retracted),
+            RETRACTIONS_VERSION: retractions.version or "",
             **dataset.summary.union_metadata,
             **diff_metadata,
             "seconds": round(elapsed, 3),

@@ -17,6 +17,7 @@ import dagster as dg
 
 from resources.artifact_store import ArtifactStore, Built
 from resources.dataset_policy import DatasetPolicy
+from resources.kubernetes import step_op_tags
 from resources.landing_zone import LandingZone
 from yolo_assets.assets.keys import CODE_VERSIONS, LABELED_BATCH, PROCESSED_IMAGES
 from yolo_assets.assets.materializations import code_version_of, data_version_of, latest_materialization, metadata_value
@@ -28,10 +29,12 @@ from yolo_assets.core.versioning import cache_key, manifest_version
 from yolo_assets.data.duplicates import resolve_duplicates
 from yolo_assets.data.formats import BatchFormatError, class_key, read_batch
 from yolo_assets.data.labels import inspect_item
-from yolo_assets.data.quarantine import quarantine_entry, quarantine_table
+from yolo_assets.data.quarantine import QuarantineReason, quarantine_entry, quarantine_table
 
 BLOBS = "blobs"
 MANIFEST = "manifest.json"
+REJECTED = "rejected"
+MAX_REASON_CHARS = 500
 
 BATCH_PARTITIONS = "batches"
 batch_partitions = dg.DynamicPartitionsDefinition(name=BATCH_PARTITIONS)
@@ -65,12 +68,13 @@ class LabeledBatchConfig(dg.Config):
 def build_manifest(
     root: Path, config: LabeledBatchConfig, policy: DatasetPolicy, store: ArtifactStore, rejected_members: list[dict[str, Any]]
 ) -> dict[str, Any]:
-    layout = read_batch(root)
+    layout = read_batch(root, policy.read_limits())
     results = parallel_starmap(
         inspect_item,
         [
             (str(root), item.image, item.label, item.label_text, len(layout.class_names), config.max_image_pixels,
-             policy.coordinate_tolerance, policy.missing_label, str(store.object_root(BLOBS)))
+             policy.coordinate_tolerance, policy.missing_label, str(store.object_root(BLOBS)),
+             policy.max_label_bytes, policy.max_label_boxes)
             for item in layout.items
         ],
         config.workers,
@@ -94,7 +98,7 @@ def build_manifest(
                 "boxes": [[layout.class_names[int(b[0])], *b[1:]] for b in result["boxes"]],
             }
         )
-    items, duplicates = resolve_duplicates(accepted, policy.label_conflicts)
+    items, duplicates = resolve_duplicates(accepted, policy.label_conflicts, policy.label_match_tolerance)
     return {
         "format": layout.format,
         "classes": layout.class_names,
@@ -109,10 +113,14 @@ def write_batch_artifact(staging: Path, root: Path, manifest: dict[str, Any]) ->
     (staging / "quarantine.json").write_text(json.dumps(manifest["quarantine"], indent=1))
     (staging / "quarantine.md").write_text(quarantine_table(manifest["quarantine"], limit=None))
     for entry in manifest["quarantine"]:  # keep the bad files themselves: nothing is lost
-        for relative in (entry["image"], entry["label"]):
-            source = root / relative if relative else None
+        # An oversized label stays in the landing zone only: copying it would bloat every artifact read.
+        oversized = entry["reason"] == QuarantineReason.LABEL_TOO_LARGE
+        for relative in (entry["image"], None if oversized else entry["label"]):
+            if not relative:
+                continue
+            source = root / relative
             # Never follow a link (it may point outside the batch); never copy a folder.
-            if source and not source.is_symlink() and source.is_file() and source.resolve().is_relative_to(root.resolve()):
+            if not source.is_symlink() and source.is_file() and source.resolve().is_relative_to(root.resolve()):
                 target = staging / "quarantine" / relative
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(root / relative, target)
@@ -183,6 +191,7 @@ def class_registry(instance: dg.DagsterInstance) -> list[str]:
     retry_policy=TRANSIENT_RETRY,
     partitions_def=batch_partitions,
     code_version=CODE_VERSIONS[LABELED_BATCH],
+    op_tags=step_op_tags("labeled_batch"),
     check_specs=[LABEL_VALIDITY, CLASS_REGISTRY],
     group_name="data",
     kinds={"python"},
@@ -210,7 +219,13 @@ def labeled_batch(
             try:
                 manifest = build_manifest(root, config, dataset_policy, artifact_store, rejected_members)
             except BatchFormatError as error:
-                raise dg.Failure(description=f"batch {batch!r} cannot be read: {error}", allow_retries=False) from error
+                reason = f"batch {batch!r} cannot be read: {str(error)[:MAX_REASON_CHARS]}"
+                # Recorded on the partition, so processed_images lists the batch in excluded_batches with
+                # this reason; a Failure that bypasses the retry policy: reading it again changes nothing.
+                context.log_event(dg.AssetObservation(
+                    asset_key=LABELED_BATCH, partition=batch, metadata={REJECTED: reason, "content_hash": content_hash}
+                ))
+                raise dg.Failure(description=reason, allow_retries=False) from None
             accepted = [sha for item in manifest["items"] for sha in (item["image_sha"], item["label_sha"]) if sha]
             artifact_store.publish_objects(BLOBS, [object_relpath(sha) for sha in accepted])
             yield Built(manifest_version(manifest), manifest, lambda staging: write_batch_artifact(staging, root, manifest))
@@ -249,26 +264,59 @@ class BatchVersion:
     code_version: str | None
     accepted: bool
     """label_validity and class_registry both passed."""
+    reason: str = ""
+    """Why the batch is not accepted: a failed check, or metadata refused when it was read."""
+    content_hash: str | None = None
+    classes: tuple[str, ...] = ()
+
+
+def exclusion_reason(metadata: Mapping[str, Any]) -> str:
+    """Why a materialised batch version is left out of datasets ("" when it is not)."""
+    def value(name: str) -> Any:
+        return getattr(metadata.get(name), "value", None)
+
+    reasons = []
+    if not value("label_validity_passed"):
+        reasons.append(f"label_validity failed ({value('num_quarantined')} quarantined, {value('num_images')} accepted)")
+    if not value("class_registry_passed"):
+        reasons.append(f"class_registry failed (new classes {value('new_classes')})")
+    return "; ".join(reasons)
 
 
 def latest_batch_versions(instance: dg.DagsterInstance) -> list[BatchVersion]:
-    """Latest materialisation of every batch partition, in the order the batches landed."""
+    """Latest version of every batch partition, in the order the batches landed. A batch whose latest
+    ingest was refused (a rejection observation newer than its last materialisation) is not accepted,
+    with the refusal as its reason."""
     storage_ids = instance.get_latest_storage_id_by_partition(LABELED_BATCH, dg.DagsterEventType.ASSET_MATERIALIZATION)
-    if not storage_ids:
-        return []
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=LABELED_BATCH, storage_ids=list(storage_ids.values())), limit=len(storage_ids)
-    ).records
+    observed = instance.get_latest_storage_id_by_partition(LABELED_BATCH, dg.DagsterEventType.ASSET_OBSERVATION)
+    rejected_ids = {p: i for p, i in observed.items() if i > storage_ids.get(p, -1)}
     by_partition = {}
-    for record in records:
-        materialization = record.asset_materialization
-        assert materialization is not None and materialization.partition is not None
-        checks = [materialization.metadata.get(name) for name in ("label_validity_passed", "class_registry_passed")]
-        by_partition[materialization.partition] = BatchVersion(
-            materialization.partition,
-            data_version_of(materialization) or "",
-            code_version_of(materialization),
-            all(bool(getattr(check, "value", False)) if check is not None else False for check in checks),
-        )
+    if storage_ids:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=LABELED_BATCH, storage_ids=list(storage_ids.values())), limit=len(storage_ids)
+        ).records
+        for record in records:
+            materialization = record.asset_materialization
+            assert materialization is not None and materialization.partition is not None
+            reason = exclusion_reason(materialization.metadata)
+            by_partition[materialization.partition] = BatchVersion(
+                materialization.partition,
+                data_version_of(materialization) or "",
+                code_version_of(materialization),
+                not reason,
+                reason,
+                metadata_value(materialization, "content_hash"),
+                tuple(metadata_value(materialization, "classes", []) or []),
+            )
+    if rejected_ids:
+        for record in instance.fetch_observations(
+            dg.AssetRecordsFilter(asset_key=LABELED_BATCH, storage_ids=list(rejected_ids.values())), limit=len(rejected_ids)
+        ).records:
+            observation = record.asset_observation
+            refusal = metadata_value(observation, REJECTED)
+            if observation is not None and observation.partition is not None and refusal:
+                by_partition[observation.partition] = BatchVersion(
+                    observation.partition, "", None, False, str(refusal), metadata_value(observation, "content_hash")
+                )
     order = instance.get_dynamic_partitions(BATCH_PARTITIONS)
     return [by_partition[p] for p in order if p in by_partition]

@@ -7,14 +7,18 @@ key changes, so it is rebuilt, and Dagster shows it and everything downstream as
 import dagster as dg
 
 LABELED_BATCH = dg.AssetKey("labeled_batch")
+BATCH_RETRACTIONS = dg.AssetKey("batch_retractions")
 PROCESSED_IMAGES = dg.AssetKey("processed_images")
 TRAINED_WEIGHTS = dg.AssetKey("trained_weights")
 EVALUATION_REPORT = dg.AssetKey("evaluation_report")
 REGISTERED_MODEL = dg.AssetKey("registered_model")
 
 CODE_VERSIONS: dict[dg.AssetKey, str] = {
-    LABELED_BATCH: "1",
-    PROCESSED_IMAGES: "2",
+    # 2: metadata size caps and refusals, label_too_large, labels compared with a tolerance.
+    LABELED_BATCH: "2",
+    BATCH_RETRACTIONS: "1",
+    # 3: retracted batches left out, class ids kept from the previous version, splits anchored to it.
+    PROCESSED_IMAGES: "3",
     TRAINED_WEIGHTS: "1",
     EVALUATION_REPORT: "1",
     REGISTERED_MODEL: "1",

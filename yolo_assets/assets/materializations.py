@@ -39,7 +39,7 @@ def input_data_versions(tags: Mapping[str, str]) -> dict[str, str]:
     return {tag.rsplit("/", 1)[-1]: value for tag, value in tags.items() if tag.startswith(INPUT_DATA_VERSION_TAG_PREFIX)}
 
 
-def metadata_value(materialization: dg.AssetMaterialization | None, name: str, default: Any = None) -> Any:
+def metadata_value(materialization: dg.AssetMaterialization | dg.AssetObservation | None, name: str, default: Any = None) -> Any:
     if materialization is None or name not in materialization.metadata:
         return default
     return getattr(materialization.metadata[name], "value", default)

@@ -19,6 +19,7 @@ import dagster as dg
 from pydantic import Field
 
 from resources.artifact_store import ArtifactStore, Built
+from resources.kubernetes import step_op_tags
 from resources.mlflow_tracking import MLflowResource
 from resources.model_policy import ModelPolicy
 from resources.trainer import TrainingDefaults, YoloWorkspace
@@ -39,8 +40,6 @@ TRAINING_SUMMARY = "training.json"
 CHECKPOINTS = "checkpoints"
 KEPT_FILES = ("results.csv", "args.yaml", "results.png", "labels.jpg", "BoxPR_curve.png", "BoxF1_curve.png",
               "confusion_matrix.png", "confusion_matrix_normalized.png", "val_batch0_pred.jpg", "train_batch0.jpg")
-# Run on a GPU node in production (dagster-k8s reads this tag); ignored by the local executors.
-K8S_GPU_TAGS = {"dagster-k8s/config": {"container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}}}}
 # What the launchpad says of the fields a deployment fills in for automation-launched runs.
 DEPLOYMENT_DEFAULT = "Empty: the deployment default (training_defaults resource, YOLO_ASSETS_TRAIN_*)."
 
@@ -272,8 +271,8 @@ def publish_training(store: ArtifactStore, mlflow: MLflowResource, checkpoint: T
     retry_policy=TRAINING_RETRY,
     deps=[processed_images],
     code_version=CODE_VERSIONS[TRAINED_WEIGHTS],
-    pool="gpu",
-    op_tags=K8S_GPU_TAGS,
+    pool="gpu",  # one training per device on a machine; in a cluster, the run queue caps trainings
+    op_tags=step_op_tags("trained_weights"),  # its pod in a cluster: GPU, /dev/shm, the GPU pool
     group_name="model",
     automation_condition=RETRAIN_ON_NEW_DATA,
     kinds={"pytorch"},

@@ -5,6 +5,11 @@ folders), CVAT "YOLO 1.1" (`obj.names`, `obj_train_data/`), Label Studio YOLO (`
 `images/`, `labels/`) and COCO detection JSON (`instances_*.json`). A `yolo-assets.yaml` file at the
 batch root forces one (`format: coco`). Every item keeps its image path, its YOLO label (a file, or
 lines converted from COCO) and the export's own split, if any.
+
+Batch metadata comes from whoever labeled the batch, so it is read defensively (`ReadLimits`): every
+metadata file has a size cap, YAML aliases are refused (a 300-byte "billion laughs" data.yaml expands
+to a 36 MB class name), and class names must be short printable scalars, not too many of them. A
+batch that breaks one of these is refused as a whole with one `BatchFormatError`.
 """
 
 import json
@@ -23,10 +28,77 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 FORMAT_FILE = "yolo-assets.yaml"
 FORMATS = ("yolo", "cvat", "label_studio", "coco")
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+MAX_CLASS_NAME_LENGTH = 128
 
 
 class BatchFormatError(ValueError):
-    """The batch as a whole cannot be read (no recognisable export, no class names...)."""
+    """The batch as a whole cannot be read (no recognisable export, no class names, hostile metadata...)."""
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    """Caps on what a batch's metadata may cost to read (DatasetPolicy fields)."""
+
+    max_metadata_bytes: int = 1024**2
+    """data.yaml, yolo-assets.yaml, classes.txt, obj.names, notes.json."""
+    max_annotation_file_bytes: int = 256 * 1024**2
+    """COCO JSON and data.yaml image-list files, which grow with the batch."""
+    max_classes: int = 2048
+
+
+def read_capped(path: Path, limit: int, root: Path) -> str:
+    """A metadata file's text, refused (not truncated) when it is larger than `limit` bytes."""
+    with open(path, "rb") as handle:
+        data = handle.read(limit + 1)
+    name = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+    if len(data) > limit:
+        raise BatchFormatError(f"{name} is larger than the {limit:,}-byte cap for batch metadata")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise BatchFormatError(f"{name} is not UTF-8 text") from error
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader refusing aliases: no legitimate export needs them, and nested aliases expand
+    exponentially once the document is used ("billion laughs")."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise BatchFormatError(f"YAML alias *{event.anchor} at line {event.start_mark.line + 1}: aliases are refused in batch metadata")
+        return super().compose_node(parent, index)
+
+
+def load_yaml(path: Path, limits: ReadLimits, root: Path) -> Any:
+    text = read_capped(path, limits.max_metadata_bytes, root)
+    try:
+        return yaml.load(text, Loader=_NoAliasLoader)  # a SafeLoader subclass: no arbitrary objects
+    except BatchFormatError as error:
+        raise BatchFormatError(f"{path.name}: {error}") from None
+    except yaml.YAMLError as error:
+        raise BatchFormatError(f"{path.name} is not valid YAML: {str(error)[:300]}") from error
+
+
+def checked_class_names(names: list[Any], source: str, limits: ReadLimits, unique: bool = True) -> list[str]:
+    """Class names as trimmed strings; refuses containers, empty, overlong or unprintable names,
+    repeated ones when `unique`, and more than `max_classes` of them."""
+    if len(names) > limits.max_classes:
+        raise BatchFormatError(f"{source} names {len(names):,} classes, more than max_classes={limits.max_classes:,}")
+    cleaned: list[str] = []
+    for index, name in enumerate(names):
+        if name is None or not isinstance(name, (str, int, float)):
+            raise BatchFormatError(f"{source}: class {index} is a {type(name).__name__}, not a name")
+        text = clean_name(name)
+        if not text or len(text) > MAX_CLASS_NAME_LENGTH or not text.isprintable():
+            shown = text[:40] + ("..." if len(text) > 40 else "")
+            raise BatchFormatError(
+                f"{source}: class {index} name {shown!r} must be 1-{MAX_CLASS_NAME_LENGTH} printable characters"
+            )
+        if unique and text in cleaned:
+            raise BatchFormatError(f"{source}: class name {text!r} appears twice")
+        cleaned.append(text)
+    return cleaned
 
 
 @dataclass(frozen=True)
@@ -127,15 +199,20 @@ def _pair_with_mirrored_labels(files: _Files, images: list[Path], split_of: dict
     return items
 
 
-def _names_from_yaml(data: dict[str, Any], source: str) -> list[str]:
+def _names_from_yaml(data: dict[str, Any], source: str, limits: ReadLimits) -> list[str]:
     names = data.get("names")
     if isinstance(names, dict):
-        ids = sorted(int(k) for k in names)
+        if len(names) > limits.max_classes:
+            return checked_class_names(list(names.values()), source, limits)  # refused: too many
+        try:
+            ids = sorted(int(k) for k in names)
+        except (TypeError, ValueError) as error:
+            raise BatchFormatError(f"{source}: class ids must be integers 0..n-1") from error
         if ids != list(range(len(ids))):
-            raise BatchFormatError(f"{source}: class ids must be 0..n-1, got {ids}")
-        return [clean_name(names[k] if k in names else names[str(k)]) for k in ids]
+            raise BatchFormatError(f"{source}: class ids must be 0..n-1, got {ids[:20]}")
+        return checked_class_names([names[k] if k in names else names[str(k)] for k in ids], source, limits)
     if isinstance(names, list) and names:
-        return [clean_name(n) for n in names]
+        return checked_class_names(names, source, limits)
     raise BatchFormatError(f"{source} has no class 'names' list or mapping")
 
 
@@ -155,17 +232,14 @@ def _resolve_entry(root: Path, base: Path, entry: str) -> Path | None:
     return None
 
 
-def read_yolo(root: Path, files: _Files) -> BatchLayout:
+def read_yolo(root: Path, files: _Files, limits: ReadLimits) -> BatchLayout:
     data_yaml = next((root / n for n in ("data.yaml", "data.yml") if (root / n).is_file()), None)
     if data_yaml is None:
         raise BatchFormatError("no data.yaml at the batch root: not an ultralytics YOLO export")
-    try:
-        data = yaml.safe_load(data_yaml.read_text(encoding="utf-8-sig")) or {}
-    except yaml.YAMLError as error:
-        raise BatchFormatError(f"{data_yaml.name} is not valid YAML: {error}") from error
+    data = load_yaml(data_yaml, limits, root) or {}
     if not isinstance(data, dict):
         raise BatchFormatError(f"{data_yaml.name} is not a mapping")
-    names = _names_from_yaml(data, data_yaml.name)
+    names = _names_from_yaml(data, data_yaml.name, limits)
     declared = str(data.get("path") or "")
     base = root
     if declared:
@@ -181,7 +255,7 @@ def read_yolo(root: Path, files: _Files) -> BatchLayout:
             if (root / resolved).is_dir():
                 chosen = files.images(resolved)
             else:  # a .txt file listing images, relative to the dataset root or "./"-prefixed
-                lines = (root / resolved).read_text(encoding="utf-8-sig").splitlines()
+                lines = read_capped(root / resolved, limits.max_annotation_file_bytes, root).splitlines()
                 chosen = [p for p in (_resolve_entry(root, base, line.strip()) for line in lines if line.strip()) if p]
             for image in chosen:
                 split_of.setdefault(image, key)
@@ -191,8 +265,14 @@ def read_yolo(root: Path, files: _Files) -> BatchLayout:
     return BatchLayout("yolo", names, _pair_with_mirrored_labels(files, images, split_of))
 
 
-def read_cvat(root: Path, files: _Files) -> BatchLayout:
-    names = [clean_name(n) for n in (root / "obj.names").read_text(encoding="utf-8-sig").splitlines() if n.strip()]
+def _names_file(root: Path, name: str, limits: ReadLimits) -> list[str]:
+    """One class name per line (CVAT obj.names, Label Studio classes.txt); blank lines skipped."""
+    lines = [line for line in read_capped(root / name, limits.max_metadata_bytes, root).splitlines() if line.strip()]
+    return checked_class_names(lines, name, limits)
+
+
+def read_cvat(root: Path, files: _Files, limits: ReadLimits) -> BatchLayout:
+    names = _names_file(root, "obj.names", limits)
     if not names:
         raise BatchFormatError("obj.names lists no class")
     items = []
@@ -207,10 +287,12 @@ def read_cvat(root: Path, files: _Files) -> BatchLayout:
     return BatchLayout("cvat", names, items)
 
 
-def read_label_studio(root: Path, files: _Files) -> BatchLayout:
-    names = [clean_name(n) for n in (root / "classes.txt").read_text(encoding="utf-8-sig").splitlines() if n.strip()]
+def read_label_studio(root: Path, files: _Files, limits: ReadLimits) -> BatchLayout:
+    names = _names_file(root, "classes.txt", limits)
     if not names:
         raise BatchFormatError("classes.txt lists no class")
+    if (root / "notes.json").is_file():  # not used, but refused like any metadata when oversized
+        read_capped(root / "notes.json", limits.max_metadata_bytes, root)
     images = [p for p in files.images() if "images" in p.parts[:-1]]
     return BatchLayout("label_studio", names, _pair_with_mirrored_labels(files, images, {}))
 
@@ -230,25 +312,40 @@ def _looks_like_coco(path: Path) -> bool:
     return '"annotations"' in head or '"images"' in head or '"categories"' in head
 
 
-def read_coco(root: Path, files: _Files) -> BatchLayout:
+def read_coco(root: Path, files: _Files, limits: ReadLimits) -> BatchLayout:
     json_files = [p for p in _coco_files(root, files) if _looks_like_coco(root / p)]
     if not json_files:
         raise BatchFormatError("no COCO annotation JSON (images / annotations / categories)")
-    image_by_name: dict[str, Path] = {}
-    for image_path in files.images():
-        image_by_name.setdefault(image_path.name, image_path)
     documents = []
     for json_file in json_files:
         try:
-            documents.append((json_file, json.loads((root / json_file).read_text(encoding="utf-8-sig"))))
+            document = json.loads(read_capped(root / json_file, limits.max_annotation_file_bytes, root))
         except json.JSONDecodeError as error:
             raise BatchFormatError(f"{json_file} is not valid JSON: {error}") from error
+        if not isinstance(document, dict):
+            raise BatchFormatError(f"{json_file} is not a COCO document (a JSON object)")
+        documents.append((json_file, document))
+    try:
+        return _coco_layout(root, files, documents, limits)
+    except BatchFormatError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, ZeroDivisionError) as error:  # a field of the wrong shape
+        raise BatchFormatError(f"malformed COCO JSON ({type(error).__name__}: {str(error)[:200]})") from error
+
+
+def _coco_layout(root: Path, files: _Files, documents: list[tuple[Path, dict[str, Any]]], limits: ReadLimits) -> BatchLayout:
+    image_by_name: dict[str, Path] = {}
+    for image_path in files.images():
+        image_by_name.setdefault(image_path.name, image_path)
     # Category ids may be sparse and differ between files: classes are reconciled by name.
     names: list[str] = []
-    for _, document in documents:
-        for category in sorted(document.get("categories", []), key=lambda c: c["id"]):
-            if clean_name(category["name"]) not in names:
-                names.append(clean_name(category["name"]))
+    for json_file, document in documents:
+        categories = sorted(document.get("categories", []), key=lambda c: c["id"])
+        for name in checked_class_names([c["name"] for c in categories], json_file.name, limits, unique=False):
+            if name not in names:
+                names.append(name)
+    if len(names) > limits.max_classes:
+        raise BatchFormatError(f"the COCO files name {len(names):,} classes, more than max_classes={limits.max_classes:,}")
     items, quarantine, crowd = [], [], 0
     for json_file, document in documents:
         class_of = {c["id"]: names.index(clean_name(c["name"])) for c in document.get("categories", [])}
@@ -286,10 +383,11 @@ def read_coco(root: Path, files: _Files) -> BatchLayout:
 READERS = {"yolo": read_yolo, "cvat": read_cvat, "label_studio": read_label_studio, "coco": read_coco}
 
 
-def detect_format(root: Path, files: _Files) -> str:
+def detect_format(root: Path, files: _Files, limits: ReadLimits) -> str:
     forced = root / FORMAT_FILE
     if forced.is_file():
-        chosen = (yaml.safe_load(forced.read_text()) or {}).get("format")
+        loaded = load_yaml(forced, limits, root)
+        chosen = loaded.get("format") if isinstance(loaded, dict) else None
         if chosen not in READERS:
             raise BatchFormatError(f"{FORMAT_FILE} names format {chosen!r}; supported: {', '.join(FORMATS)}")
         return chosen
@@ -307,9 +405,10 @@ def detect_format(root: Path, files: _Files) -> str:
     )
 
 
-def read_batch(root: Path) -> BatchLayout:
+def read_batch(root: Path, limits: ReadLimits | None = None) -> BatchLayout:
+    limits = limits or ReadLimits()
     files = _Files.scan(root)
-    layout = READERS[detect_format(root, files)](root, files)
+    layout = READERS[detect_format(root, files, limits)](root, files, limits)
     layout.quarantine = files.quarantine() + layout.quarantine
     layout.notes["format_counts"] = dict(Counter(item.split_hint or "unsplit" for item in layout.items if item.image))
     return layout

@@ -113,6 +113,17 @@ def parse_label(text: str, num_classes: int, tolerance: float) -> tuple[list[lis
     return boxes, None, "", fixes
 
 
+def label_problem(data: bytes, max_bytes: int, max_boxes: int) -> str:
+    """Why a label is too large to parse ("" when it is not): over the byte cap, or more box lines than
+    `max_boxes` (counted without parsing)."""
+    if len(data) > max_bytes:
+        return f"label larger than {max_bytes:,} bytes (max_label_bytes)"
+    lines = sum(1 for line in data.splitlines() if line.strip())
+    if lines > max_boxes:
+        return f"{lines:,} box lines, more than max_label_boxes={max_boxes:,}"
+    return ""
+
+
 def inspect_item(
     root: str,
     image: str | None,
@@ -123,13 +134,19 @@ def inspect_item(
     tolerance: float,
     missing_label: str,
     blob_root: str,
+    max_label_bytes: int = 1024**2,
+    max_label_boxes: int = 10_000,
 ) -> dict[str, Any]:
     """Validate one item; accepted image and label bytes are copied into the content-addressed blob store."""
     result: dict[str, Any] = {"image": image, "label": label, "reason": None, "detail": "", "fixes": {}}
     if label is not None:
-        label_bytes = (Path(root) / label).read_bytes()
+        with open(Path(root) / label, "rb") as handle:
+            label_bytes = handle.read(max_label_bytes + 1)  # never more than the cap in memory
     else:
         label_bytes = (label_text or "").encode()
+    too_large = label_problem(label_bytes, max_label_bytes, max_label_boxes)
+    if too_large:
+        return {**result, "reason": QuarantineReason.LABEL_TOO_LARGE, "detail": too_large}
     if label is not None or label_text is not None:
         result["label_sha"] = sha256_bytes(label_bytes)
     if image is None:

@@ -19,6 +19,7 @@ class QuarantineReason(StrEnum):
     # The label
     LABEL_MISSING = "label_missing"
     LABEL_NOT_TEXT = "label_not_text"
+    LABEL_TOO_LARGE = "label_too_large"
     LABEL_MALFORMED = "label_malformed"
     LABEL_NOT_FINITE = "label_not_finite"
     CLASS_UNKNOWN = "class_unknown"

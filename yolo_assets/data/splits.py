@@ -1,7 +1,10 @@
 """The train/val split: a pure function of each image's content hash, so an image never changes split
-as the data grows; near-duplicates (perceptual hashes a few bits apart) follow the smallest hash of
-their group, so augmented copies never straddle train and val."""
+as the data grows; near-duplicates (perceptual hashes a few bits apart) share one split, so augmented
+copies never straddle train and val. A group takes the split its earliest member already has in the
+previous dataset version (an anchor), and only a group new as a whole follows its smallest hash: a
+newly landed near-duplicate whose hash sorts first joins its group's split instead of moving it."""
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -54,10 +57,21 @@ def near_duplicate_pairs(records: dict[str, dict[str, Any]], max_distance: int) 
 
 
 def assign_splits(
-    items: dict[str, dict[str, Any]], pairs: list[tuple[str, str, int]], val_fraction: float, honour_export_split: bool
+    items: dict[str, dict[str, Any]],
+    pairs: list[tuple[str, str, int]],
+    val_fraction: float,
+    honour_export_split: bool,
+    anchors: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """Our split: a pure function of the content hash, and near-duplicates follow the smallest hash
-    of their group so augmented copies never straddle train and val. Or the export's own split."""
+    """Our split, or the export's own split.
+
+    Ours: a pure function of the content hash; near-duplicate groups share one split. `anchors` are
+    the splits images had in the previous dataset version (same val_fraction): an image that had one
+    keeps it, and the rest of its group follows the anchored member that comes first in `items`
+    (landing order), so no image ever moves. A group without anchors follows its smallest hash.
+    Only a new image bridging two old groups of different splits leaves a pair across splits (the
+    near_duplicates check warns), because moving an old image would leak it into evaluation.
+    """
     if honour_export_split:
         return {sha: item.get("split_hint") or split_of(sha, val_fraction) for sha, item in items.items()}
     parent = {sha: sha for sha in items}
@@ -72,4 +86,9 @@ def assign_splits(
         if a in parent and b in parent:
             low, high = sorted((find(a), find(b)))
             parent[high] = low
-    return {sha: split_of(find(sha), val_fraction) for sha in items}
+    anchors = anchors or {}
+    group_split: dict[str, str] = {}
+    for sha in items:  # landing order: the first anchored member of a group decides
+        if sha in anchors:
+            group_split.setdefault(find(sha), anchors[sha])
+    return {sha: anchors.get(sha) or group_split.get(find(sha)) or split_of(find(sha), val_fraction) for sha in items}

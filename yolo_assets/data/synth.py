@@ -1,7 +1,9 @@
 """Synthetic factory-inspection batches: defects on product surfaces, in ultralytics YOLO format.
 
 Deterministic by seed: image i of seed s is the same whatever N is. Boxes are computed from the
-drawn geometry, so the labels are exact and the set is learnable by a small detector.
+drawn geometry, so the labels are exact and the set is learnable by a small detector. A frame size
+(camera-size frames, e.g. 1920x1080) replaces the default 320-448 x 256-352 pictures; strokes and blur
+grow with it, so a defect stays visible once the frame is shrunk to the training size.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import yaml
 from PIL import Image, ImageDraw, ImageFilter
 
 from resources.landing_zone import SUCCESS_MARKER
+from yolo_assets.core.parallel import parallel_starmap
 
 DEFECT_KINDS = ("scratch", "spot", "crack", "dent")
 DEFAULT_CLASSES = ("scratch", "spot", "crack")
@@ -23,6 +26,25 @@ SURFACES = ("brushed_metal", "plastic", "painted", "cast")
 BACKGROUND_SHARE = 0.12
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
+FrameSize = tuple[int, int]  # width, height
+# The default pictures' short side is at most this: strokes and blur are drawn at scale 1 up to it.
+DEFAULT_SHORT_SIDE = 352
+
+
+def _scale(image: Image.Image) -> float:
+    """Stroke and blur scale: 1 for the default sizes, proportional to the short side above them."""
+    return max(1.0, min(image.size) / DEFAULT_SHORT_SIDE)
+
+
+def parse_frame_size(text: str) -> FrameSize:
+    """`1920x1080` -> (1920, 1080)."""
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"frame size must be WIDTHxHEIGHT (e.g. 1920x1080), not {text!r}") from None
+    if not (32 <= width <= 8192 and 32 <= height <= 8192):
+        raise ValueError(f"frame size {text!r} outside 32..8192 pixels a side")
+    return width, height
 
 
 def _surface(rng: np.random.Generator, width: int, height: int) -> Image.Image:
@@ -63,7 +85,7 @@ def _draw_scratch(rng: np.random.Generator, image: Image.Image, draw: ImageDraw.
     x0, y0 = rng.uniform(0.15 * width, 0.85 * width), rng.uniform(0.15 * height, 0.85 * height)
     points = [(x0 + t * length * math.cos(angle) + rng.normal(0, 1.0), y0 + t * length * math.sin(angle))
               for t in np.linspace(0, 1, 8)]
-    stroke = int(rng.integers(3, 6))
+    stroke = round(int(rng.integers(3, 6)) * _scale(image))
     draw.line(points, fill=_contrast_color(rng, image, x0, y0), width=stroke)
     return _polyline_box(points, stroke / 2 + 1)
 
@@ -89,7 +111,7 @@ def _draw_crack(rng: np.random.Generator, image: Image.Image, draw: ImageDraw.Im
         points.append((x, y))
     branch_at = points[len(points) // 2]
     branch = [branch_at, (branch_at[0] + 2 * step * math.cos(heading + 1.4), branch_at[1] + 2 * step * math.sin(heading + 1.4))]
-    stroke = int(rng.integers(3, 6))
+    stroke = round(int(rng.integers(3, 6)) * _scale(image))
     for line in (points, branch):
         draw.line(line, fill=(20, 18, 16), width=stroke, joint="curve")
     return _polyline_box(points + branch, stroke / 2 + 1)
@@ -99,7 +121,7 @@ def _draw_dent(rng: np.random.Generator, image: Image.Image, draw: ImageDraw.Ima
     width, height = image.size
     r = rng.uniform(0.05, 0.09) * min(width, height)
     cx, cy = rng.uniform(0.15 * width, 0.85 * width), rng.uniform(0.15 * height, 0.85 * height)
-    draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=(35, 35, 35), width=3)
+    draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=(35, 35, 35), width=round(3 * _scale(image)))
     draw.ellipse((cx - r / 2, cy - r / 2, cx + r / 3, cy + r / 3), fill=(235, 235, 235))
     return cx - r - 1, cy - r - 1, cx + r + 1, cy + r + 1
 
@@ -112,10 +134,14 @@ DRAWERS: dict[str, Callable[[np.random.Generator, Image.Image, ImageDraw.ImageDr
 }
 
 
-def render_image(seed: int, index: int, classes: Sequence[str]) -> tuple[Image.Image, list[tuple[int, Box]]]:
-    """One synthetic image and its (class id, pixel box) list."""
+def render_image(
+    seed: int, index: int, classes: Sequence[str], frame_size: FrameSize | None = None
+) -> tuple[Image.Image, list[tuple[int, Box]]]:
+    """One synthetic image and its (class id, pixel box) list; `frame_size` fixes its size."""
     rng = np.random.default_rng([seed, index])
-    width, height = int(rng.integers(320, 449)), int(rng.integers(256, 353))
+    width, height = int(rng.integers(320, 449)), int(rng.integers(256, 353))  # drawn always: same stream after
+    if frame_size is not None:
+        width, height = frame_size
     image = _surface(rng, width, height)
     draw = ImageDraw.Draw(image)
     count = 0 if rng.random() < BACKGROUND_SHARE else int(rng.integers(1, 4))
@@ -123,7 +149,7 @@ def render_image(seed: int, index: int, classes: Sequence[str]) -> tuple[Image.I
     for _ in range(count):
         class_id = int(rng.integers(len(classes)))
         boxes.append((class_id, DRAWERS[classes[class_id]](rng, image, draw)))
-    image = image.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.3, 0.7))))
+    image = image.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.3, 0.7)) * _scale(image)))
     noisy = np.asarray(image, dtype=np.float32) + rng.normal(0, rng.uniform(2, 5), size=(height, width, 1))
     return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)), boxes
 
@@ -138,20 +164,27 @@ def yolo_label_lines(boxes: Sequence[tuple[int, Box]], width: int, height: int) 
     return lines
 
 
-def write_batch(out: Path, images: int, seed: int, classes: Sequence[str] = DEFAULT_CLASSES) -> Path:
-    """Write a YOLO-format batch to `out` (images/, labels/, data.yaml), `_SUCCESS` last."""
+def _write_item(out: Path, seed: int, index: int, classes: Sequence[str], frame_size: FrameSize | None) -> None:
+    """Worker: one image and its label file."""
+    image, boxes = render_image(seed, index, classes, frame_size)
+    stem = f"s{seed}_{index:05d}"
+    image.save(out / "images" / f"{stem}.jpg", quality=90)
+    lines = yolo_label_lines(boxes, *image.size)
+    (out / "labels" / f"{stem}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
+
+
+def write_batch(
+    out: Path, images: int, seed: int, classes: Sequence[str] = DEFAULT_CLASSES, frame_size: FrameSize | None = None
+) -> Path:
+    """Write a YOLO-format batch to `out` (images/, labels/, data.yaml), `_SUCCESS` last; the images
+    are rendered on all usable CPUs (a camera-size frame takes a few tenths of a second)."""
     unknown = [c for c in classes if c not in DRAWERS]
     if unknown or not classes:
         raise ValueError(f"unknown defect classes {unknown}; choose from {', '.join(DEFECT_KINDS)}")
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "labels").mkdir(parents=True, exist_ok=True)
-    for index in range(images):
-        image, boxes = render_image(seed, index, classes)
-        stem = f"s{seed}_{index:05d}"
-        image.save(out / "images" / f"{stem}.jpg", quality=90)
-        lines = yolo_label_lines(boxes, *image.size)
-        (out / "labels" / f"{stem}.txt").write_text("\n".join(lines) + ("\n" if lines else ""))
+    parallel_starmap(_write_item, [(out, seed, index, tuple(classes), frame_size) for index in range(images)])
     (out / "data.yaml").write_text(yaml.safe_dump({"names": list(classes), "nc": len(classes)}, sort_keys=False))
     (out / SUCCESS_MARKER).write_text("")
     return out

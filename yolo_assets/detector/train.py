@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from yolo_assets.core.parallel import usable_cpus
 from yolo_assets.detector.checkpoint import canonicalize_checkpoint, keep_checkpoint
 from yolo_assets.detector.setup import resolve_device
 
@@ -48,9 +49,11 @@ def train_detector(
 
     With `checkpoint`, last.pt is copied there (atomically) after every epoch, then `on_checkpoint`
     is called (to upload it); when that file already exists the training resumes from it instead
-    of starting over.
+    of starting over. `workers` -1 = one dataloader worker per CPU this process may use.
     """
     from ultralytics import YOLO
+
+    workers = workers if workers >= 0 else usable_cpus()
 
     resume = checkpoint is not None and checkpoint.exists()
     detector = YOLO(str(checkpoint) if resume else model)

@@ -9,7 +9,7 @@ from typing import Any
 import dagster as dg
 
 from yolo_assets.assets.ingest import latest_batch_versions
-from yolo_assets.assets.keys import LABELED_BATCH, TRAINED_WEIGHTS
+from yolo_assets.assets.keys import LABELED_BATCH, PROCESSED_IMAGES, TRAINED_WEIGHTS
 from yolo_assets.assets.materializations import (
     code_version_of,
     data_version_of,
@@ -176,8 +176,10 @@ def run_lineage(instance: dg.DagsterInstance, run_id: str, asset_graph: Any | No
             entry["inputs"] = input_data_versions(tags_of(done))
         else:
             entry["code_version"] = node_code
+        # Not built, or built and then blocked by one of its checks: what changed since it last was built.
+        if done is None or any(check["check"].startswith(f"{asset}:") for check in failed_checks):
             entry["since_last_success"] = diff_since_last_success(
-                instance, asset, run, record.start_time if record else None, record.end_time if record else None, node_code
+                instance, asset, run, record.start_time if record else None, record.end_time if record else None, entry["code_version"]
             )
         assets.append(entry)
     return {
@@ -207,13 +209,15 @@ def summary_lines(lineage: dict[str, Any]) -> list[str]:
         if asset["materialized"]:
             inputs = ", ".join(f"{k}={v[:12]}" for k, v in asset["inputs"].items())
             lines.append(f"materialised {asset['asset']} {asset['data_version'][:12]} (code {asset['code_version']}{'; inputs ' + inputs if inputs else ''})")
+        if "since_last_success" not in asset:
             continue
         diff = asset["since_last_success"]
+        state = "blocked by its checks" if asset["materialized"] else "not materialised"
         if not diff["last_success"]:
-            lines.append(f"not materialised {asset['asset']}: {diff['note']}")
+            lines.append(f"{state} {asset['asset']}: {diff['note']}")
             continue
         last = diff["last_success"]
-        lines.append(f"not materialised {asset['asset']}; last success {last['data_version'][:12]} in run {last['run_id'][:8]} at {last['time']}; since then:")
+        lines.append(f"{state} {asset['asset']}; previous version {last['data_version'][:12]} in run {last['run_id'][:8]} at {last['time']}; since then:")
         for parent, change in diff["inputs_changed"].items():
             if "changed_partitions" in change:
                 lines.append(f"    input {parent}: partitions {', '.join(change['changed_partitions'])} changed or new")
@@ -250,6 +254,18 @@ def asset_lineage(instance: dg.DagsterInstance, asset: str) -> dict[str, Any]:
     }
 
 
+# How far back to look for the dataset version a model was trained on (one record per dataset build).
+DATASET_LOOKBACK = 500
+
+
+def dataset_materialization(instance: dg.DagsterInstance, version: str | None) -> dg.AssetMaterialization | None:
+    """The processed_images materialisation that produced `version` (the latest one, if rebuilt)."""
+    if not version:
+        return None
+    records = instance.fetch_materializations(PROCESSED_IMAGES, limit=DATASET_LOOKBACK).records
+    return next((r.asset_materialization for r in records if data_version_of(r.asset_materialization) == version), None)
+
+
 def model_lineage(instance: dg.DagsterInstance, mlflow: Any, reference: str) -> dict[str, Any]:
     """NAME/VERSION or NAME@alias -> the Dagster runs, training config, dataset version and batches."""
     client = mlflow.client()
@@ -278,6 +294,7 @@ def model_lineage(instance: dg.DagsterInstance, mlflow: Any, reference: str) -> 
             "num_quarantined": metadata_value(match.asset_materialization, "num_quarantined") if match else None,
             "ingest_run_id": match.run_id if match else None,
         })
+    dataset = dataset_materialization(instance, tags.get("dataset_version"))
     return {
         "model": version.name,
         "version": int(version.version),
@@ -293,4 +310,7 @@ def model_lineage(instance: dg.DagsterInstance, mlflow: Any, reference: str) -> 
         "promotion_reasons": tags.get("promotion_reasons"),
         "code_versions": json.loads(tags.get("code_versions", "{}")),
         "batches": batch_details,
+        # What the dataset left out: batches a person retracted (reason, time) and batches refused.
+        "retracted_batches": metadata_value(dataset, "retracted_batches", []),
+        "excluded_batches": metadata_value(dataset, "excluded_batches", {}),
     }

@@ -61,14 +61,15 @@ def _context(args: argparse.Namespace, create: bool = False) -> "tuple[Path, dg.
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from yolo_assets.data.synth import write_batch
+    from yolo_assets.data.synth import DEFAULT_CLASSES, parse_frame_size, write_batch
 
-    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else DEFAULT_CLASSES
     try:
-        out = write_batch(Path(args.out), args.images, args.seed, *(classes and [classes] or []))
+        frame_size = parse_frame_size(args.frame_size) if args.frame_size else None
+        out = write_batch(Path(args.out), args.images, args.seed, classes, frame_size=frame_size)
     except ValueError as error:
         raise UserError(str(error)) from error
-    print(f"wrote {args.images} images to {out}")
+    print(f"wrote {args.images} images{f' of {args.frame_size}' if frame_size else ''} to {out}")
     return 0
 
 
@@ -235,6 +236,27 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retract(args: argparse.Namespace) -> int:
+    """`retract BATCH --reason TEXT` / `unretract BATCH`: one batch_retractions run, then (unless
+    --no-rebuild) the processed_images version that leaves the batch out or takes it back."""
+    from yolo_assets.assets.ingest import BATCH_PARTITIONS
+    from yolo_assets.assets.keys import BATCH_RETRACTIONS, PROCESSED_IMAGES
+    from yolo_assets.ops.runs import execute, print_outcomes
+
+    _, defs, instance = _context(args)
+    unretract = args.command == "unretract"
+    if args.batch not in instance.get_dynamic_partitions(BATCH_PARTITIONS):
+        raise UserError(f"unknown batch {args.batch} (not a labeled_batch partition)")
+    if not unretract and not args.reason.strip():
+        raise UserError("a retraction needs a reason: --reason TEXT")
+    config = {"batch": args.batch, "unretract": True} if unretract else {"batch": args.batch, "reason": args.reason}
+    run_config = {"ops": {BATCH_RETRACTIONS.to_user_string(): {"config": config}}}
+    outcomes = [execute(defs, instance, [BATCH_RETRACTIONS], run_config=run_config, description=f"{args.command} {args.batch}")]
+    if outcomes[0].success and not args.no_rebuild:
+        outcomes.append(execute(defs, instance, [PROCESSED_IMAGES], description=PROCESSED_IMAGES.to_user_string()))
+    return 0 if print_outcomes(outcomes) else 1
+
+
 def cmd_recover(args: argparse.Namespace) -> int:
     from yolo_assets.ops.runs import recover_dead_runs
 
@@ -292,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--images", type=int, default=100)
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--classes", help="comma-separated defect classes (scratch,spot,crack,dent)")
+    synth.add_argument("--frame-size", help="WIDTHxHEIGHT of every image, e.g. 1920x1080 for camera-size frames "
+                       "(default: 320-448 x 256-352 pictures)")
     synth.set_defaults(func=cmd_synth)
 
     sub.add_parser("init", help="create the home folder").set_defaults(func=cmd_init)
@@ -333,6 +357,15 @@ def build_parser() -> argparse.ArgumentParser:
     lineage.add_argument("--asset", help="an asset key: its latest materialisation")
     lineage.add_argument("--json", action="store_true")
     lineage.set_defaults(func=cmd_lineage)
+
+    retract = sub.add_parser("retract", help="take a batch out of every later dataset version, with a reason")
+    retract.add_argument("batch", help="the batch (a labeled_batch partition)")
+    retract.add_argument("--reason", required=True, help="why (shown in processed_images and model lineage)")
+    unretract = sub.add_parser("unretract", help="put a retracted batch back into the next dataset version")
+    unretract.add_argument("batch", help="the retracted batch")
+    for parser_ in (retract, unretract):
+        parser_.add_argument("--no-rebuild", action="store_true", help="record only; the next processed_images build applies it")
+        parser_.set_defaults(func=cmd_retract)
 
     sub.add_parser("recover", help="mark runs whose process died as failed and free their pool slots").set_defaults(func=cmd_recover)
 

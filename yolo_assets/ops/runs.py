@@ -177,19 +177,21 @@ def run_key_used(instance: dg.DagsterInstance, sensor_name: str, run_key: str) -
     return any(run.tags.get(SENSOR_NAME_TAG) == sensor_name for run in runs)
 
 
-AUTOMATION_SENSOR = "model_automation_sensor"
 # Each round can only request assets whose upstream changed in the round before; the chain is short.
 MAX_AUTOMATION_ROUNDS = 4
 
 
-def evaluate_automation(defs: dg.Definitions, instance: dg.DagsterInstance, home: Path) -> list[dg.AssetKey]:
-    """One evaluation of every AutomationCondition (what the automation sensor does), cursor kept in the home."""
-    cursor_file = _cursor_file(home, AUTOMATION_SENSOR)
+def evaluate_automation(
+    defs: dg.Definitions, instance: dg.DagsterInstance, home: Path, sensor: dg.AutomationConditionSensorDefinition
+) -> list[dg.AssetKey]:
+    """One evaluation of the AutomationConditions of `sensor`'s assets (what that sensor does under the
+    daemon), its cursor kept in the home."""
+    cursor_file = _cursor_file(home, sensor.name)
     # The cursor class is not exported by Dagster; `result.cursor` is what it wrote last time.
     cursor: Any = dg.deserialize_value(cursor_file.read_text()) if cursor_file.exists() else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.BetaWarning)  # raised inside Dagster's own evaluator
-        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=sensor.asset_selection, cursor=cursor)
     cursor_file.parent.mkdir(parents=True, exist_ok=True)
     cursor_file.write_text(dg.serialize_value(result.cursor))
     return sorted(key for key in defs.resolve_asset_graph().get_all_asset_keys() if result.get_num_requested(key))
@@ -254,19 +256,24 @@ def _tick(
                     partition_key=request.partition_key,
                     tags=tags,
                     run_config=run_config,
-                    description=f"{sensor.name} partition={request.partition_key}",
+                    description=sensor.name + (f" partition={request.partition_key}" if request.partition_key else ""),
                 )
             )
         cursor_file.parent.mkdir(parents=True, exist_ok=True)
         cursor_file.write_text(json.dumps({"cursor": data.cursor}))
+    automation_sensors = [sensor for sensor in defs.sensors or [] if isinstance(sensor, dg.AutomationConditionSensorDefinition)]
     for _ in range(MAX_AUTOMATION_ROUNDS if automation else 0):
-        ensure_no_live_daemon(instance)
-        requested = evaluate_automation(defs, instance, home)
-        if not requested:
+        round_outcomes = []
+        for sensor in automation_sensors:
+            ensure_no_live_daemon(instance)
+            requested = evaluate_automation(defs, instance, home, sensor)
+            if requested:
+                names = ", ".join(key.to_user_string() for key in requested)
+                round_outcomes.append(
+                    execute(defs, instance, requested, tags={SENSOR_NAME_TAG: sensor.name}, run_config=run_config,
+                            description=f"{sensor.name}: {names}")
+                )
+        if not round_outcomes:
             break
-        names = ", ".join(key.to_user_string() for key in requested)
-        outcomes.append(
-            execute(defs, instance, requested, tags={SENSOR_NAME_TAG: AUTOMATION_SENSOR}, run_config=run_config,
-                    description=f"{AUTOMATION_SENSOR}: {names}")
-        )
+        outcomes.extend(round_outcomes)
     return outcomes

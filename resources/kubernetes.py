@@ -1,0 +1,182 @@
+"""Kubernetes: which executor runs a run's steps, and what each step's pod asks the cluster for.
+
+`YOLO_ASSETS_EXECUTOR=k8s` (the cluster's ConfigMap sets it) runs every step in a pod of its own
+(dagster-k8s `k8s_job_executor`); unset or `local`, Dagster's default executor runs the steps as
+processes of the run, as on a laptop.
+
+Each asset's `dagster-k8s/config` op tag is built from ONE settings object, `StepResources`, read
+from the environment (`YOLO_ASSETS_K8S_*`) when the code location loads: a tag must exist when the job
+is built, and the executor reads it from the op in the run pod, which loads the same code with the same
+ConfigMap. Nothing here needs a Dagster run or a cluster.
+"""
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import dagster as dg
+from dagster_k8s import k8s_job_executor
+from dagster_k8s.job import USER_DEFINED_K8S_CONFIG_KEY
+from kubernetes.utils import parse_quantity
+
+EXECUTOR_VARIABLE = "YOLO_ASSETS_EXECUTOR"
+PREFIX = "YOLO_ASSETS_K8S_"
+NODE_SELECTOR_VARIABLE = f"{PREFIX}GPU_NODE_SELECTOR"
+TOLERATIONS_VARIABLE = f"{PREFIX}GPU_TOLERATIONS"
+GPU_RESOURCE = "nvidia.com/gpu"
+SHM_VOLUME = "dshm"
+TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+
+
+@dataclass(frozen=True)
+class PodSize:
+    """What one step's pod asks for. CPU and memory are both request and limit (Guaranteed QoS: a
+    training pod is the last one evicted; the CPU limit is what the process pools size themselves by)."""
+
+    cpu: str
+    memory: str
+    gpus: int = 0
+    shm: str | None = None
+    """Size of a memory-backed /dev/shm; PyTorch dataloader workers pass batches through it and die
+    with a bus error on the runtime's 64 MiB default. It counts against `memory`."""
+
+
+# The defaults a deployment starts from; every field is overridden by YOLO_ASSETS_K8S_<STEP>_<FIELD>.
+# DEFAULT sizes every step without a size of its own (asset checks, assets added later), through the
+# executor's step config: no step pod runs without requests.
+DEFAULT_STEP = "default"
+DEFAULT_SIZES: Mapping[str, PodSize] = {
+    DEFAULT_STEP: PodSize(cpu="1", memory="2Gi"),
+    "labeled_batch": PodSize(cpu="2", memory="4Gi"),  # image decoding: one pool worker per CPU of the limit
+    "processed_images": PodSize(cpu="4", memory="8Gi"),
+    "trained_weights": PodSize(cpu="8", memory="32Gi", gpus=1, shm="8Gi"),
+    "evaluation_report": PodSize(cpu="4", memory="16Gi", shm="4Gi"),  # YOLO_ASSETS_K8S_EVALUATION_REPORT_GPUS=1 for a GPU
+    "registered_model": PodSize(cpu="1", memory="2Gi"),
+}
+DEFAULT_NODE_SELECTOR = "nvidia.com/gpu.present=true"  # the label NVIDIA's GPU feature discovery puts on GPU nodes
+DEFAULT_TOLERATIONS = f"{GPU_RESOURCE}:NoSchedule"  # GPU pools are commonly tainted so CPU work stays off them
+
+
+def parse_node_selector(text: str) -> dict[str, str]:
+    """`key=value,key2=value2` (empty: no selector)."""
+    selector = {}
+    for pair in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{NODE_SELECTOR_VARIABLE}: {pair!r} is not key=value")
+        selector[key.strip()] = value.strip()
+    return selector
+
+
+def parse_tolerations(text: str) -> list[dict[str, str]]:
+    """Taints in kubectl's syntax, comma-separated: `key=value:Effect` tolerates that value,
+    `key:Effect` any value of the key (empty: no toleration)."""
+    tolerations = []
+    for taint in filter(None, (t.strip() for t in text.split(","))):
+        key_value, _, effect = taint.rpartition(":")
+        key, sep, value = key_value.partition("=")
+        if not key or effect not in TAINT_EFFECTS:
+            raise ValueError(f"{TOLERATIONS_VARIABLE}: {taint!r} is not key[=value]:{'|'.join(TAINT_EFFECTS)}")
+        toleration = {"key": key, "operator": "Equal", "value": value} if sep else {"key": key, "operator": "Exists"}
+        tolerations.append({**toleration, "effect": effect})
+    return tolerations
+
+
+def _quantity(variable: str, value: str) -> str:
+    """`value` if Kubernetes can parse it as a positive quantity: a typo fails when the code location
+    loads, naming the variable, not when a pod is refused mid-run."""
+    try:
+        if parse_quantity(value) <= 0:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"{variable}={value!r} is not a positive Kubernetes quantity (e.g. 500m, 4, 8Gi)") from None
+    return value
+
+
+def _count(variable: str, value: str) -> int:
+    if not value.strip().isdigit():
+        raise ValueError(f"{variable}={value!r} is not a whole number of GPUs (0 or more)")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class StepResources:
+    """Every step's pod size and where GPU steps may run: the one source of the op tags."""
+
+    sizes: Mapping[str, PodSize]
+    gpu_node_selector: Mapping[str, str]
+    gpu_tolerations: tuple[Mapping[str, str], ...]
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> "StepResources":
+        env = os.environ if environ is None else environ
+        sizes = {}
+        for step, default in DEFAULT_SIZES.items():
+            name = f"{PREFIX}{step.upper()}_"
+            shm = env.get(f"{name}SHM", default.shm)
+            size = replace(
+                default,
+                cpu=_quantity(f"{name}CPU", env.get(f"{name}CPU", default.cpu)),
+                memory=_quantity(f"{name}MEMORY", env.get(f"{name}MEMORY", default.memory)),
+                gpus=_count(f"{name}GPUS", env.get(f"{name}GPUS", str(default.gpus))),
+                shm=_quantity(f"{name}SHM", shm) if shm else None,
+            )
+            if size.shm and parse_quantity(size.shm) >= parse_quantity(size.memory):
+                raise ValueError(f"{name}SHM ({size.shm}) must be below {name}MEMORY ({size.memory}): /dev/shm counts against it")
+            sizes[step] = size
+        return cls(
+            sizes=sizes,
+            gpu_node_selector=parse_node_selector(env.get(NODE_SELECTOR_VARIABLE, DEFAULT_NODE_SELECTOR)),
+            gpu_tolerations=tuple(parse_tolerations(env.get(TOLERATIONS_VARIABLE, DEFAULT_TOLERATIONS))),
+        )
+
+    def k8s_config(self, step: str) -> dict[str, Any]:
+        """The `dagster-k8s/config` of `step` (UserDefinedDagsterK8sConfig keys, snake_case)."""
+        size = self.sizes[step]
+        limits = {"cpu": size.cpu, "memory": size.memory}
+        if size.gpus:
+            limits[GPU_RESOURCE] = str(size.gpus)  # extended resources: the request defaults to the limit
+        container: dict[str, Any] = {"resources": {"requests": {"cpu": size.cpu, "memory": size.memory}, "limits": limits}}
+        pod: dict[str, Any] = {}
+        if size.shm:
+            container["volume_mounts"] = [{"name": SHM_VOLUME, "mount_path": "/dev/shm"}]
+            pod["volumes"] = [{"name": SHM_VOLUME, "empty_dir": {"medium": "Memory", "size_limit": size.shm}}]
+        if size.gpus and self.gpu_node_selector:
+            pod["node_selector"] = dict(self.gpu_node_selector)
+        if size.gpus and self.gpu_tolerations:
+            pod["tolerations"] = [dict(t) for t in self.gpu_tolerations]
+        return {"container_config": container, **({"pod_spec_config": pod} if pod else {})}
+
+    def op_tags(self, step: str) -> dict[str, str]:
+        return {USER_DEFINED_K8S_CONFIG_KEY: json.dumps(self.k8s_config(step), sort_keys=True)}
+
+    def executor_config(self) -> dict[str, Any]:
+        """`k8s_job_executor`'s config. Its step config lies under every op tag (deep-merged): the
+        DEFAULT size, and no service account token, since step pods never call the Kubernetes API
+        (only the run pod launches and watches Jobs). Owner references tie a run's step Jobs to its
+        run pod: a run pod that dies takes its steps with it, and the retried run never races an
+        orphaned training."""
+        step_config = self.k8s_config(DEFAULT_STEP)
+        step_config["pod_spec_config"] = {**step_config.get("pod_spec_config", {}), "automount_service_account_token": False}
+        return {"step_k8s_config": step_config, "enable_owner_references": True}
+
+
+# Read once, when the code location loads (the assets' decorators call `step_op_tags`).
+STEP_RESOURCES = StepResources.from_environment()
+
+
+def step_op_tags(step: str) -> dict[str, str]:
+    """The op tags of `step`'s asset: its `dagster-k8s/config`, which only the k8s executor reads."""
+    return STEP_RESOURCES.op_tags(step)
+
+
+def executor_from_environment(environ: Mapping[str, str] | None = None) -> dg.ExecutorDefinition | None:
+    """`k8s_job_executor` when `YOLO_ASSETS_EXECUTOR=k8s`; None (Dagster's default executor) otherwise."""
+    choice = (os.environ if environ is None else environ).get(EXECUTOR_VARIABLE, "local")
+    if choice == "local":
+        return None
+    if choice != "k8s":
+        raise ValueError(f"{EXECUTOR_VARIABLE} must be local or k8s, not {choice!r}")
+    return k8s_job_executor.configured(STEP_RESOURCES.executor_config())

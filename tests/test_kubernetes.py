@@ -1,0 +1,557 @@
+"""Kubernetes, offline: no cluster, no mocks.
+
+For every step, the Job that `k8s_job_executor` would submit is built by dagster-k8s's own code, the way
+`K8sStepHandler` builds it: the run launcher and the code location's container context as the Helm chart
+renders them from deploy/values.yaml, then the executor config of our Definitions, then the op's real
+`dagster-k8s/config` tag, then `construct_dagster_k8s_job`. Each Job, and every manifest in deploy/, is
+validated strictly (unknown fields fail) against the OpenAPI schema of a pinned Kubernetes version
+(PyPI kubernetes-validate ships the schemas).
+"""
+
+import json
+import math
+import os
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import dagster_k8s.client
+import kubernetes.client
+import kubernetes_validate
+import pytest
+import yaml
+from dagster._core.code_pointer import ModuleCodePointer
+from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
+from dagster._core.storage.dagster_run import DagsterRun
+from dagster._grpc.types import ExecuteStepArgs
+from dagster_k8s import K8sRunLauncher
+from dagster_k8s.container_context import K8sContainerContext
+from dagster_k8s.job import (
+    OwnerReference,
+    UserDefinedDagsterK8sConfig,
+    construct_dagster_k8s_job,
+    get_k8s_job_name,
+    get_user_defined_k8s_config,
+)
+from kubernetes.utils import parse_quantity
+
+from resources.kubernetes import DEFAULT_SIZES, DEFAULT_STEP, EXECUTOR_VARIABLE, STEP_RESOURCES, StepResources
+from yolo_assets.core.parallel import usable_cpus
+from yolo_assets.definitions import STORAGE_VARIABLE, TRACKING_URI_VARIABLE, build_definitions
+
+# The Kubernetes minor the manifests must be valid for (the oldest we support; kubernetes-validate
+# 1.37.0 holds the schemas of 1.25-1.37, in a strict variant that refuses unknown fields).
+KUBERNETES_VERSION = "1.33"
+# The official Dagster chart (dagster/dagster), the same release as the pinned dagster.
+CHART_VERSION = "1.13.27"
+RELEASE = NAMESPACE = "yolo-assets"
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+VALUES = DEPLOY / "values.yaml"
+NOT_MANIFESTS = {VALUES, DEPLOY / "dagster.yaml"}  # Helm values and the instance config of the non-Helm path
+IMAGE = "registry.example.com/yolo-assets:0.1.0"
+RUN_ID = "5b8e3f42-9c1d-4e7a-8b6f-2d0c9a1e7f30"
+RUN_POD = ("dagster-run-5b8e3f42-9c1d-4e7a-8b6f-2d0c9a1e7f30", "0f8b6c1a-2d3e-4f50-9a8b-7c6d5e4f3a21")
+ASSET_JOB = "__ASSET_JOB"
+
+# The chart keys values.yaml relies on, from the chart's values schema (helm/dagster/schema/schema/charts/
+# dagster/values.py and subschema/, dagster_user_deployments/subschema/user_deployments.py) at CHART_VERSION.
+# `[]` is a list item; `.*` below a key: a free-form Kubernetes object (resources) or map.
+CHART_KEYS = {
+    "global.postgresqlSecretName", "global.serviceAccountName", "global.dagsterHome",
+    "serviceAccount.create", "serviceAccount.name", "rbacEnabled", "generatePostgresqlPasswordSecret",
+    "postgresql.enabled", "postgresql.postgresqlHost", "postgresql.postgresqlUsername", "postgresql.postgresqlDatabase",
+    "postgresql.postgresqlParams.*", "postgresql.service.port",
+    "dagster-user-deployments.enabled", "dagster-user-deployments.enableSubchart",
+    "dagster-user-deployments.deployments[].name", "dagster-user-deployments.deployments[].image.repository",
+    "dagster-user-deployments.deployments[].image.tag", "dagster-user-deployments.deployments[].image.pullPolicy",
+    "dagster-user-deployments.deployments[].dagsterApiGrpcArgs[]", "dagster-user-deployments.deployments[].codeServerArgs[]",
+    "dagster-user-deployments.deployments[].port", "dagster-user-deployments.deployments[].includeConfigInLaunchedRuns.enabled",
+    "dagster-user-deployments.deployments[].envConfigMaps[].name", "dagster-user-deployments.deployments[].envSecrets[].name",
+    "dagster-user-deployments.deployments[].resources.*",
+    "runLauncher.type", "runLauncher.config.k8sRunLauncher.imagePullPolicy", "runLauncher.config.k8sRunLauncher.jobNamespace",
+    "runLauncher.config.k8sRunLauncher.envConfigMaps[].name", "runLauncher.config.k8sRunLauncher.envSecrets[].name",
+    "runLauncher.config.k8sRunLauncher.failPodOnRunFailure", "runLauncher.config.k8sRunLauncher.runK8sConfig.*",
+    "dagsterDaemon.enabled", "dagsterDaemon.runCoordinator.enabled", "dagsterDaemon.runCoordinator.type",
+    "dagsterDaemon.runCoordinator.config.queuedRunCoordinator.maxConcurrentRuns",
+    "dagsterDaemon.runCoordinator.config.queuedRunCoordinator.tagConcurrencyLimits[].key",
+    "dagsterDaemon.runCoordinator.config.queuedRunCoordinator.tagConcurrencyLimits[].value",
+    "dagsterDaemon.runCoordinator.config.queuedRunCoordinator.tagConcurrencyLimits[].limit",
+    "dagsterDaemon.runMonitoring.enabled", "dagsterDaemon.runMonitoring.startTimeoutSeconds",
+    "dagsterDaemon.runMonitoring.pollIntervalSeconds", "dagsterDaemon.runMonitoring.maxResumeRunAttempts",
+    "dagsterDaemon.runRetries.enabled", "dagsterDaemon.runRetries.maxRetries", "dagsterDaemon.runRetries.retryOnAssetOrOpFailure",
+    "telemetry.enabled",
+}  # fmt: skip
+
+# What the issue allows the Role (jobs and pods create/get/list/watch/delete, pods/log get), plus the two
+# read-only rules dagster-k8s's own calls need (test_the_role_covers_every_call_dagster_k8s_makes).
+ALLOWED_RULES = {
+    ("batch", "jobs"): {"create", "get", "list", "watch", "delete"},
+    ("", "pods"): {"create", "get", "list", "watch", "delete"},
+    ("", "pods/log"): {"get"},
+    ("batch", "jobs/status"): {"get"},
+    ("", "events"): {"list"},
+}
+# Each Kubernetes API method dagster_k8s/client.py calls, and the permission it needs.
+API_PERMISSIONS = {
+    "create_namespaced_job": ("batch", "jobs", "create"),
+    "list_namespaced_job": ("batch", "jobs", "list"),
+    "read_namespaced_job_status": ("batch", "jobs/status", "get"),
+    "delete_namespaced_job": ("batch", "jobs", "delete"),
+    "read_namespaced_pod": ("", "pods", "get"),
+    "list_namespaced_pod": ("", "pods", "list"),
+    "delete_namespaced_pod": ("", "pods", "delete"),
+    "read_namespaced_pod_log": ("", "pods/log", "get"),
+    "list_namespaced_event": ("", "events", "list"),
+}
+# Credentials a deployment's environment holds; the code location loads with them in these tests.
+SENTINELS = {
+    "AWS_SECRET_ACCESS_KEY": "sentinel-aws-secret-8c1f",
+    "AWS_ACCESS_KEY_ID": "sentinel-aws-key-3b7e",
+    "DAGSTER_PG_PASSWORD": "sentinel-pg-password-51d0",
+    "MLFLOW_TRACKING_PASSWORD": "sentinel-mlflow-password-9e2a",
+    "YOLO_ASSETS_ALERT_WEBHOOK_URL": "https://hooks.example.com/sentinel-webhook-77f3",
+}
+SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|WEBHOOK|ACCESS_KEY|BACKEND_STORE_URI", re.IGNORECASE)
+CREDENTIAL_PATTERNS = [
+    re.compile(r"AKIA[0-9A-Z]{16}"),  # an AWS access key id
+    re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@"),  # a URL with a password in it
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+    re.compile(r"hooks\.slack\.com/services/"),
+]
+
+
+def documents(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def manifest_files() -> list[Path]:
+    return sorted(p for p in DEPLOY.rglob("*.yaml") if p not in NOT_MANIFESTS)
+
+
+def all_manifests() -> list[dict[str, Any]]:
+    return [doc for path in manifest_files() for doc in documents(path)]
+
+
+def validate(manifest: Mapping[str, Any]) -> None:
+    kubernetes_validate.validate(dict(manifest), KUBERNETES_VERSION, strict=True)
+
+
+def names(refs: list[Mapping[str, str]]) -> list[str]:
+    return [ref["name"] for ref in refs]
+
+
+@pytest.fixture(scope="module")
+def values() -> dict[str, Any]:
+    return yaml.safe_load(VALUES.read_text())
+
+
+@pytest.fixture(scope="module")
+def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """dagster-k8s loads a kubeconfig when its launcher and executor start; this one names a cluster
+    that is never contacted (nothing here calls the API)."""
+    path = tmp_path_factory.mktemp("kube") / "config"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "offline", "cluster": {"server": "https://kubernetes.invalid:6443"}}],
+                "users": [{"name": "offline", "user": {}}],
+                "contexts": [{"name": "offline", "context": {"cluster": "offline", "user": "offline", "namespace": NAMESPACE}}],
+                "current-context": "offline",
+            }
+        )
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def run_launcher(values: dict[str, Any], kubeconfig: Path) -> K8sRunLauncher:
+    """The K8sRunLauncher the chart configures from values.yaml (templates/helpers/instance/_run-launcher.tpl)."""
+    config = values["runLauncher"]["config"]["k8sRunLauncher"]
+    return K8sRunLauncher(
+        service_account_name=values["global"]["serviceAccountName"],
+        instance_config_map=f"{RELEASE}-dagster-instance",
+        postgres_password_secret=values["global"]["postgresqlSecretName"],
+        dagster_home=values["global"].get("dagsterHome", "/opt/dagster/dagster_home"),
+        job_namespace=config.get("jobNamespace") or NAMESPACE,
+        image_pull_policy=config["imagePullPolicy"],
+        env_config_maps=[f"{RELEASE}-dagster-pipeline-env", *names(config.get("envConfigMaps", []))],
+        env_secrets=names(config.get("envSecrets", [])),
+        fail_pod_on_run_failure=config.get("failPodOnRunFailure"),
+        load_incluster_config=False,
+        kubeconfig_file=str(kubeconfig),
+    )
+
+
+def code_location_context(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The container context the chart hands the code server when includeConfigInLaunchedRuns is on
+    (charts/dagster-user-deployments/templates/helpers/_helpers.tpl, `k8sContainerContext`); runs
+    launched from the code location carry it."""
+    deployment = values["dagster-user-deployments"]["deployments"][0]
+    assert deployment["includeConfigInLaunchedRuns"]["enabled"]
+    return {
+        "k8s": {
+            "image_pull_policy": deployment["image"]["pullPolicy"],
+            "env_config_maps": [f"{RELEASE}-dagster-user-deployments-{deployment['name']}-user-env", *names(deployment["envConfigMaps"])],
+            "env_secrets": names(deployment["envSecrets"]),
+            "resources": deployment["resources"],
+            "namespace": NAMESPACE,
+            "service_account_name": values["global"]["serviceAccountName"],
+        }
+    }
+
+
+@pytest.fixture(scope="module")
+def k8s_definitions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dg.Definitions]:
+    """The code location as the cluster loads it: the ConfigMap's settings and the Secrets' values
+    (sentinels) in its environment."""
+    configmap = next(doc for doc in all_manifests() if doc["kind"] == "ConfigMap")
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {**configmap["data"], **SENTINELS}.items():
+            patch.setenv(name, value)
+        yield build_definitions(tmp_path_factory.mktemp("home"))
+
+
+@pytest.fixture(scope="module")
+def executor_config(k8s_definitions: dg.Definitions) -> dict[str, Any]:
+    """The executor's config as Dagster processes it (defaults filled in, unknown keys refused)."""
+    executor = k8s_definitions.executor
+    assert isinstance(executor, dg.ExecutorDefinition) and executor.name == "k8s"
+
+    @dg.op
+    def probe() -> None: ...
+
+    @dg.job(executor_def=executor)
+    def probe_job() -> None:
+        probe()
+
+    return dg.validate_run_config(probe_job, {})["execution"]["k8s"]
+
+
+@pytest.fixture(scope="module")
+def step_tags(k8s_definitions: dg.Definitions) -> dict[str, Mapping[str, str]]:
+    """Each step of the code location's asset job and its op tags (what the executor reads per step)."""
+    job = k8s_definitions.resolve_implicit_global_asset_job_def()
+    return {node.name: node.tags for node in job.graph.nodes}
+
+
+def build_step_job(
+    step: str, tags: Mapping[str, str], values: Mapping[str, Any], launcher: K8sRunLauncher, executor_config: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The Job `K8sStepHandler.launch_step` submits for `step` (dagster_k8s/executor.py), as a manifest."""
+    origin = JobPythonOrigin(
+        ASSET_JOB,
+        RepositoryPythonOrigin(
+            executable_path="/usr/local/bin/python",
+            code_pointer=ModuleCodePointer("yolo_assets.definitions", "defs", working_directory="/opt/yolo-assets"),
+            container_image=IMAGE,
+            entry_point=["dagster"],
+            container_context=code_location_context(values),
+        ),
+    )
+    run = DagsterRun(job_name=ASSET_JOB, run_id=RUN_ID, job_code_origin=origin)
+    # k8s_job_executor: its config becomes a container context.
+    executor_context = K8sContainerContext(
+        **{field: executor_config.get(field) for field in (
+            "image_pull_policy", "image_pull_secrets", "service_account_name", "env_config_maps", "env_secrets", "env_vars",
+            "volume_mounts", "volumes", "labels", "resources", "scheduler_name", "security_context")},
+        namespace=executor_config.get("job_namespace"),
+        run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(executor_config.get("step_k8s_config", {})),
+    )  # fmt: skip
+    # K8sStepHandler._get_container_context: launcher + code location, executor, the op's tag, per-step override.
+    per_step = executor_config["per_step_k8s_config"]
+    context = (
+        K8sContainerContext.create_for_run(run, launcher, include_run_tags=False)
+        .merge(executor_context)
+        .merge(K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(tags)))
+        .merge(K8sContainerContext(run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(per_step.get(step, {}))))
+    )
+    job_config = context.get_k8s_job_config(executor_config.get("job_image"), launcher)
+    if not job_config.job_image:
+        job_config = job_config.with_image(origin.repository_origin.container_image)
+    args = ExecuteStepArgs(job_origin=origin, run_id=RUN_ID, step_keys_to_execute=[step])
+    job_name = f"dagster-step-{get_k8s_job_name(RUN_ID, step)}"
+    job = construct_dagster_k8s_job(
+        job_config=job_config,
+        args=args.get_command_args(skip_serialized_namedtuple=True),
+        job_name=job_name,
+        pod_name=job_name,
+        component="step_worker",
+        user_defined_k8s_config=context.run_k8s_config,
+        labels={"dagster/job": ASSET_JOB, "dagster/op": step, "dagster/run-id": RUN_ID},
+        env_vars=[
+            *args.get_command_env(),
+            {"name": "DAGSTER_RUN_JOB_NAME", "value": ASSET_JOB},
+            {"name": "DAGSTER_RUN_STEP_KEY", "value": step},
+        ],
+        owner_references=[OwnerReference(kind="Pod", name=RUN_POD[0], uid=RUN_POD[1])]
+        if executor_config["enable_owner_references"]
+        else [],
+    )
+    return kubernetes.client.ApiClient().sanitize_for_serialization(job)
+
+
+@pytest.fixture(scope="module")
+def step_jobs(
+    step_tags: dict[str, Mapping[str, str]], values: dict[str, Any], run_launcher: K8sRunLauncher, executor_config: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    return {step: build_step_job(step, tags, values, run_launcher, executor_config) for step, tags in step_tags.items()}
+
+
+def pod_spec(job: Mapping[str, Any]) -> dict[str, Any]:
+    return job["spec"]["template"]["spec"]
+
+
+def container(job: Mapping[str, Any]) -> dict[str, Any]:
+    (only,) = pod_spec(job)["containers"]
+    return only
+
+
+# --- the step Jobs ---------------------------------------------------------------------------------------
+
+
+def test_every_step_job_is_valid_kubernetes(step_jobs: dict[str, dict[str, Any]]) -> None:
+    assert {"labeled_batch", "processed_images", "trained_weights", "evaluation_report", "registered_model"} <= set(step_jobs)
+    for step, job in step_jobs.items():
+        assert kubernetes_validate.validate(job, KUBERNETES_VERSION, strict=True) == KUBERNETES_VERSION, step
+        assert job["kind"] == "Job" and container(job)["image"] == IMAGE
+
+
+def test_the_assets_op_tags_are_the_settings_objects(step_tags: dict[str, Mapping[str, str]]) -> None:
+    """No second source: each sized asset's tag is exactly what StepResources builds."""
+    for step in DEFAULT_SIZES.keys() - {DEFAULT_STEP}:
+        assert step_tags[step] == STEP_RESOURCES.op_tags(step)
+
+
+def test_each_step_asks_for_its_cpu_and_memory(step_jobs: dict[str, dict[str, Any]]) -> None:
+    for step, job in step_jobs.items():
+        size = STEP_RESOURCES.sizes.get(step, STEP_RESOURCES.sizes[DEFAULT_STEP])  # a step without a size: DEFAULT
+        resources = container(job)["resources"]
+        assert resources["requests"] == {"cpu": size.cpu, "memory": size.memory}, step
+        assert {k: resources["limits"][k] for k in ("cpu", "memory")} == {"cpu": size.cpu, "memory": size.memory}, step
+    assert container(step_jobs["labeled_batch"])["resources"]["requests"]["cpu"] == "2"
+    assert container(step_jobs["processed_images"])["resources"]["requests"]["cpu"] == "4"
+
+
+def test_trained_weights_gets_a_gpu_shared_memory_and_the_gpu_pool(step_jobs: dict[str, dict[str, Any]]) -> None:
+    job = step_jobs["trained_weights"]
+    spec, main = pod_spec(job), container(job)
+    assert main["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert main["resources"]["requests"] == {"cpu": "8", "memory": "32Gi"}
+    (shm,) = [v for v in spec["volumes"] if v["name"] == "dshm"]
+    assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "8Gi"}
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in main["volumeMounts"]
+    assert parse_quantity(shm["emptyDir"]["sizeLimit"]) < parse_quantity(main["resources"]["limits"]["memory"])  # shm is memory
+    assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert spec["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def test_only_gpu_steps_go_to_the_gpu_pool(step_jobs: dict[str, dict[str, Any]]) -> None:
+    for step, job in step_jobs.items():
+        gpu = "nvidia.com/gpu" in container(job)["resources"]["limits"]
+        assert gpu == (step == "trained_weights"), step  # evaluation_report: GPU only when a deployment asks
+        assert ("tolerations" in pod_spec(job)) == gpu and ("nodeSelector" in pod_spec(job)) == gpu, step
+    # The evaluation runs ultralytics' dataloader too: /dev/shm, but on a CPU node by default.
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in container(step_jobs["evaluation_report"])["volumeMounts"]
+
+
+def test_evaluation_gpu_is_one_variable_away() -> None:
+    settings = StepResources.from_environment({"YOLO_ASSETS_K8S_EVALUATION_REPORT_GPUS": "1"})
+    config = settings.k8s_config("evaluation_report")
+    assert config["container_config"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert config["pod_spec_config"]["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def test_secrets_reach_step_pods_by_name_and_settings_by_configmap(step_jobs: dict[str, dict[str, Any]], values: dict[str, Any]) -> None:
+    for step, job in step_jobs.items():
+        main = container(job)
+        env_from = main["envFrom"]
+        assert {"secretRef": {"name": "yolo-assets-s3"}} in env_from and {"secretRef": {"name": "yolo-assets-mlflow"}} in env_from, step
+        assert {"configMapRef": {"name": "yolo-assets-config"}} in env_from, step
+        (pg,) = [e for e in main["env"] if e["name"] == "DAGSTER_PG_PASSWORD"]
+        secret = {"name": values["global"]["postgresqlSecretName"], "key": "postgresql-password"}
+        assert pg == {"name": "DAGSTER_PG_PASSWORD", "valueFrom": {"secretKeyRef": secret}}
+        assert not [e["name"] for e in main["env"] if SECRET_NAME.search(e["name"]) and "value" in e], step  # no literal secret
+
+
+def test_step_pods_carry_no_api_token_and_die_with_their_run_pod(step_jobs: dict[str, dict[str, Any]]) -> None:
+    for step, job in step_jobs.items():
+        assert pod_spec(job)["automountServiceAccountToken"] is False, step
+        assert pod_spec(job)["serviceAccountName"] == "yolo-assets-dagster", step
+        assert job["metadata"]["ownerReferences"][0]["name"] == RUN_POD[0], step
+        assert job["spec"]["backoffLimit"] == 0, step  # a dead pod is a step failure: Dagster's retry policy decides
+
+
+def test_the_ingest_pool_follows_the_pods_cpu_limit(step_jobs: dict[str, dict[str, Any]], tmp_path: Path) -> None:
+    """The kubelet turns a CPU limit into the cgroup quota `usable_cpus()` reads (period 100 ms)."""
+
+    def cgroup_cpu_max(job: Mapping[str, Any]) -> Path:
+        quota = math.ceil(parse_quantity(container(job)["resources"]["limits"]["cpu"]) * 100_000)
+        path = tmp_path / f"cpu.max.{quota}"
+        path.write_text(f"{quota} 100000\n")
+        return path
+
+    affinity = len(os.sched_getaffinity(0))
+    assert usable_cpus(cgroup_cpu_max(step_jobs["labeled_batch"])) == min(affinity, 2)
+    one_cpu = StepResources.from_environment({"YOLO_ASSETS_K8S_LABELED_BATCH_CPU": "1"}).k8s_config("labeled_batch")
+    job = {"spec": {"template": {"spec": {"containers": [one_cpu["container_config"]]}}}}
+    assert usable_cpus(cgroup_cpu_max(job)) == 1  # one decoding worker, however many cores the node has
+
+
+def test_the_training_dataloader_fits_its_cpu_limit() -> None:
+    configmap = next(doc for doc in all_manifests() if doc["kind"] == "ConfigMap")["data"]
+    settings = StepResources.from_environment(configmap)
+    assert int(configmap["YOLO_ASSETS_TRAIN_WORKERS"]) < parse_quantity(settings.sizes["trained_weights"].cpu)
+    assert settings == STEP_RESOURCES  # the ConfigMap restates the defaults: the Jobs above are the cluster's
+
+
+def test_bad_step_settings_fail_when_the_code_location_loads() -> None:
+    for environ, message in [
+        ({"YOLO_ASSETS_K8S_TRAINED_WEIGHTS_MEMORY": "32GB"}, "YOLO_ASSETS_K8S_TRAINED_WEIGHTS_MEMORY"),
+        ({"YOLO_ASSETS_K8S_TRAINED_WEIGHTS_SHM": "64Gi"}, "counts against"),
+        ({"YOLO_ASSETS_K8S_GPU_TOLERATIONS": "nvidia.com/gpu"}, "YOLO_ASSETS_K8S_GPU_TOLERATIONS"),
+        ({"YOLO_ASSETS_K8S_GPU_NODE_SELECTOR": "pool"}, "YOLO_ASSETS_K8S_GPU_NODE_SELECTOR"),
+        ({"YOLO_ASSETS_K8S_TRAINED_WEIGHTS_GPUS": "one"}, "YOLO_ASSETS_K8S_TRAINED_WEIGHTS_GPUS"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            StepResources.from_environment(environ)
+    custom = StepResources.from_environment(
+        {"YOLO_ASSETS_K8S_GPU_TOLERATIONS": "pool=gpu:NoSchedule,nvidia.com/gpu:NoExecute", "YOLO_ASSETS_K8S_GPU_NODE_SELECTOR": ""}
+    )
+    assert custom.gpu_tolerations == (
+        {"key": "pool", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoExecute"},
+    )
+    assert "node_selector" not in custom.k8s_config("trained_weights")["pod_spec_config"]  # empty: any GPU node
+
+
+# --- the executor switch -----------------------------------------------------------------------------------
+
+
+def test_the_embedded_default_keeps_dagsters_executor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(EXECUTOR_VARIABLE, raising=False)
+    assert build_definitions(tmp_path).executor is None
+
+
+def test_the_k8s_executor_needs_shared_storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(EXECUTOR_VARIABLE, "k8s")
+    monkeypatch.delenv(STORAGE_VARIABLE, raising=False)
+    monkeypatch.setenv(TRACKING_URI_VARIABLE, "http://mlflow:5000")
+    with pytest.raises(ValueError, match="share no disk"):
+        build_definitions(tmp_path)
+    monkeypatch.setenv(EXECUTOR_VARIABLE, "kubernetes")
+    with pytest.raises(ValueError, match="local or k8s"):
+        build_definitions(tmp_path)
+
+
+# --- deploy/ ---------------------------------------------------------------------------------------------
+
+
+def test_every_deploy_manifest_is_valid_kubernetes() -> None:
+    manifests = all_manifests()
+    kinds = sorted(doc["kind"] for doc in manifests)
+    assert {"ConfigMap", "Deployment", "Role", "RoleBinding", "Secret", "Service", "ServiceAccount"} <= set(kinds)
+    for doc in manifests:
+        validate(doc)
+        assert doc["metadata"]["namespace"] == NAMESPACE, doc["metadata"]["name"]  # one namespace, nothing cluster-wide
+        assert not doc["kind"].startswith("Cluster")
+
+
+def test_the_role_grants_nothing_beyond_the_list() -> None:
+    manifests = all_manifests()
+    (role,) = [doc for doc in manifests if doc["kind"] == "Role"]
+    granted: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        assert set(rule) == {"apiGroups", "resources", "verbs"}  # no resourceNames/nonResourceURLs tricks
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                granted.setdefault((group, resource), set()).update(rule["verbs"])
+    for key, verbs in granted.items():
+        assert verbs <= ALLOWED_RULES.get(key, set()), key
+    (binding,) = [doc for doc in manifests if doc["kind"] == "RoleBinding"]
+    (account,) = [doc for doc in manifests if doc["kind"] == "ServiceAccount"]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": NAMESPACE}]
+
+
+def test_the_role_covers_every_call_dagster_k8s_makes() -> None:
+    """Read from the installed dagster-k8s: an upgrade that calls a new API method fails here first."""
+    source = Path(dagster_k8s.client.__file__ or "").read_text()
+    calls = set(re.findall(r"self\.(?:batch|core)_api\.(\w+)", source))
+    assert calls and calls <= API_PERMISSIONS.keys(), calls - API_PERMISSIONS.keys()
+    (role,) = [doc for doc in all_manifests() if doc["kind"] == "Role"]
+    granted = {(g, r, v) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+    assert {API_PERMISSIONS[call] for call in calls} <= granted
+
+
+def test_helm_values_use_only_chart_keys(values: dict[str, Any]) -> None:
+    def paths(node: Any, prefix: str) -> Iterator[str]:
+        if isinstance(node, dict):
+            for key, child in node.items():
+                yield from paths(child, f"{prefix}.{key}" if prefix else key)
+        elif isinstance(node, list):
+            for child in node:
+                yield from paths(child, f"{prefix}[]")
+        else:
+            yield prefix
+
+    def known(path: str) -> bool:
+        parts = path.split(".")
+        return path in CHART_KEYS or any(".".join(parts[:i]) + ".*" in CHART_KEYS for i in range(1, len(parts)))
+
+    unknown = [p for p in paths(values, "") if not known(p)]
+    assert not unknown, f"not a key of the dagster chart {CHART_VERSION}: {unknown}"
+    assert values["runLauncher"]["type"] == "K8sRunLauncher"
+    assert values["dagsterDaemon"]["runCoordinator"]["type"] == "QueuedRunCoordinator"
+    assert values["postgresql"]["enabled"] is False and values["generatePostgresqlPasswordSecret"] is False
+
+
+def test_helm_values_wire_the_deploy_manifests(values: dict[str, Any], k8s_definitions: dg.Definitions) -> None:
+    manifests = all_manifests()
+    secrets = {doc["metadata"]["name"] for doc in manifests if doc["kind"] == "Secret"}
+    configmaps = {doc["metadata"]["name"] for doc in manifests if doc["kind"] == "ConfigMap"}
+    deployment = values["dagster-user-deployments"]["deployments"][0]
+    launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
+    assert values["global"]["postgresqlSecretName"] in secrets
+    assert set(names(deployment["envSecrets"])) <= secrets and set(names(launcher["envSecrets"])) <= secrets
+    assert set(names(deployment["envConfigMaps"])) <= configmaps and set(names(launcher["envConfigMaps"])) <= configmaps
+    assert values["global"]["serviceAccountName"] in {doc["metadata"]["name"] for doc in manifests if doc["kind"] == "ServiceAccount"}
+    assert values["serviceAccount"]["create"] is False and values["rbacEnabled"] is False
+    assert f"{deployment['image']['repository']}:{deployment['image']['tag']}" == IMAGE
+    # The GPU queue: the tag limit names the sensor that launches every retraining.
+    daemon = values["dagsterDaemon"]
+    (limit,) = daemon["runCoordinator"]["config"]["queuedRunCoordinator"]["tagConcurrencyLimits"]
+    assert limit["key"] == "dagster/sensor_name" and limit["limit"] >= 1
+    sensor = next(s for s in k8s_definitions.sensors or [] if s.name == limit["value"])
+    assert isinstance(sensor, dg.AutomationConditionSensorDefinition)
+    assert dg.AssetKey("trained_weights") in sensor.asset_selection.resolve(k8s_definitions.resolve_asset_graph())
+    assert daemon["runRetries"]["enabled"] and daemon["runRetries"]["maxRetries"] >= 1 and daemon["runMonitoring"]["enabled"]
+
+
+def test_no_secret_value_in_deploy_docker_or_generated_jobs(step_jobs: dict[str, dict[str, Any]], tmp_path: Path) -> None:
+    for doc in all_manifests():
+        if doc["kind"] == "Secret":  # templates: keys only
+            assert all(value == "" for value in {**doc.get("data", {}), **doc.get("stringData", {})}.values()), doc["metadata"]["name"]
+        for pod in [doc["spec"]["template"]["spec"]] if doc["kind"] == "Deployment" else []:
+            for env in [e for c in pod["containers"] for e in c.get("env", [])]:
+                assert not (SECRET_NAME.search(env["name"]) and "value" in env), env["name"]
+    texts = {str(p): p.read_text() for folder in (DEPLOY, DEPLOY.parent / "docker") for p in folder.rglob("*") if p.is_file()}
+    texts.update({step: json.dumps(job) for step, job in step_jobs.items()})
+    for where, text in texts.items():
+        for pattern in CREDENTIAL_PATTERNS:
+            assert not pattern.search(text), (where, pattern.pattern)
+
+
+def test_secret_values_in_the_environment_never_reach_a_step_job(
+    values: dict[str, Any], run_launcher: K8sRunLauncher, executor_config: dict[str, Any], step_jobs: dict[str, dict[str, Any]]
+) -> None:
+    """Credentials in the environment of the code location (and of the settings) reach no pod spec:
+    pods get them from the Secrets by name."""
+    settings = StepResources.from_environment({**os.environ, **SENTINELS})
+    steps = settings.sizes.keys() - {DEFAULT_STEP}
+    jobs = [build_step_job(step, settings.op_tags(step), values, run_launcher, executor_config) for step in steps]
+    text = json.dumps([jobs, step_jobs, executor_config])
+    assert not [name for name, secret in SENTINELS.items() if secret in text]
