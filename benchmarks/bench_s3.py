@@ -6,6 +6,7 @@ with the local folder in one run:
 (c) +1% images on S3: the time of the increment over the full ingest (target <= 0.05).
 
     .venv/bin/python benchmarks/bench_s3.py --batches 1000 --objects-per-batch 20 --images 500 --base 2000
+    .venv/bin/python benchmarks/bench_s3.py --sections c --base 10000
 """
 
 import argparse
@@ -135,15 +136,20 @@ def main() -> None:
     parser.add_argument("--objects-per-batch", type=int, default=20)
     parser.add_argument("--images", type=int, default=500, help="(b) the batch ingested from S3 and from a folder")
     parser.add_argument("--base", type=int, default=2000, help="(c) the dataset that grows by 1%%")
+    parser.add_argument("--sections", default="a,b,c", help="which of (a), (b), (c) to run, comma-separated")
     args = parser.parse_args()
+    sections = set(args.sections.split(","))
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     scratch = Path(tempfile.mkdtemp(prefix="bench-s3-"))
     server = SeaweedFS(scratch / "seaweedfs", KEY, SECRET).start()
     try:
         print(f"cpus: {os.cpu_count()}, S3: SeaweedFS on 127.0.0.1")
-        bench_idle_tick(server, scratch, args.batches, args.objects_per_batch)
-        bench_local_vs_s3(server, scratch, args.images)
-        bench_incremental_s3(server, scratch, args.base)
+        if "a" in sections:
+            bench_idle_tick(server, scratch, args.batches, args.objects_per_batch)
+        if "b" in sections:
+            bench_local_vs_s3(server, scratch, args.images)
+        if "c" in sections:
+            bench_incremental_s3(server, scratch, args.base)
     finally:
         server.stop()
         shutil.rmtree(scratch, ignore_errors=True)

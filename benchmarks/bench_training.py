@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import os
 import resource
@@ -317,7 +316,7 @@ def warm_label_cache(data_yaml: Path) -> None:
 
 def rss(result: dict[str, Any]) -> str:
     worker = result["peak_worker_rss_mib"]
-    return f"{result['peak_rss_mib']:.0f} MiB" + (f" (largest child process, e.g. a dataloader worker: {worker:.0f} MiB)" if worker else "")
+    return f"{result['peak_rss_mib']:.0f} MiB" + (f" (largest child process: {worker:.0f} MiB)" if worker else "")
 
 
 def compare(label: str, bare: dict[str, Any], ours: dict[str, Any], sampler: GpuSampler, target: str) -> dict[str, Any]:
@@ -333,22 +332,19 @@ def compare(label: str, bare: dict[str, Any], ours: dict[str, Any], sampler: Gpu
     return {"bare": bare, "ours": ours, "ratio": ratio}
 
 
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def raw_split_yaml(raw: Path, defs: Any, instance: Any, out: Path) -> Path:
     """A data.yaml over the raw export with the split processed_images chose (matched by the image
     bytes' sha256), so both sides train and validate on the same pictures."""
     import yaml
 
     from yolo_assets.assets.ingest import MANIFEST
+    from yolo_assets.core.hashing import sha256_file
 
     manifest = json.loads((dataset_yaml(defs, instance).parent / MANIFEST).read_text())
     split_of = {item["sha"]: item["split"] for item in manifest["items"]}
     lists: dict[str, list[str]] = {"train": [], "val": []}
     for image in sorted((raw / "images").iterdir()):
-        split = split_of.get(sha256_of(image))
+        split = split_of.get(sha256_file(image))
         if split in lists:
             lists[split].append(str(image))
     out.mkdir(parents=True, exist_ok=True)

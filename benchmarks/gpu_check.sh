@@ -6,8 +6,9 @@
 #       (target >= 1.7x epoch throughput);
 # dataloader workers = usable CPUs (affinity and cgroup limit), GPU utilisation sampled through NVML.
 #
-# On the device (wheels carried in .whl/, see benchmarks/RESULTS.md):
+# On the device (wheels carried in .whl/, see benchmarks/RESULTS.md; ~5.5 min with the defaults):
 #   bash benchmarks/gpu_check.sh
+# Sizes: TRAIN_ARGS, CAMERA_ARGS (bench_training.py options), TRAIN_SECTIONS (default train,eval).
 # Dry run of the same logic on this CPU machine (no wheels, tiny sizes, the polars stand-in forced):
 #   OUT=/tmp/gpu-dry PYTHON=.venv/bin/python SKIP_INSTALL=1 FORCE_POLARS_STUB=1 \
 #     TRAIN_ARGS="--device cpu --images 24 --epochs 2 --imgsz 64 --batch 8" \
@@ -23,6 +24,7 @@ TRAIN_ARGS=${TRAIN_ARGS:---device 0 --images 1500 --epochs 5 --imgsz 640 --batch
 CAMERA_ARGS=${CAMERA_ARGS:---device 0 --camera-images 800 --frame-size 1920x1080 --camera-imgsz 640 --epochs 5 --batch 64}
 TRAIN_SECTIONS=${TRAIN_SECTIONS:-train,eval}
 export PYTHONUNBUFFERED=1
+rm -rf "$WORK"  # a warm machine keeps the last call's /tmp: start from nothing
 mkdir -p "$OUT" "$WORK"
 started=$(date +%s)
 stamp() { echo "[gpu_check +$(($(date +%s) - started))s] $*"; }

@@ -173,7 +173,7 @@ def step_op_tags(step: str) -> dict[str, str]:
 
 
 def executor_from_environment(environ: Mapping[str, str] | None = None) -> dg.ExecutorDefinition | None:
-    """`k8s_job_executor` when `YOLO_ASSETS_EXECUTOR=k8s`; None (Dagster's default executor) otherwise."""
+    """`k8s_job_executor` when `YOLO_ASSETS_EXECUTOR=k8s`; None (the local executor) otherwise."""
     choice = (os.environ if environ is None else environ).get(EXECUTOR_VARIABLE, "local")
     if choice == "local":
         return None

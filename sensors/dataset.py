@@ -54,7 +54,8 @@ def dataset_sensor(context: dg.SensorEvaluationContext, artifact_store: Artifact
     latest = latest_materialization(instance, PROCESSED_IMAGES)
     if not inputs:
         return dg.SkipReason("no accepted batch yet")
-    if inputs == metadata_value(latest, "input_batches") and retractions.version == metadata_value(latest, RETRACTIONS_VERSION):
+    built_with_retractions = metadata_value(latest, RETRACTIONS_VERSION) or None  # "" when built with none
+    if inputs == metadata_value(latest, "input_batches") and retractions.version == built_with_retractions:
         return dg.SkipReason("the latest dataset version holds every accepted batch and the current retractions")
     run_key = dataset_run_key(inputs, retractions.version)
     return dg.SensorResult(run_requests=[dg.RunRequest(run_key=run_key, asset_selection=[PROCESSED_IMAGES])])

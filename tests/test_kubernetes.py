@@ -431,9 +431,10 @@ def test_bad_step_settings_fail_when_the_code_location_loads() -> None:
 # --- the executor switch -----------------------------------------------------------------------------------
 
 
-def test_the_embedded_default_keeps_dagsters_executor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_embedded_default_runs_each_run_in_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(EXECUTOR_VARIABLE, raising=False)
-    assert build_definitions(tmp_path).executor is None
+    executor = build_definitions(tmp_path).executor
+    assert isinstance(executor, dg.ExecutorDefinition) and executor.name == "in_process"
 
 
 def test_the_k8s_executor_needs_shared_storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -34,11 +34,18 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 
 def open_image(data: bytes, max_pixels: int) -> Image.Image:
-    """Identify the image from its header (raises for files that are no image at all)."""
+    """Identify the image from its header (raises for files that are no image at all, and
+    DecompressionBombError/Warning for more than `max_pixels`, which PIL checks when it opens)."""
+    # PIL's limit is a process global: set it for this open only, so that whatever else runs in the
+    # process later (ultralytics saving and our report reading large plots) keeps PIL's default.
+    previous = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = max_pixels
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        return Image.open(io.BytesIO(data))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data))
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
 
 
 def decode_image(data: bytes, max_pixels: int) -> Image.Image:
