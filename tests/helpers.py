@@ -4,12 +4,15 @@ driven the way a user drives it, through sensor ticks and materialisations."""
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import dagster as dg
 
@@ -157,3 +160,21 @@ def production_home(path: Path, s3: SeaweedFS, postgres: Postgres, tracking_uri:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@contextmanager
+def running_daemon(env: dict[str, str], log: IO[bytes]) -> Iterator[subprocess.Popen[bytes]]:
+    """The real `dagster-daemon` on the repository's workspace, in a process group of its own, stopped
+    (TERM, then KILL) when the block ends."""
+    daemon = subprocess.Popen(
+        [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", "workspace.yaml"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        yield daemon
+    finally:
+        os.killpg(daemon.pid, signal.SIGTERM)
+        try:
+            daemon.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(daemon.pid, signal.SIGKILL)

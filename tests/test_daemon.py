@@ -1,15 +1,11 @@
 """The real Dagster daemon: a batch lands, the daemon's sensors ingest it and automation retrains,
 evaluates and registers a model, with no CLI involved."""
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from helpers import REPO, Home, subprocess_env
+from helpers import Home, running_daemon, subprocess_env
 
 DEADLINE_S = 420
 
@@ -28,27 +24,16 @@ def test_daemon_ingests_a_landed_batch_and_registers_a_model(tmp_path: Path) -> 
     home.land("batch_daemon", 24, seed=4)
     client = home.resource("mlflow").client()
     versions = []
-    with open(tmp_path / "daemon.log", "w") as log:
-        daemon = subprocess.Popen(
-            [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", "workspace.yaml"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        try:
-            started = time.monotonic()
-            while time.monotonic() - started < DEADLINE_S and daemon.poll() is None:
-                time.sleep(5)
-                try:
-                    versions = client.search_model_versions("name='yolo-defect-detector'")
-                except Exception:  # the registry tables appear with the first registration
-                    versions = []
-                if versions and "promotion_gate" in versions[0].tags:
-                    break
-        finally:
-            os.killpg(daemon.pid, signal.SIGTERM)
+    with open(tmp_path / "daemon.log", "wb") as log, running_daemon(env, log) as daemon:
+        started = time.monotonic()
+        while time.monotonic() - started < DEADLINE_S and daemon.poll() is None:
+            time.sleep(5)
             try:
-                daemon.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(daemon.pid, signal.SIGKILL)
+                versions = client.search_model_versions("name='yolo-defect-detector'")
+            except Exception:  # the registry tables appear with the first registration
+                versions = []
+            if versions and "promotion_gate" in versions[0].tags:
+                break
     daemon_log = (tmp_path / "daemon.log").read_text()[-4000:]
     assert versions, f"no model version registered within {DEADLINE_S}s; daemon log tail:\n{daemon_log}"
     tags = versions[0].tags

@@ -4,7 +4,6 @@ the burst becomes at most a few dataset versions (not 100), and each dataset ver
 once."""
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from typing import IO
 
 import dagster as dg
 import pytest
-from helpers import REPO, ProductionHome, production_home
+from helpers import REPO, ProductionHome, production_home, running_daemon
 
 from yolo_assets.assets.materializations import data_version_of, metadata_value
 from yolo_assets.data.synth import write_batch
@@ -62,33 +61,25 @@ def test_a_burst_of_100_uploads_under_the_daemon_and_a_tick_gives_one_run_per_ba
         sources = [write_batch(tmp_path / "upload" / f"line_{i:03d}", IMAGES_PER_BATCH, seed=1000 + i) for i in range(BATCHES)]
         zone = home.resource("landing_zone")
         daemon_log = tmp_path / "daemon.log"
-        with open(daemon_log, "wb") as daemon_out, open(tmp_path / "tick-1.log", "wb") as tick_1, open(tmp_path / "tick-2.log", "wb") as tick_2:
-            daemon = subprocess.Popen(
-                [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", "workspace.yaml"],
-                cwd=REPO, env=dict(os.environ), stdout=daemon_out, stderr=subprocess.STDOUT, start_new_session=True,
-            )
+        with (
+            open(daemon_log, "wb") as daemon_out, open(tmp_path / "tick-1.log", "wb") as tick_1,
+            open(tmp_path / "tick-2.log", "wb") as tick_2, running_daemon(dict(os.environ), daemon_out) as daemon,
+        ):
             ticks = []
-            try:
-                with ThreadPoolExecutor(8) as uploads:
-                    landed = list(uploads.map(lambda source: zone.upload_batch(source, source.name), sources))
-                    # A tick while the daemon starts (it may run batches in process until the daemon's heartbeat appears) ...
-                    ticks.append(tick_beside_the_daemon(home, tick_1))
-                assert landed == [IMAGES_PER_BATCH * 2 + 1] * BATCHES  # images, labels and data.yaml; the marker last
-                started = time.monotonic()
-                while live_daemon_heartbeat_age(home.instance) is None and time.monotonic() - started < 120:
-                    time.sleep(1)
-                # ... and one once it runs (it must start nothing).
-                ticks.append(tick_beside_the_daemon(home, tick_2))
-                while time.monotonic() - started < DEADLINE_S and daemon.poll() is None and not settled(home):
-                    time.sleep(5)
-                for tick in ticks:
-                    tick.wait(120)
-            finally:
-                os.killpg(daemon.pid, signal.SIGTERM)
-                try:
-                    daemon.wait(60)
-                except subprocess.TimeoutExpired:
-                    os.killpg(daemon.pid, signal.SIGKILL)
+            with ThreadPoolExecutor(8) as uploads:
+                landed = list(uploads.map(lambda source: zone.upload_batch(source, source.name), sources))
+                # A tick while the daemon starts (it may run batches in process until the daemon's heartbeat appears) ...
+                ticks.append(tick_beside_the_daemon(home, tick_1))
+            assert landed == [IMAGES_PER_BATCH * 2 + 1] * BATCHES  # images, labels and data.yaml; the marker last
+            started = time.monotonic()
+            while live_daemon_heartbeat_age(home.instance) is None and time.monotonic() - started < 120:
+                time.sleep(1)
+            # ... and one once it runs (it must start nothing).
+            ticks.append(tick_beside_the_daemon(home, tick_2))
+            while time.monotonic() - started < DEADLINE_S and daemon.poll() is None and not settled(home):
+                time.sleep(5)
+            for tick in ticks:
+                tick.wait(120)
         tick_output = [(tmp_path / f"tick-{i}.log").read_text() for i in (1, 2)]
         assert settled(home), f"not settled within {DEADLINE_S}s; ticks: {tick_output}; daemon log tail:\n{daemon_log.read_text()[-4000:]}"
 

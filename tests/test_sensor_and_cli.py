@@ -89,13 +89,17 @@ def test_cli_user_mistakes_are_one_line_errors(home: Home, tmp_path: Path) -> No
     assert unknown.stderr.strip().splitlines() == [
         "yolo-assets: error: unknown asset no_such_asset (known: batch_retractions, evaluation_report, labeled_batch, processed_images, registered_model, trained_weights)"
     ]
-    missing = subprocess.run(
-        [sys.executable, "-m", "yolo_assets.ops.cli", "--home", str(tmp_path / "nowhere"), "status"],
-        capture_output=True,
-        text=True,
-    )
-    assert missing.returncode == 2 and "Traceback" not in missing.stderr
-    assert missing.stderr.startswith("yolo-assets: error: no yolo-assets home at")
+    # A home that does not exist yet is initialised, as `init` would, and the command runs on it.
+    outputs = []
+    for command in (["status"], ["tick", "--no-automation"]):
+        fresh = subprocess.run(
+            [sys.executable, "-m", "yolo_assets.ops.cli", "--home", str(tmp_path / "nowhere"), *command],
+            capture_output=True, text=True,
+        )
+        assert fresh.returncode == 0 and "Traceback" not in fresh.stderr, fresh.stderr
+        outputs.append(fresh)
+    assert outputs[0].stderr.startswith("yolo-assets: initialising a new home at")
+    assert "initialising" not in outputs[1].stderr and "nothing to run" in outputs[1].stdout  # noted once, on first use
 
 
 def test_synth_is_deterministic_and_writes_the_marker_last(tmp_path: Path) -> None:

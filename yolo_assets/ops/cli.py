@@ -24,10 +24,12 @@ class UserError(Exception):
     """A mistake the user can fix: printed as one line, exit status 2."""
 
 
-def _open_home(args: argparse.Namespace, create: bool = False) -> Path:
+def _open_home(args: argparse.Namespace) -> Path:
+    """The home the command works on; a missing or empty one is initialised (as `init` and `make demo`
+    do), with a note on stderr so that a mistyped path does not go unnoticed."""
     home = Path(args.home).expanduser().resolve() if args.home else home_dir()
-    if not create and not (dagster_home(home) / "dagster.yaml").exists():
-        raise UserError(f"no yolo-assets home at {home} (set {HOME_ENV_VAR}, pass --home, or run `yolo-assets init`)")
+    if not (dagster_home(home) / "dagster.yaml").exists():
+        print(f"yolo-assets: initialising a new home at {home} (set {HOME_ENV_VAR} or pass --home for another)", file=sys.stderr)
     os.environ[HOME_ENV_VAR] = str(home)  # for the processes the CLI starts (dagster dev, run workers)
     return ensure_home(home)
 
@@ -44,8 +46,8 @@ def _load_run_config(path: str | None) -> dict[str, Any]:
     return loaded
 
 
-def _context(args: argparse.Namespace, create: bool = False) -> "tuple[Path, dg.Definitions, dg.DagsterInstance]":
-    home = _open_home(args, create)
+def _context(args: argparse.Namespace) -> "tuple[Path, dg.Definitions, dg.DagsterInstance]":
+    home = _open_home(args)
     import dagster as dg  # imported late: `synth` and errors stay fast
 
     from yolo_assets.definitions import build_definitions
@@ -74,7 +76,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    home = _open_home(args, create=True)
+    home = _open_home(args)
     print(f"home ready at {home} (landing zone: {landing_dir(home)})")
     return 0
 
@@ -95,7 +97,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
 def cmd_stack(args: argparse.Namespace) -> int:
     from yolo_assets.ops import stack
 
-    home = _open_home(args, create=True)
+    home = _open_home(args)
     if args.action == "up":
         try:
             state = stack.up(home, with_dagster=not args.no_dagster)
@@ -272,7 +274,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from yolo_assets.ops.demo import run_demo
 
-    home, defs, instance = _context(args, create=True)
+    home, defs, instance = _context(args)
     return run_demo(home, defs, instance, args.images)
 
 
@@ -286,7 +288,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_mlflow_ui(args: argparse.Namespace) -> int:
-    home = _open_home(args, create=True)
+    home = _open_home(args)
     mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
     command = [mlflow, "ui", "--backend-store-uri", mlflow_tracking_uri(home),
                "--default-artifact-root", str(mlflow_dir(home) / "artifacts"), "--host", args.host, "--port", str(args.port)]
@@ -296,7 +298,7 @@ def cmd_mlflow_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    home = _open_home(args, create=True)
+    home = _open_home(args)
     dagster = shutil.which("dagster") or str(Path(sys.executable).with_name("dagster"))
     command = [dagster, "dev", "-m", "yolo_assets.definitions", "-h", args.host, "-p", str(args.port)]
     print(f"DAGSTER_HOME={dagster_home(home)} {' '.join(command)}")
