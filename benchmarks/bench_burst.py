@@ -48,7 +48,7 @@ def write_sources(root: Path, batches: int, images_per_batch: int) -> None:
 
 def run_case(workdir: Path, case: str) -> dict[str, float]:
     """In this process: a warm-up ingest in a throwaway home, then the case on a fresh home."""
-    for name, source_root in (("warm-up", None), (case, workdir / "sources" / case)):
+    for name, source_root in ((f"warm-up-{case}", None), (case, workdir / "sources" / case)):
         home = ensure_home(workdir / f"home-{name}")
         if source_root is None:
             write_batch(landing_dir(home) / "batch_warm_up", 30, seed=3)
@@ -75,7 +75,7 @@ def measure(workdir: Path, case: str) -> dict[str, float]:
     """`run_case` in a fresh interpreter: its own imports, its own peak RSS."""
     output = subprocess.run(
         [sys.executable, __file__, "--workdir", str(workdir), "--case", case],
-        check=True, capture_output=True, text=True,
+        check=True, stdout=subprocess.PIPE, text=True,  # stderr (Dagster logs, errors) passes through
     ).stdout
     return json.loads(output.strip().splitlines()[-1])
 
