@@ -60,9 +60,11 @@ def _op_config(run: dg.DagsterRun | None, asset: str) -> dict[str, Any]:
     return config if isinstance(config, dict) else {}
 
 
-def _latest_before(instance: dg.DagsterInstance, asset: str, before: float | None) -> dg.EventLogRecord | None:
+def _latest_before(instance: dg.DagsterInstance, asset: str, before: float | None, partition: str | None = None) -> dg.EventLogRecord | None:
+    """The asset's latest materialisation before `before`; of `partition` only, when given."""
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), before_timestamp=before), limit=1
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), before_timestamp=before, asset_partitions=[partition] if partition else None),
+        limit=1,
     ).records
     return records[0] if records else None
 
@@ -95,8 +97,9 @@ def diff_since_last_success(
     run_end: float | None,
     code_version: str | None,
 ) -> dict[str, Any]:
-    """What changed for `asset` between its last successful materialisation and this run."""
-    last = _latest_before(instance, asset, run_start)
+    """What changed for `asset` between its last successful materialisation and this run (for a
+    partitioned run: the same partition's)."""
+    last = _latest_before(instance, asset, run_start, run.tags.get("dagster/partition"))
     if last is None or last.asset_materialization is None:
         return {"last_success": None, "note": "never materialised before this run"}
     tags = tags_of(last.asset_materialization)
