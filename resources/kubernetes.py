@@ -17,9 +17,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import dagster as dg
-from dagster_k8s import k8s_job_executor
-from dagster_k8s.job import USER_DEFINED_K8S_CONFIG_KEY
-from kubernetes.utils import parse_quantity
+
+# dagster-k8s's op tag (`dagster_k8s.job.USER_DEFINED_K8S_CONFIG_KEY`). dagster-k8s and the Kubernetes
+# client are imported only where a cluster is involved: importing them costs ~0.45 s, which every code
+# location load (each run worker, each CLI call) paid on a laptop. tests/test_kubernetes.py reads the
+# tags back with dagster-k8s's own `get_user_defined_k8s_config`.
+K8S_CONFIG_TAG = "dagster-k8s/config"
 
 EXECUTOR_VARIABLE = "YOLO_ASSETS_EXECUTOR"
 PREFIX = "YOLO_ASSETS_K8S_"
@@ -87,12 +90,24 @@ def parse_tolerations(text: str) -> list[dict[str, str]]:
 def _quantity(variable: str, value: str) -> str:
     """`value` if Kubernetes can parse it as a positive quantity: a typo fails when the code location
     loads, naming the variable, not when a pod is refused mid-run."""
+    from kubernetes.utils import parse_quantity
+
     try:
         if parse_quantity(value) <= 0:
             raise ValueError
     except ValueError:
         raise ValueError(f"{variable}={value!r} is not a positive Kubernetes quantity (e.g. 500m, 4, 8Gi)") from None
     return value
+
+
+def _check_size(name: str, size: PodSize) -> None:
+    from kubernetes.utils import parse_quantity
+
+    for field, value in (("CPU", size.cpu), ("MEMORY", size.memory), ("SHM", size.shm)):
+        if value is not None:
+            _quantity(f"{name}{field}", value)
+    if size.shm and parse_quantity(size.shm) >= parse_quantity(size.memory):
+        raise ValueError(f"{name}SHM ({size.shm}) must be below {name}MEMORY ({size.memory}): /dev/shm counts against it")
 
 
 def _count(variable: str, value: str) -> int:
@@ -115,16 +130,15 @@ class StepResources:
         sizes = {}
         for step, default in DEFAULT_SIZES.items():
             name = f"{PREFIX}{step.upper()}_"
-            shm = env.get(f"{name}SHM", default.shm)
             size = replace(
                 default,
-                cpu=_quantity(f"{name}CPU", env.get(f"{name}CPU", default.cpu)),
-                memory=_quantity(f"{name}MEMORY", env.get(f"{name}MEMORY", default.memory)),
+                cpu=env.get(f"{name}CPU", default.cpu),
+                memory=env.get(f"{name}MEMORY", default.memory),
                 gpus=_count(f"{name}GPUS", env.get(f"{name}GPUS", str(default.gpus))),
-                shm=_quantity(f"{name}SHM", shm) if shm else None,
+                shm=env.get(f"{name}SHM", default.shm) or None,
             )
-            if size.shm and parse_quantity(size.shm) >= parse_quantity(size.memory):
-                raise ValueError(f"{name}SHM ({size.shm}) must be below {name}MEMORY ({size.memory}): /dev/shm counts against it")
+            if size != default:  # the defaults are known good: only what the environment changed is checked
+                _check_size(name, size)
             sizes[step] = size
         return cls(
             sizes=sizes,
@@ -150,7 +164,7 @@ class StepResources:
         return {"container_config": container, **({"pod_spec_config": pod} if pod else {})}
 
     def op_tags(self, step: str) -> dict[str, str]:
-        return {USER_DEFINED_K8S_CONFIG_KEY: json.dumps(self.k8s_config(step), sort_keys=True)}
+        return {K8S_CONFIG_TAG: json.dumps(self.k8s_config(step), sort_keys=True)}
 
     def executor_config(self) -> dict[str, Any]:
         """`k8s_job_executor`'s config. Its step config lies under every op tag (deep-merged): the
@@ -179,4 +193,6 @@ def executor_from_environment(environ: Mapping[str, str] | None = None) -> dg.Ex
         return None
     if choice != "k8s":
         raise ValueError(f"{EXECUTOR_VARIABLE} must be local or k8s, not {choice!r}")
+    from dagster_k8s import k8s_job_executor
+
     return k8s_job_executor.configured(STEP_RESOURCES.executor_config())
