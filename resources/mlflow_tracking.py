@@ -2,7 +2,8 @@
 a tracking server is a config change (`tracking_uri`)."""
 
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +28,14 @@ def import_mlflow() -> "ModuleType":
     import mlflow
 
     return mlflow
+
+
+def log_metrics(client: "MlflowClient", run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+    """Every value in one request (one database transaction): a `log_metric` per value cost ~0.3 s
+    per training epoch against a SQLite store, 10-15% of a 2 s GPU epoch."""
+    now = int(time.time() * 1000)
+    entities = import_mlflow().entities
+    client.log_batch(run_id, metrics=[entities.Metric(name, float(value), now, step) for name, value in metrics.items()])
 
 
 class MLflowResource(dg.ConfigurableResource):

@@ -17,7 +17,7 @@ from PIL import Image
 
 from resources.artifact_store import ArtifactStore, Built
 from resources.kubernetes import step_op_tags
-from resources.mlflow_tracking import MLflowResource
+from resources.mlflow_tracking import MLflowResource, log_metrics
 from resources.trainer import YoloWorkspace
 from yolo_assets.assets.automation import FOLLOW_UPSTREAM
 from yolo_assets.assets.dataset import local_dataset
@@ -138,8 +138,7 @@ def evaluate(
 def publish_evaluation(store: ArtifactStore, mlflow: MLflowResource, mlflow_run_id: str, version: str, metrics: dict[str, Any]) -> None:
     """The headline metrics and the stored report go to the training's MLflow run."""
     client = mlflow.client()
-    for name in HEADLINE:
-        client.log_metric(mlflow_run_id, f"eval/{name}", metrics["challenger"][name])
+    log_metrics(client, mlflow_run_id, {f"eval/{name}": metrics["challenger"][name] for name in HEADLINE})
     for path in sorted(store.local_path(EVALUATION_REPORT, version).iterdir()):
         client.log_artifact(mlflow_run_id, str(path), artifact_path="evaluation")
 
