@@ -134,6 +134,11 @@ def test_training_logs_params_and_per_epoch_metrics_to_one_mlflow_run(scenario: 
     assert {"training/best.pt", "training/results.csv", "training/args.yaml"} <= artifacts
     evaluation = {a.path for a in client.list_artifacts(v2_run.info.run_id, "evaluation")}
     assert {"evaluation/report.md", "evaluation/metrics.json", "evaluation/BoxPR_curve.png"} <= evaluation
+    # The evaluation's headline metrics land on the run of the weights it evaluated (one log_batch).
+    report = scenario.metadata("evaluation_report")
+    evaluated_run = client.get_run(report["mlflow_run_id"])
+    assert {f"eval/{name}" for name in ("mAP50", "mAP50-95", "precision", "recall")} <= evaluated_run.data.metrics.keys()
+    assert round(evaluated_run.data.metrics["eval/mAP50-95"], 4) == report["mAP50-95"]
     # One MLflow run per training and nothing else: ultralytics' own MLflow callback stayed off.
     assert len(scenario.runs()) == 3
     assert not Path("runs").exists() and not Path("mlruns").exists()
