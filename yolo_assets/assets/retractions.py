@@ -25,6 +25,7 @@ from yolo_assets.core.versioning import cache_key, encoded_manifest
 from yolo_assets.data.retractions import RetractionError, retract, unretract
 
 RETRACTIONS_FILE = "retractions.json"
+RETRACTIONS_POOL = "batch_retractions"
 RETRACTIONS_VERSION = "retractions_version"  # processed_images metadata: the state it was built with
 
 
@@ -63,6 +64,9 @@ def latest_batch_content(instance: dg.DagsterInstance, batch: str) -> tuple[str 
     key=BATCH_RETRACTIONS,
     retry_policy=TRANSIENT_RETRY,
     code_version=CODE_VERSIONS[BATCH_RETRACTIONS],
+    # Each retraction reads the whole list and writes the next one: two at once would lose one. The
+    # instance's pool limit (1) runs them one after the other.
+    pool=RETRACTIONS_POOL,
     group_name="data",
     kinds={"python"},
     owners=["team:data"],
