@@ -1,6 +1,7 @@
 """The decisions the platform takes without any run: the promotion gate, label validity, dataset
 diffs, cache keys and the training recipe."""
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,8 +11,10 @@ from resources.trainer import TrainingDefaults
 from yolo_assets.assets.dataset import dataset_diff
 from yolo_assets.assets.ingest import label_validity_passed
 from yolo_assets.assets.registry import promotion_decision
-from yolo_assets.assets.training import TrainingConfig
+from yolo_assets.assets.training import TrainingConfig, warm_start_refusal
 from yolo_assets.core.versioning import cache_key, encoded_manifest
+from yolo_assets.detector.checkpoint import checkpoint_class_names
+from yolo_assets.detector.setup import configure_ultralytics
 
 
 def scores(map50_95: float, per_class: dict[str, float], map50: float = 0.5) -> dict[str, Any]:
@@ -94,3 +97,23 @@ def test_a_dataset_policy_outside_its_choices_is_refused(field: str) -> None:
 
     with pytest.raises(ValidationError, match=field):
         DatasetPolicy(**{field: "sometimes"})
+
+
+def test_warm_start_needs_the_champions_classes_first_and_in_order() -> None:
+    assert warm_start_refusal(["scratch", "spot"], ["scratch", "spot"]) is None
+    assert warm_start_refusal(["scratch", "spot"], ["scratch", "spot", "crack"]) is None  # classes appended
+    swapped = warm_start_refusal(["spot", "scratch"], ["scratch", "spot"])
+    assert swapped and "['spot', 'scratch']" in swapped and "['scratch', 'spot']" in swapped
+    assert warm_start_refusal(["scratch", "spot", "crack"], ["scratch", "spot"])  # a class the dataset lacks
+    assert warm_start_refusal(["Scratch"], ["scratch"])  # names are compared as the dataset spells them
+
+
+def test_class_names_are_read_from_a_weights_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path / "ultralytics"))  # restored after the test
+    configure_ultralytics(tmp_path / "ultralytics")
+    from ultralytics import YOLO
+
+    model = YOLO("yolov8n.yaml")
+    model.model.names = {0: "scratch", 1: "dent", 2: "crack"}  # type: ignore[union-attr]
+    model.save(tmp_path / "weights.pt")
+    assert checkpoint_class_names(tmp_path / "weights.pt") == ["scratch", "dent", "crack"]

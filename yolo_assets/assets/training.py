@@ -32,7 +32,7 @@ from yolo_assets.assets.retries import TRAINING_RETRY
 from yolo_assets.core.fileio import atomic_write_bytes, object_relpath
 from yolo_assets.core.hashing import sha256_file
 from yolo_assets.core.versioning import cache_key
-from yolo_assets.detector.checkpoint import checkpoint_epoch
+from yolo_assets.detector.checkpoint import checkpoint_class_names, checkpoint_epoch
 from yolo_assets.detector.setup import resolve_device, ultralytics_version
 from yolo_assets.detector.train import train_detector
 
@@ -93,6 +93,17 @@ def check_model_source(model: str) -> None:
 
 def weights_path(store: ArtifactStore, version: str) -> Path:
     return store.local_path(TRAINED_WEIGHTS, version) / "best.pt"
+
+
+def warm_start_refusal(champion_classes: list[str], dataset_classes: list[str]) -> str | None:
+    """Why the champion's weights cannot seed a training on this dataset, or None when they can.
+
+    Class ids never shift between dataset versions (new classes are appended), so the champion's
+    classes are the first ones of the dataset's, in order. Anything else (a model registered by hand,
+    a class list rebuilt) would start the head on the wrong names: train from scratch instead."""
+    if dataset_classes[: len(champion_classes)] == champion_classes:
+        return None
+    return f"the champion predicts {champion_classes}, not the first classes of the dataset {dataset_classes}"
 
 
 def champion_weights(champion: Any, store: ArtifactStore) -> str | None:
@@ -300,6 +311,13 @@ def trained_weights(
     config = config.with_defaults(training_defaults)
     check_model_source(config.model)
     warm_start_from = champion_weights(mlflow.alias_version("champion"), artifact_store) if config.warm_start else None
+    refusal = None
+    if warm_start_from is not None:
+        champion_classes = checkpoint_class_names(weights_path(artifact_store, warm_start_from))
+        refusal = warm_start_refusal(champion_classes, metadata_value(dataset, "classes", []))
+        if refusal:
+            context.log.warning(f"training from scratch, not from champion {warm_start_from[:12]}: {refusal}")
+            warm_start_from = None
     device = resolve_device(config.device)
     recipe = config.recipe(device, warm_start_from)
     key = cache_key(CODE_VERSIONS[TRAINED_WEIGHTS], {"dataset": dataset_version}, recipe)
@@ -330,6 +348,7 @@ def trained_weights(
             "dataset_version": dataset_version,
             "input_batches": dg.MetadataValue.json(summary["input_batches"]),
             "warm_start_from": summary["recipe"]["warm_start_from"] or "",
+            "warm_start_refused": refusal or "",
             "epochs": summary["recipe"]["epochs"],
             "device": device,
             "train_mAP50": round(final["metrics/mAP50B"], 4) if "metrics/mAP50B" in final else None,

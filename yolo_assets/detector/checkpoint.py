@@ -70,6 +70,16 @@ def checkpoint_epoch(checkpoint: Path) -> int:
     return int(torch.load(checkpoint, map_location="cpu", weights_only=False)["epoch"]) + 1
 
 
+def checkpoint_class_names(weights: Path) -> list[str]:
+    """The class names a weights file predicts, in class-id order."""
+    import torch
+
+    checkpoint = torch.load(weights, map_location="cpu", weights_only=False)
+    model = checkpoint["ema"] if checkpoint.get("ema") is not None else checkpoint["model"]
+    names = model.names
+    return [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
+
+
 def keep_checkpoint(last: Path, checkpoint: Path) -> None:
     """Copy ultralytics' last.pt to `checkpoint` atomically (a reader never sees half a file)."""
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
