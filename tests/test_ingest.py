@@ -2,12 +2,17 @@
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import dagster as dg
 import exports
 from helpers import Home
 
-from resources.landing_zone import SUCCESS_MARKER
+from resources.landing_zone import SUCCESS_MARKER, LocalLandingZone
+from yolo_assets.core.home import hash_cache_path
 from yolo_assets.data.splits import split_of
 
 
@@ -236,3 +241,38 @@ def test_dataset_is_ultralytics_ready_and_its_cache_files_do_not_change_the_vers
     shutil.rmtree(home.store / "processed_images" / "_cache_keys")
     assert home.materialize("processed_images").success
     assert home.data_version("processed_images") == version
+
+
+class UploaderRewritesALabelMidRead(LocalLandingZone):
+    """The real local landing zone, plus an uploader that rewrites one label of the batch after
+    `labeled_batch` hashed it and before it reads it (the first time only)."""
+
+    flag_dir: str
+
+    @contextmanager
+    def open_batch(self, name: str) -> Iterator[tuple[Path, list[dict[str, Any]]]]:
+        flag = Path(self.flag_dir) / f"rewritten-{name}"
+        if not flag.exists():
+            flag.touch()
+            label = next(p for p in sorted((Path(self.root) / name / "labels").glob("*.txt")) if p.read_text().strip())
+            text = label.read_text()
+            label.write_text(("1" if text[0] != "1" else "2") + text[1:])
+        with super().open_batch(name) as opened:
+            yield opened
+
+
+def test_a_batch_rewritten_while_it_is_read_is_read_again(home: Home, land_copy, tmp_path: Path) -> None:
+    batch = land_copy("batch_a", 6, 1)
+    home.redefine(landing_zone=UploaderRewritesALabelMidRead(
+        root=str(home.landing), hash_cache_path=str(hash_cache_path(home.path)), flag_dir=str(tmp_path)
+    ))
+    batch_run, dataset_run = home.tick()
+    assert batch_run.success and dataset_run.success
+    logs = home.instance.all_logs(batch_run.run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY)
+    assert len(logs) == 1 and "changed while it was being read" in str(logs[0].dagster_event.event_specific_data)
+    # What is stored is the batch as it is now, keyed by its current content: one consistent upload.
+    home.redefine()
+    assert home.resource("landing_zone").content_hash("batch_a") == home.metadata("labeled_batch", "batch_a")["content_hash"]
+    stored = {item["label_source"]: item["boxes"] for item in home.manifest("labeled_batch", "batch_a")["items"]}
+    rewritten = next(p for p in sorted((batch / "labels").glob("*.txt")) if p.read_text().strip())
+    assert stored[f"labels/{rewritten.name}"][0][0] == home.manifest("labeled_batch", "batch_a")["classes"][int(rewritten.read_text()[0])]

@@ -53,6 +53,11 @@ CLASS_REGISTRY = dg.AssetCheckSpec(
 )
 
 
+class BatchChangedWhileRead(Exception):
+    """The batch's content hash after reading differs from the one its version is keyed by: what was
+    read may mix two uploads. Not a data error: the retry policy reads it again."""
+
+
 class LabeledBatchConfig(dg.Config):
     max_quarantined_fraction: float = 0.2
     """label_validity fails (and blocks processed_images) above this share of quarantined pairs."""
@@ -226,6 +231,11 @@ def labeled_batch(
                     asset_key=LABELED_BATCH, partition=batch, metadata={REJECTED: reason, "content_hash": content_hash}
                 ))
                 raise dg.Failure(description=reason, allow_retries=False) from None
+            if landing_zone.content_hash(batch) != content_hash:
+                raise BatchChangedWhileRead(
+                    f"batch {batch!r} changed while it was being read (an upload into it is still going on?); "
+                    "retried, it is read again as it is then"
+                )
             accepted = [sha for item in manifest["items"] for sha in (item["image_sha"], item["label_sha"]) if sha]
             artifact_store.publish_objects(BLOBS, [object_relpath(sha) for sha in accepted])
             yield Built(manifest_version(manifest), manifest, lambda staging: write_batch_artifact(staging, root, manifest))
