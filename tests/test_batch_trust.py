@@ -189,6 +189,7 @@ def test_retracting_a_batch_leaves_it_out_until_unretracted(home: Home, capsys: 
 def test_a_retraction_from_the_launchpad_reaches_the_dataset_through_the_sensor(home: Home) -> None:
     land_three(home)
     assert all(o.success for o in ingest(home))
+    full_version = home.data_version("processed_images")
     assert home.materialize("batch_retractions", run_config=retraction_config("batch_c", "camera out of focus")).success
     rebuilt = [o for o in home.tick() if "dataset_sensor" in o.description]
     assert len(rebuilt) == 1 and rebuilt[0].success
@@ -198,6 +199,11 @@ def test_a_retraction_from_the_launchpad_reaches_the_dataset_through_the_sensor(
     assert not [o for o in home.tick() if "dataset_sensor" in o.description]  # handled once
     failed = home.materialize("batch_retractions", run_config=retraction_config("batch_a"))  # no reason
     assert not failed.success and "needs a reason" in failed.failure
+    # Unretracted, the dataset is the one from before the retraction again: a cache hit, not a new version.
+    assert home.materialize("batch_retractions", run_config=retraction_config("batch_c", unretract=True)).success
+    assert len([o for o in home.tick() if "dataset_sensor" in o.description]) == 1
+    assert home.data_version("processed_images") == full_version
+    assert home.metadata("processed_images")["cache_hit"] is True
 
 
 def test_retractions_live_in_the_s3_store_and_another_machine_applies_them(home: Home, seaweedfs: Any, tmp_path: Path) -> None:

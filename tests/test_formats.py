@@ -11,6 +11,8 @@ import pytest
 import yaml
 from helpers import Home
 
+from yolo_assets.data.splits import split_of
+
 FORMATS = {
     "yolo_split_folders": (exports.yolo_split_folders, "yolo"),
     "yolo_file_lists": (exports.yolo_file_lists, "yolo"),
@@ -44,9 +46,19 @@ def test_each_export_is_ingested_with_every_item(home: Home, kind: str) -> None:
 
 
 def test_coco_maps_sparse_category_ids_by_name_and_counts_crowds(home: Home) -> None:
-    exports.mark_complete(exports.coco(home.landing / "batch_coco", 4, seed=12))
+    root = exports.coco(home.landing / "batch_coco", 4, seed=12)
+    annotations = root / "annotations" / "instances_default.json"
+    document = json.loads(annotations.read_text())
+    orphans = [{"id": 900, "image_id": 999, "category_id": document["categories"][0]["id"], "bbox": [0, 0, 5, 5], "iscrowd": 0},
+               {"id": 901, "image_id": document["images"][0]["id"], "category_id": 999, "bbox": [0, 0, 5, 5], "iscrowd": 0}]
+    document["annotations"] += orphans  # an unknown image, an unknown category
+    annotations.write_text(json.dumps(document))
+    exports.mark_complete(root)
     home.tick()
     manifest = home.manifest("labeled_batch", "batch_coco")
+    orphaned = [entry for entry in manifest["quarantine"] if entry["reason"] == "annotation_orphan"]
+    assert [entry["detail"].split()[1] for entry in orphaned] == ["900", "901"]
+    assert all(entry["label"] == "annotations/instances_default.json" for entry in orphaned)
     assert manifest["classes"] == list(exports.CLASSES)
     assert manifest["notes"]["iscrowd_excluded"] == 1
     backgrounds = {Path(item["source"]).stem for item in manifest["items"] if not item["boxes"]}
@@ -90,7 +102,7 @@ def test_export_split_is_ignored_by_default_and_honoured_by_policy(home: Home) -
     manifest = home.manifest("labeled_batch", "batch_rf")
     assert {item["split_hint"] for item in manifest["items"]} == {"train", "val", "test"}
     ours = {item["sha"]: item["split"] for item in home.manifest("processed_images")["items"]}
-    assert set(ours.values()) <= {"train", "val"}
+    assert all(split == split_of(sha, 0.2) for sha, split in ours.items())  # our hash split, not theirs
 
     from resources.dataset_policy import DatasetPolicy
 

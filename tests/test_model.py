@@ -96,7 +96,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
 def test_tick_ingests_then_automation_trains_evaluates_and_registers(scenario: Scenario) -> None:
     ingest, dataset, model = scenario.outcomes["v1"]
     assert ingest.success and dataset.success and model.success, (ingest, dataset, model)
-    assert "trained_weights" in model.description and "registered_model" in model.description
+    assert all(asset in model.description for asset in MODEL_ASSETS)  # trained, evaluated, registered
     assert scenario.metadata("registered_model")["model_version"] == 3  # the scenario ends with v3 registered
     # After v1 the champion was v1; a new batch made automation retrain (v2), and v2 took the alias.
     assert [o.success for o in scenario.outcomes["v2"]] == [True, True, True]
@@ -181,6 +181,14 @@ def test_rematerialising_is_a_cache_hit_without_training(scenario: Scenario) -> 
     assert scenario.metadata("evaluation_report")["cache_hit"] is True
     assert scenario.data_version("trained_weights") == scenario.versions["v3"]
     assert len(scenario.runs()) == runs_before  # no epoch ran: no new MLflow run
+    # Registration is idempotent per weights version: the same weights are still registry version 3,
+    # refused by the gate again (v3 is worse than the champion), and no new version appears.
+    client, name = scenario.mlflow.client(), scenario.mlflow.model_name
+    registered_before = len(client.search_model_versions(f"name='{name}'"))
+    again = scenario.materialize(["registered_model"])
+    assert not again.success and "promotion_gate" in again.failure
+    assert scenario.metadata("registered_model")["model_version"] == 3
+    assert len(client.search_model_versions(f"name='{name}'")) == registered_before == 3
 
 
 def test_cpu_training_twice_gives_the_same_weights_hash(scenario: Scenario) -> None:
@@ -222,6 +230,9 @@ def test_model_lineage_goes_back_to_runs_config_dataset_and_batches(scenario: Sc
     assert lineage["training_config"]["epochs"] in (GOOD["epochs"], str(GOOD["epochs"]))
     assert scenario.instance.get_run_by_id(lineage["training_dagster_run_id"]) is not None
     assert [b["batch"] for b in lineage["batches"]] == ["batch_a", "batch_b"]
-    assert all(b["ingest_run_id"] and b["num_images"] for b in lineage["batches"])
+    for batch in lineage["batches"]:  # each batch: the run that ingested it, and what it held
+        ingest_run = scenario.instance.get_run_by_id(batch["ingest_run_id"])
+        assert ingest_run is not None and ingest_run.tags.get("dagster/partition") == batch["batch"]
+        assert batch["num_images"] == scenario.metadata("labeled_batch", batch["batch"])["num_images"] > 0
     assert main([*home, "lineage", "--model", f"{scenario.mlflow.model_name}/3"]) == 0
     assert "promotion_gate: failed" in capsys.readouterr().out

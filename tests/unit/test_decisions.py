@@ -74,8 +74,10 @@ def test_dataset_diff_names_added_removed_and_relabeled_images_per_class() -> No
 def test_cache_keys_and_data_versions_ignore_ordering_but_not_content() -> None:
     assert cache_key("1", {"a": "x", "b": "y"}, {"p": 1, "q": 2}) == cache_key("1", {"b": "y", "a": "x"}, {"q": 2, "p": 1})
     assert cache_key("1", "x", {}) != cache_key("2", "x", {}) != cache_key("2", "x", {"p": 1})
+    assert cache_key("1", {"a": "x"}, {}) != cache_key("1", {"a": "y"}, {})  # another input data version
     version, data = encoded_manifest({"b": 1, "a": [1, 2]})
     assert data == b'{"a":[1,2],"b":1}' and len(version) == 64
+    assert version == encoded_manifest({"a": [1, 2], "b": 1})[0] != encoded_manifest({"a": [2, 1], "b": 1})[0]
 
 
 def test_empty_training_fields_take_the_deployment_defaults_and_the_recipe_keys_the_weights() -> None:

@@ -37,7 +37,8 @@ class QuarantineReason(StrEnum):
 
 def quarantine_entry(image: str | None, label: str | None, reason: QuarantineReason, detail: str) -> dict[str, Any]:
     """One quarantined item: its image and label paths (relative to the batch), why, and details."""
-    return {"image": image, "label": label, "reason": reason, "detail": detail}
+    # The code as a plain str: entries go to JSON, metadata and tables, never as an enum member.
+    return {"image": image, "label": label, "reason": str(reason), "detail": detail}
 
 
 def quarantine_table(entries: list[dict[str, Any]], limit: int | None = 50) -> str:
