@@ -20,6 +20,7 @@ from helpers import DAGSTER_DB_PASSWORD, REPO, ProductionHome, production_home
 from resources.mlflow_tracking import MLFLOW_ENVIRONMENT
 from yolo_assets.core.s3 import request_counts
 from yolo_assets.data.synth import write_batch
+from yolo_assets.detector.serving import DETECTION_COLUMNS
 from yolo_assets.ops.cli import main
 from yolo_assets.ops.services import MlflowServer, Postgres, SeaweedFS, clean_environment
 
@@ -93,15 +94,19 @@ def test_an_upload_is_ingested_trained_and_registered_on_the_servers(production:
 def test_the_champion_loads_and_predicts_with_only_the_tracking_uri(production: ProductionHome, mlflow_server: MlflowServer, tmp_path: Path) -> None:
     image = next((production.path.parent / "upload" / "line_a" / "images").glob("*.jpg"))
     script = (
-        "import mlflow, pandas as pd\n"
+        "import json, mlflow, pandas as pd\n"
         "model = mlflow.pyfunc.load_model('models:/yolo-defect-detector@champion')\n"
-        f"print(list(model.predict(pd.DataFrame({{'image': [{str(image)!r}]}}), params={{'conf': 0.001}}).columns))\n"
+        f"detections = model.predict(pd.DataFrame({{'image': [{str(image)!r}]}}), params={{'conf': 0.001}})\n"
+        "print(json.dumps({'columns': list(detections.columns), 'rows': len(detections),"
+        " 'classes': sorted(set(detections['class_name']))}))\n"
     )
     env = clean_environment(MLFLOW_TRACKING_URI=mlflow_server.tracking_uri, TMPDIR=str(tmp_path), **MLFLOW_ENVIRONMENT)
     assert not [name for name in env if name.startswith("AWS_")]
     result = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "class_name" in result.stdout
+    predicted = json.loads(result.stdout.strip().splitlines()[-1])
+    assert predicted["columns"] == DETECTION_COLUMNS and predicted["rows"] > 0, predicted
+    assert set(predicted["classes"]) <= {"scratch", "spot", "crack"}
 
 
 def test_an_idle_tick_runs_nothing_and_an_unchanged_build_is_a_cache_hit(production: ProductionHome) -> None:
