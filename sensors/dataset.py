@@ -10,15 +10,20 @@ The comparison is on state, not on "something changed since the last evaluation"
 finishes while the dataset builds is never lost. The run_key is the fingerprint of the inputs, so the
 same inputs are never requested twice (a build that failed after its retries waits for a new batch,
 a retraction, or a manual run; it does not loop).
+
+That comparison reads every batch's latest materialisation (~0.2-0.4 s at 1,000 batches). The cursor
+keeps a fingerprint of what the decision depends on, from storage ids alone (~15 ms at 1,000
+batches): while nothing moved since an evaluation that found the dataset up to date, an idle tick
+skips the comparison.
 """
 
 import dagster as dg
 
 from resources.artifact_store import ArtifactStore
 from yolo_assets.assets.dataset import select_batches
-from yolo_assets.assets.ingest import latest_batch_versions
-from yolo_assets.assets.keys import LABELED_BATCH, PROCESSED_IMAGES
-from yolo_assets.assets.materializations import latest_materialization, metadata_value
+from yolo_assets.assets.ingest import BATCH_PARTITIONS, latest_batch_versions
+from yolo_assets.assets.keys import BATCH_RETRACTIONS, CODE_VERSIONS, LABELED_BATCH, PROCESSED_IMAGES
+from yolo_assets.assets.materializations import latest_data_version, latest_materialization, metadata_value
 from yolo_assets.assets.retractions import RETRACTIONS_VERSION, current_retractions
 from yolo_assets.core.hashing import hash_json
 
@@ -37,6 +42,21 @@ def ingest_in_progress(instance: dg.DagsterInstance) -> bool:
     return any({LABELED_BATCH, PROCESSED_IMAGES} & set(run.asset_selection or ()) for run in runs)
 
 
+def state_fingerprint(instance: dg.DagsterInstance) -> str:
+    """What the sensor's decision depends on, without reading any batch's event: the latest event of
+    every batch (materialisation or refusal), the batch list, the retractions' version, the dataset's
+    latest materialisation and the code version that builds it."""
+    dataset = instance.fetch_materializations(PROCESSED_IMAGES, limit=1).records
+    return hash_json({
+        "materialized": instance.get_latest_storage_id_by_partition(LABELED_BATCH, dg.DagsterEventType.ASSET_MATERIALIZATION),
+        "refused": instance.get_latest_storage_id_by_partition(LABELED_BATCH, dg.DagsterEventType.ASSET_OBSERVATION),
+        "batches": instance.get_dynamic_partitions(BATCH_PARTITIONS),
+        "retractions": latest_data_version(instance, BATCH_RETRACTIONS),
+        "dataset": dataset[0].storage_id if dataset else None,
+        "code": CODE_VERSIONS[PROCESSED_IMAGES],
+    })
+
+
 @dg.sensor(
     name="dataset_sensor",
     target=[PROCESSED_IMAGES],
@@ -48,14 +68,19 @@ def dataset_sensor(context: dg.SensorEvaluationContext, artifact_store: Artifact
     instance = context.instance
     if ingest_in_progress(instance):
         return dg.SkipReason("batches are still being ingested: the dataset waits for the whole burst")
+    fingerprint = state_fingerprint(instance)  # before reading: a batch landing meanwhile changes it
+    if context.cursor == fingerprint:
+        return dg.SkipReason("nothing moved since the dataset was found up to date")
     retractions = current_retractions(instance, artifact_store)
     selection = select_batches(latest_batch_versions(instance), retractions)
     inputs = {batch.partition: batch.data_version for batch in selection.included}
     latest = latest_materialization(instance, PROCESSED_IMAGES)
-    if not inputs:
-        return dg.SkipReason("no accepted batch yet")
     built_with_retractions = metadata_value(latest, RETRACTIONS_VERSION) or None  # "" when built with none
-    if inputs == metadata_value(latest, "input_batches") and retractions.version == built_with_retractions:
-        return dg.SkipReason("the latest dataset version holds every accepted batch and the current retractions")
+    if not inputs or (inputs == metadata_value(latest, "input_batches") and retractions.version == built_with_retractions):
+        context.update_cursor(fingerprint)  # only "nothing to do" is remembered: a requested build is not
+        return dg.SkipReason(
+            "no accepted batch yet" if not inputs
+            else "the latest dataset version holds every accepted batch and the current retractions"
+        )
     run_key = dataset_run_key(inputs, retractions.version)
     return dg.SensorResult(run_requests=[dg.RunRequest(run_key=run_key, asset_selection=[PROCESSED_IMAGES])])

@@ -6,21 +6,23 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
 from helpers import REPO, Home
 
+from sensors.dataset import dataset_sensor
 from sensors.labeled_data import labeled_data_sensor
 from yolo_assets.assets.keys import CODE_VERSIONS, LABELED_BATCH, PROCESSED_IMAGES
 from yolo_assets.ops.cli import main
 
 
-def _evaluate(home: Home, cursor: str | None) -> dg.SensorResult:
+def _evaluate(home: Home, cursor: str | None, sensor: dg.SensorDefinition = labeled_data_sensor) -> Any:
     with dg.build_sensor_context(
         instance_ref=home.instance.get_ref(), cursor=cursor, definitions=home.defs, resources=home.defs.resources
     ) as context:
-        return labeled_data_sensor.evaluate_tick(context)
+        return sensor.evaluate_tick(context)
 
 
 def test_many_batches_in_one_tick_all_get_runs_and_the_cursor_skips_them_next_time(home: Home, land_copy) -> None:
@@ -34,6 +36,25 @@ def test_many_batches_in_one_tick_all_get_runs_and_the_cursor_skips_them_next_ti
     assert first.dynamic_partitions_requests[0].partition_keys == [f"batch_{i}" for i in range(5)]
     second = _evaluate(home, first.cursor)
     assert second.run_requests == []
+
+
+def test_dataset_sensor_skips_its_comparison_until_something_moves(home: Home, land_copy) -> None:
+    land_copy("batch_a", 4, 1)
+    land_copy("batch_b", 4, 2)
+    assert all(o.success for o in home.tick())
+    up_to_date = _evaluate(home, None, dataset_sensor)
+    assert "holds every accepted batch" in up_to_date.skip_message and up_to_date.cursor
+    idle = _evaluate(home, up_to_date.cursor, dataset_sensor)
+    assert idle.skip_message == "nothing moved since the dataset was found up to date" and idle.cursor == up_to_date.cursor
+    # A new event of a batch (here the same content again) moves the fingerprint: the comparison runs again.
+    assert home.materialize("labeled_batch", "batch_a").success
+    again = _evaluate(home, up_to_date.cursor, dataset_sensor)
+    assert "holds every accepted batch" in again.skip_message and again.cursor != up_to_date.cursor
+    # A retraction does too, and this time the dataset must be rebuilt: a run, and no remembered "up to date".
+    retract = {"ops": {"batch_retractions": {"config": {"batch": "batch_b", "reason": "blurred"}}}}
+    assert home.materialize("batch_retractions", run_config=retract).success
+    rebuild = _evaluate(home, again.cursor, dataset_sensor)
+    assert [r.asset_selection for r in rebuild.run_requests] == [[PROCESSED_IMAGES]] and rebuild.cursor == again.cursor
 
 
 def test_definitions_load_like_dagster_dev(home: Home) -> None:
