@@ -38,6 +38,12 @@ def log_metrics(client: "MlflowClient", run_id: str, metrics: Mapping[str, float
     client.log_batch(run_id, metrics=[entities.Metric(name, float(value), now, step) for name, value in metrics.items()])
 
 
+def log_params(client: "MlflowClient", run_id: str, params: Mapping[str, object]) -> None:
+    """Every parameter in one request, as strings."""
+    entities = import_mlflow().entities
+    client.log_batch(run_id, params=[entities.Param(name, str(value)) for name, value in params.items()])
+
+
 class MLflowResource(dg.ConfigurableResource):
     tracking_uri: str
     """e.g. sqlite:////abs/home/mlflow/mlflow.db, or http://127.0.0.1:5000 for a server (from

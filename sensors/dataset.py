@@ -23,7 +23,7 @@ from resources.artifact_store import ArtifactStore
 from yolo_assets.assets.dataset import select_batches
 from yolo_assets.assets.ingest import BATCH_PARTITIONS, latest_batch_versions
 from yolo_assets.assets.keys import BATCH_RETRACTIONS, CODE_VERSIONS, LABELED_BATCH, PROCESSED_IMAGES
-from yolo_assets.assets.materializations import latest_data_version, latest_materialization, metadata_value
+from yolo_assets.assets.materializations import latest_data_version, metadata_value
 from yolo_assets.assets.retractions import RETRACTIONS_VERSION, current_retractions
 from yolo_assets.core.hashing import hash_json
 
@@ -42,17 +42,16 @@ def ingest_in_progress(instance: dg.DagsterInstance) -> bool:
     return any({LABELED_BATCH, PROCESSED_IMAGES} & set(run.asset_selection or ()) for run in runs)
 
 
-def state_fingerprint(instance: dg.DagsterInstance) -> str:
+def state_fingerprint(instance: dg.DagsterInstance, dataset: dg.EventLogRecord | None) -> str:
     """What the sensor's decision depends on, without reading any batch's event: the latest event of
     every batch (materialisation or refusal), the batch list, the retractions' version, the dataset's
-    latest materialisation and the code version that builds it."""
-    dataset = instance.fetch_materializations(PROCESSED_IMAGES, limit=1).records
+    latest materialisation (`dataset`) and the code version that builds it."""
     return hash_json({
         "materialized": instance.get_latest_storage_id_by_partition(LABELED_BATCH, dg.DagsterEventType.ASSET_MATERIALIZATION),
         "refused": instance.get_latest_storage_id_by_partition(LABELED_BATCH, dg.DagsterEventType.ASSET_OBSERVATION),
         "batches": instance.get_dynamic_partitions(BATCH_PARTITIONS),
         "retractions": latest_data_version(instance, BATCH_RETRACTIONS),
-        "dataset": dataset[0].storage_id if dataset else None,
+        "dataset": dataset.storage_id if dataset else None,
         "code": CODE_VERSIONS[PROCESSED_IMAGES],
     })
 
@@ -68,13 +67,14 @@ def dataset_sensor(context: dg.SensorEvaluationContext, artifact_store: Artifact
     instance = context.instance
     if ingest_in_progress(instance):
         return dg.SkipReason("batches are still being ingested: the dataset waits for the whole burst")
-    fingerprint = state_fingerprint(instance)  # before reading: a batch landing meanwhile changes it
+    dataset = next(iter(instance.fetch_materializations(PROCESSED_IMAGES, limit=1).records), None)
+    fingerprint = state_fingerprint(instance, dataset)  # before reading: a batch landing meanwhile changes it
     if context.cursor == fingerprint:
         return dg.SkipReason("nothing moved since the dataset was found up to date")
     retractions = current_retractions(instance, artifact_store)
     selection = select_batches(latest_batch_versions(instance), retractions)
     inputs = {batch.partition: batch.data_version for batch in selection.included}
-    latest = latest_materialization(instance, PROCESSED_IMAGES)
+    latest = dataset.asset_materialization if dataset else None
     built_with_retractions = metadata_value(latest, RETRACTIONS_VERSION) or None  # "" when built with none
     if not inputs or (inputs == metadata_value(latest, "input_batches") and retractions.version == built_with_retractions):
         context.update_cursor(fingerprint)  # only "nothing to do" is remembered: a requested build is not

@@ -76,15 +76,27 @@ def test_batch_without_marker_is_ignored_until_the_marker_lands(home: Home, land
     assert batch_run.success and dataset_run.success and home.metadata("labeled_batch", "batch_a")["num_images"] == 6
 
 
+def first_labeled(batch: Path) -> Path:
+    """The batch's first label file that holds a box."""
+    return next(p for p in sorted((batch / "labels").glob("*.txt")) if p.read_text().strip())
+
+
+def change_first_class(label: Path) -> str:
+    """Give the label's first box another class id (same byte size); returns the new text."""
+    text = label.read_text()
+    edited = ("1" if text[0] != "1" else "2") + text[1:]
+    label.write_text(edited)
+    return edited
+
+
 def test_edited_label_of_the_same_size_changes_the_version(home: Home, land_copy) -> None:
     batch = land_copy("batch_a", 6, 1)
     home.tick()
     version = home.data_version("labeled_batch", "batch_a")
-    label = next(p for p in sorted((batch / "labels").glob("*.txt")) if p.read_text().strip())
-    text = label.read_text()
-    edited = ("1" if text[0] != "1" else "2") + text[1:]  # another class id: same byte size
-    assert len(edited) == len(text)
-    label.write_text(edited)
+    label = first_labeled(batch)
+    size = label.stat().st_size
+    edited = change_first_class(label)
+    assert label.stat().st_size == size
     assert home.materialize("labeled_batch", "batch_a").success
     assert home.data_version("labeled_batch", "batch_a") != version
     # The sensor sees a re-upload once the marker is rewritten, and ingests it under a new run key.
@@ -255,9 +267,7 @@ class UploaderRewritesALabelMidRead(LocalLandingZone):
         flag = Path(self.flag_dir) / f"rewritten-{name}"
         if not flag.exists():
             flag.touch()
-            label = next(p for p in sorted((Path(self.root) / name / "labels").glob("*.txt")) if p.read_text().strip())
-            text = label.read_text()
-            label.write_text(("1" if text[0] != "1" else "2") + text[1:])
+            change_first_class(first_labeled(Path(self.root) / name))
         with super().open_batch(name) as opened:
             yield opened
 
@@ -275,5 +285,5 @@ def test_a_batch_rewritten_while_it_is_read_is_read_again(home: Home, land_copy,
     home.redefine()
     assert home.resource("landing_zone").content_hash("batch_a") == home.metadata("labeled_batch", "batch_a")["content_hash"]
     stored = {item["label_source"]: item["boxes"] for item in home.manifest("labeled_batch", "batch_a")["items"]}
-    rewritten = next(p for p in sorted((batch / "labels").glob("*.txt")) if p.read_text().strip())
+    rewritten = first_labeled(batch)
     assert stored[f"labels/{rewritten.name}"][0][0] == home.manifest("labeled_batch", "batch_a")["classes"][int(rewritten.read_text()[0])]

@@ -20,7 +20,7 @@ from pydantic import Field
 
 from resources.artifact_store import ArtifactStore, Built
 from resources.kubernetes import step_op_tags
-from resources.mlflow_tracking import MLflowResource, import_mlflow, log_metrics
+from resources.mlflow_tracking import MLflowResource, log_metrics, log_params
 from resources.model_policy import ModelPolicy
 from resources.trainer import TrainingDefaults, YoloWorkspace
 from yolo_assets.assets.automation import RETRAIN_ON_NEW_DATA
@@ -179,8 +179,7 @@ def start_or_resume_mlflow_run(
             "code_versions": json.dumps(code_versions_through(TRAINED_WEIGHTS), sort_keys=True),
         },
     )
-    entities = import_mlflow().entities
-    client.log_batch(run.info.run_id, params=[entities.Param(name, str(value)) for name, value in params.items()])
+    log_params(client, run.info.run_id, params)
     checkpoint.save_run(run.info.run_id)
     return str(run.info.run_id)
 
