@@ -12,3 +12,9 @@ class ModelPolicy(dg.ConfigurableResource):
     """No class's AP50-95 may drop by more than this versus the champion."""
     first_model_min_map50: float = 0.3
     """With no champion yet, a model is promoted when its mAP50 reaches this floor."""
+    rollout_steps: list[int] = [10, 50, 100]
+    """Gray release: the canary's share of traffic at each step (percent, the last 100); every fresh
+    batch it holds on moves it one step, and after the last it becomes champion. [100] = promote at once."""
+    drift_tolerance: float = 0.1
+    """fresh_data_drift warns (and retraining is triggered) when the champion's mAP50-95 on a fresh
+    batch is more than this below its own offline validation figure."""

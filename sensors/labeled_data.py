@@ -14,10 +14,11 @@ import dagster as dg
 
 from resources.landing_zone import LandingZone
 from yolo_assets.assets.ingest import BATCH_PARTITIONS, batch_partitions
-from yolo_assets.assets.keys import LABELED_BATCH
+from yolo_assets.assets.keys import FRESH_BATCH_EVALUATION, LABELED_BATCH
 
 CONTENT_HASH_TAG = "yolo_assets/batch_content_hash"
-INGEST_ASSETS = [LABELED_BATCH]
+# The batch is scored by the live models in its own ingest run, before any dataset build can include it.
+INGEST_ASSETS = [LABELED_BATCH, FRESH_BATCH_EVALUATION]
 
 
 def ingest_run_key(batch: str, content_hash: str) -> str:
@@ -29,7 +30,7 @@ def ingest_run_key(batch: str, content_hash: str) -> str:
     target=INGEST_ASSETS,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Ingests each complete batch that lands: one labeled_batch[batch] run per batch.",
+    description="Ingests each complete batch that lands and scores it with the live models: one run per batch.",
 )
 def labeled_data_sensor(context: dg.SensorEvaluationContext, landing_zone: LandingZone) -> dg.SensorResult:
     seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}

@@ -26,14 +26,18 @@ from sensors.failure_alerts import run_failure_alert
 from sensors.labeled_data import labeled_data_sensor
 from yolo_assets.assets.dataset import processed_images
 from yolo_assets.assets.evaluation import evaluation_report
+from yolo_assets.assets.fresh import fresh_batch_evaluation
 from yolo_assets.assets.ingest import labeled_batch
 from yolo_assets.assets.registry import registered_model
 from yolo_assets.assets.retractions import batch_retractions
+from yolo_assets.assets.rollout import model_rollout
 from yolo_assets.assets.training import retrain_gate, trained_weights
 from yolo_assets.core.home import hash_cache_path, home_dir, landing_dir, mlflow_dir, mlflow_tracking_uri, scratch_dir, store_dir
+from yolo_assets.release.rollout import check_steps
 
 STORAGE_VARIABLE = "YOLO_ASSETS_STORAGE"
 TRACKING_URI_VARIABLE = "YOLO_ASSETS_MLFLOW_TRACKING_URI"
+ROLLOUT_STEPS_VARIABLE = "YOLO_ASSETS_ROLLOUT_STEPS"
 
 
 def storage_resources(home: Path) -> dict[str, dg.ConfigurableResource]:
@@ -82,6 +86,17 @@ def mlflow_resource(home: Path) -> MLflowResource:
     return MLflowResource(tracking_uri=tracking_uri, artifact_root=str(mlflow_dir(home) / "artifacts"), model_name=model_name)
 
 
+def rollout_steps_setting() -> list[int]:
+    """YOLO_ASSETS_ROLLOUT_STEPS, e.g. `10,50,100` (`100`: promote at once); checked when the code location loads."""
+    value = dg.EnvVar(ROLLOUT_STEPS_VARIABLE).get_value()
+    if not value:
+        return list(ModelPolicy.model_fields["rollout_steps"].default)
+    try:
+        return list(check_steps([int(part) for part in value.split(",")]))
+    except ValueError as error:
+        raise ValueError(f"{ROLLOUT_STEPS_VARIABLE}={value!r}: {error}") from None
+
+
 def deployment_resources(home: Path) -> dict[str, dg.ConfigurableResource]:
     """Everything wired to one home folder (the embedded default), with the deployment's settings."""
     return {
@@ -89,7 +104,12 @@ def deployment_resources(home: Path) -> dict[str, dg.ConfigurableResource]:
         "mlflow": mlflow_resource(home),
         "model_policy": resource_from_environment(
             ModelPolicy,
-            {"min_new_images": "YOLO_ASSETS_MIN_NEW_IMAGES", "first_model_min_map50": "YOLO_ASSETS_FIRST_MODEL_MIN_MAP50"},
+            {
+                "min_new_images": "YOLO_ASSETS_MIN_NEW_IMAGES",
+                "first_model_min_map50": "YOLO_ASSETS_FIRST_MODEL_MIN_MAP50",
+                "drift_tolerance": "YOLO_ASSETS_DRIFT_TOLERANCE",
+            },
+            rollout_steps=rollout_steps_setting(),
         ),
         "dataset_policy": resource_from_environment(
             DatasetPolicy,
@@ -129,7 +149,10 @@ def step_executor() -> dg.ExecutorDefinition:
 def build_definitions(home: Path, **resource_overrides: dg.ConfigurableResource) -> dg.Definitions:
     """Everything wired to one home folder; tests replace single resources through `resource_overrides`."""
     return dg.Definitions(
-        assets=[labeled_batch, batch_retractions, processed_images, trained_weights, evaluation_report, registered_model],
+        assets=[
+            labeled_batch, fresh_batch_evaluation, batch_retractions, processed_images,
+            trained_weights, evaluation_report, registered_model, model_rollout,
+        ],
         asset_checks=[retrain_gate],
         sensors=[labeled_data_sensor, dataset_sensor, model_automation_sensor, run_failure_alert],
         resources={**deployment_resources(home), **resource_overrides},

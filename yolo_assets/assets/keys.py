@@ -12,6 +12,8 @@ PROCESSED_IMAGES = dg.AssetKey("processed_images")
 TRAINED_WEIGHTS = dg.AssetKey("trained_weights")
 EVALUATION_REPORT = dg.AssetKey("evaluation_report")
 REGISTERED_MODEL = dg.AssetKey("registered_model")
+FRESH_BATCH_EVALUATION = dg.AssetKey("fresh_batch_evaluation")
+MODEL_ROLLOUT = dg.AssetKey("model_rollout")
 
 CODE_VERSIONS: dict[dg.AssetKey, str] = {
     # 2: metadata size caps and refusals, label_too_large, labels compared with a tolerance.
@@ -21,7 +23,10 @@ CODE_VERSIONS: dict[dg.AssetKey, str] = {
     PROCESSED_IMAGES: "3",
     TRAINED_WEIGHTS: "1",
     EVALUATION_REPORT: "1",
-    REGISTERED_MODEL: "1",
+    # 2: the gate no longer moves `champion`: model_rollout does (canary first, or at once with rollout_steps [100]).
+    REGISTERED_MODEL: "2",
+    FRESH_BATCH_EVALUATION: "1",
+    MODEL_ROLLOUT: "1",
 }
 
 

@@ -2,8 +2,8 @@
 
 The `promotion_gate` check (blocking) passes when the challenger is not worse than the champion on the
 same val split (mAP50-95 within a tolerance, no class's AP dropping too far), or, with no champion yet,
-when its mAP50 clears a floor. Pass: alias `champion` moves to the new version. Fail: alias
-`challenger`, and the champion stays.
+when its mAP50 clears a floor. Pass: the version is offered to `model_rollout` (canary, then
+champion on fresh-batch evidence). Fail: alias `challenger`, and the champion stays.
 """
 
 import json
@@ -25,6 +25,7 @@ from yolo_assets.assets.retries import TRANSIENT_RETRY
 from yolo_assets.assets.training import TRAINING_SUMMARY, weights_path
 from yolo_assets.core.hashing import hash_json
 from yolo_assets.detector.setup import ultralytics_version
+from yolo_assets.release.gate import promotion_decision
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
@@ -35,26 +36,6 @@ PROMOTION_GATE = dg.AssetCheckSpec(
     blocking=True,
     description="The challenger is not worse than the champion on the same val split (or clears the first-model floor).",
 )
-
-
-def promotion_decision(metrics: dict[str, Any], policy: ModelPolicy) -> tuple[bool, list[str]]:
-    """(passed, reasons) for the challenger in `metrics` against the champion evaluated beside it."""
-    challenger, champion = metrics["challenger"], metrics["champion"]
-    if champion is None:
-        passed = challenger["mAP50"] >= policy.first_model_min_map50
-        return passed, [f"no champion to compare: mAP50 {challenger['mAP50']:.3f} vs floor {policy.first_model_min_map50:.3f}"]
-    reasons = []
-    floor = champion["mAP50-95"] - policy.promotion_tolerance
-    if challenger["mAP50-95"] < floor:
-        reasons.append(f"mAP50-95 {challenger['mAP50-95']:.3f} < champion {champion['mAP50-95']:.3f} - tolerance {policy.promotion_tolerance}")
-    for name, values in challenger["per_class"].items():
-        old = champion["per_class"].get(name, {}).get("ap50_95")
-        if old is not None and old - values["ap50_95"] > policy.max_class_ap_drop:
-            reasons.append(f"class {name}: AP50-95 dropped {old - values['ap50_95']:.3f} (> {policy.max_class_ap_drop})")
-    if not reasons:
-        reasons.append(f"mAP50-95 {challenger['mAP50-95']:.3f} vs champion {champion['mAP50-95']:.3f}; no class dropped more than {policy.max_class_ap_drop}")
-        return True, reasons
-    return False, reasons
 
 
 def find_version(mlflow: MLflowResource, weights_version: str) -> "ModelVersion | None":
@@ -104,7 +85,7 @@ def register(
     kinds={"mlflow"},
     owners=["team:ml"],
     tags={"domain": "registry"},
-    description="MLflow registry version of the evaluated weights; alias champion when the promotion gate passes.",
+    description="MLflow registry version of the evaluated weights; offered to model_rollout when the promotion gate passes.",
 )
 def registered_model(
     context: dg.AssetExecutionContext,
@@ -137,9 +118,12 @@ def registered_model(
         version = register(mlflow, artifact_store, summary, metrics, tags)
     champion = mlflow.alias_version("champion")
     is_champion = champion is not None and champion.version == version.version
-    alias = "champion" if passed or is_champion else "challenger"
     client = mlflow.client()
-    client.set_registered_model_alias(mlflow.model_name, alias, version.version)
+    # A passed version is offered to model_rollout (canary first, or champion at once); a refused one
+    # is the `challenger`, which serves no traffic.
+    alias = "champion" if is_champion else "rollout candidate" if passed else "challenger"
+    if alias == "challenger":
+        client.set_registered_model_alias(mlflow.model_name, alias, version.version)
     client.set_model_version_tag(mlflow.model_name, version.version, "promotion_gate", "passed" if passed else "failed")
     client.set_model_version_tag(mlflow.model_name, version.version, "promotion_reasons", "; ".join(reasons))
     context.log.info(f"{mlflow.model_name} version {version.version} -> alias {alias}: {'; '.join(reasons)}")
@@ -151,6 +135,7 @@ def registered_model(
             "alias": alias,
             "model_uri": f"models:/{mlflow.model_name}/{version.version}",
             "already_registered": already_registered,
+            "promotion_gate_passed": passed,
             "weights_version": metrics["weights_version"],
             "dataset_version": metrics["dataset_version"],
             "evaluation_version": evaluation_version,

@@ -26,7 +26,7 @@ from resources.trainer import TrainingDefaults, YoloWorkspace
 from yolo_assets.assets.automation import RETRAIN_ON_NEW_DATA
 from yolo_assets.assets.dataset import local_dataset, processed_images
 from yolo_assets.assets.ingest import MANIFEST
-from yolo_assets.assets.keys import CODE_VERSIONS, PROCESSED_IMAGES, TRAINED_WEIGHTS, code_versions_through
+from yolo_assets.assets.keys import CODE_VERSIONS, FRESH_BATCH_EVALUATION, PROCESSED_IMAGES, TRAINED_WEIGHTS, code_versions_through
 from yolo_assets.assets.materializations import data_version_of, latest_data_version, latest_materialization, metadata_value
 from yolo_assets.assets.retries import TRAINING_RETRY
 from yolo_assets.core.fileio import atomic_write_bytes, object_relpath
@@ -368,7 +368,7 @@ def dataset_images(store: ArtifactStore, version: str) -> set[str]:
     # Blocking so RETRAIN_ON_NEW_DATA can require it with the blocking checks (split_leakage) and
     # leave out the advisory near_duplicates; it only ever fails with WARN severity, which halts nothing.
     blocking=True,
-    description="Passes when at least min_new_images images are new since the dataset the current weights were trained on.",
+    description="Passes when at least min_new_images images are new since the dataset the current weights were trained on, or the champion drifted on a fresh batch since.",
 )
 def retrain_gate(
     context: dg.AssetCheckExecutionContext, artifact_store: ArtifactStore, model_policy: ModelPolicy
@@ -380,14 +380,34 @@ def retrain_gate(
     if not trained_on or not artifact_store.exists(PROCESSED_IMAGES, trained_on):
         return dg.AssetCheckResult(passed=True, metadata={"reason": "no trained model yet", "min_new_images": model_policy.min_new_images})
     new_images = len(dataset_images(artifact_store, current) - dataset_images(artifact_store, trained_on))
-    passed = new_images >= model_policy.min_new_images
+    drifted = drifted_batches_since_training(context.instance)
+    passed = new_images >= model_policy.min_new_images or bool(drifted)
+    reason = f"{new_images} new images since the last trained dataset (minimum {model_policy.min_new_images})"
     return dg.AssetCheckResult(
         passed=passed,
         severity=dg.AssetCheckSeverity.ERROR if passed else dg.AssetCheckSeverity.WARN,
         metadata={
             "new_images": new_images,
             "min_new_images": model_policy.min_new_images,
+            "drifted_batches": dg.MetadataValue.json(drifted),
             "trained_on_dataset": trained_on,
-            "reason": f"{new_images} new images since the last trained dataset (minimum {model_policy.min_new_images})",
+            "reason": reason + (f"; the champion drifted on fresh batches {drifted}" if drifted else ""),
         },
     )
+
+
+# Fresh-batch scorings read for drift: far more than batches land between two trainings.
+DRIFT_WINDOW = 200
+
+
+def drifted_batches_since_training(instance: dg.DagsterInstance) -> list[str]:
+    """Batches on which the champion drifted (fresh_data_drift) since the latest training started:
+    a drift is a retraining trigger beside min_new_images."""
+    trained = instance.fetch_materializations(TRAINED_WEIGHTS, limit=1).records
+    after = trained[0].storage_id if trained else 0
+    records = instance.fetch_materializations(FRESH_BATCH_EVALUATION, limit=DRIFT_WINDOW).records
+    return sorted({
+        str(record.asset_materialization.partition)
+        for record in records
+        if record.storage_id > after and record.asset_materialization and metadata_value(record.asset_materialization, "drift", False)
+    })

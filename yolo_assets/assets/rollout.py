@@ -1,0 +1,151 @@
+"""`model_rollout`: the gray release, one materialisation per change (the asset's history is the rollout log).
+
+It runs after every registration and every fresh-batch scoring (declarative automation) and acts on
+the evidence since its state last changed:
+  - a registered version that passed the offline `promotion_gate` and was never offered -> canary at
+    the first of `rollout_steps` (the first model, and `rollout_steps: [100]`, are promoted at once);
+  - each fresh batch scored by both champion and canary -> one step further when the canary holds,
+    champion after the last step; rolled back at once (traffic 0, alias removed, alert) when it regresses.
+A person does the same from the UI (run config `action: promote | rollback`, `reason`) or the CLI
+(`yolo-assets rollout promote | rollback --reason TEXT`). The state itself is on the registered model
+in MLflow (yolo_assets/release/rollout.py), which the detection service reads.
+"""
+
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import dagster as dg
+
+from resources.alerts import AlertNotifier
+from resources.mlflow_tracking import MLflowResource
+from resources.model_policy import ModelPolicy
+from yolo_assets.assets.fresh import HOLDS, REGRESSES, fresh_batch_evaluation
+from yolo_assets.assets.keys import CODE_VERSIONS, FRESH_BATCH_EVALUATION, MODEL_ROLLOUT, REGISTERED_MODEL
+from yolo_assets.assets.materializations import latest_materialization, metadata_value
+from yolo_assets.assets.registry import registered_model
+from yolo_assets.assets.retries import TRANSIENT_RETRY
+from yolo_assets.core.hashing import hash_json
+from yolo_assets.release.rollout import RolloutState, RolloutStore, check_steps, hold, offer, promote, roll_back
+
+AC = dg.AutomationCondition
+# After a registration (in the same run) or a fresh-batch scoring, once no batch or model run is in flight.
+ROLLOUT_ON_EVIDENCE = (
+    AC.any_deps_match(AC.newly_updated() | AC.will_be_requested()).since_last_handled()
+    & ~AC.any_deps_in_progress()
+    & ~AC.in_progress()
+).with_label("a registration or a fresh batch scored")
+
+# How many recent fresh-batch scorings are read for evidence: far more than batches land between two runs.
+EVIDENCE_WINDOW = 200
+
+
+class RolloutConfig(dg.Config):
+    action: Literal["auto", "promote", "rollback"] = "auto"
+    """`auto`: act on the evidence; `promote`: the canary becomes champion now; `rollback`: the canary gets no more traffic."""
+    reason: str = ""
+    """Why a person promoted or rolled back (required for rollback); kept in the state and on the MLflow version."""
+
+
+def offered_version(instance: dg.DagsterInstance, mlflow: MLflowResource, state: RolloutState) -> str | None:
+    """The latest registered version, when it passed the offline gate and the rollout has never seen it."""
+    latest = latest_materialization(instance, REGISTERED_MODEL)
+    version = metadata_value(latest, "model_version")
+    if version is None or not metadata_value(latest, "promotion_gate_passed", False):
+        return None
+    version = str(version)
+    if version in (state.champion, state.canary, state.previous):
+        return None
+    tags = mlflow.client().get_model_version(mlflow.model_name, version).tags
+    return None if "rollout" in tags else version
+
+
+def fresh_evidence(instance: dg.DagsterInstance, state: RolloutState) -> Iterator[tuple[str, str, str]]:
+    """(batch@version, verdict, reasons) of the fresh batches scored by exactly this champion and
+    canary and not yet counted, oldest first."""
+    records = instance.fetch_materializations(FRESH_BATCH_EVALUATION, limit=EVIDENCE_WINDOW).records
+    for record in reversed(records):
+        scored = record.asset_materialization
+        verdict = metadata_value(scored, "canary_verdict", "")
+        if verdict not in (HOLDS, REGRESSES) or scored is None:
+            continue
+        if metadata_value(scored, "canary_version") != state.canary or metadata_value(scored, "champion_version") != state.champion:
+            continue
+        evidence = f"{scored.partition}@{str(metadata_value(scored, 'batch_version'))[:12]}"
+        if evidence not in state.evidence:
+            yield evidence, verdict, "; ".join(metadata_value(scored, "canary_verdict_reasons", []) or [])
+
+
+def next_state(
+    instance: dg.DagsterInstance, mlflow: MLflowResource, state: RolloutState, config: RolloutConfig, steps: tuple[int, ...]
+) -> RolloutState:
+    if config.action != "auto":
+        if state.canary is None:
+            raise dg.Failure(f"there is no canary to {config.action} (champion: {state.champion})", allow_retries=False)
+        if config.action == "rollback":
+            if not config.reason.strip():
+                raise dg.Failure("a rollback needs a reason (run config `reason`, or --reason)", allow_retries=False)
+            return roll_back(state, f"by hand: {config.reason}")
+        return promote(state, state.canary, f"promoted by hand{': ' + config.reason if config.reason else ''}")
+    version = offered_version(instance, mlflow, state)
+    if version is not None:
+        state = offer(state, version, steps)
+    for evidence, verdict, reasons in fresh_evidence(instance, state) if state.canary else ():
+        if verdict == REGRESSES:
+            return roll_back(state, f"regressed on fresh batch {evidence}: {reasons}")
+        state = hold(state, evidence)
+        if state.canary is None:
+            break  # promoted
+    return state
+
+
+def rollback_alert(state: RolloutState, run_link: str) -> dict[str, Any]:
+    text = f"yolo-assets: {state.reason}. Champion {state.champion} keeps all traffic. {run_link}"
+    return {"text": text, "event": state.event, "champion": state.champion, "reason": state.reason}
+
+
+@dg.asset(
+    key=MODEL_ROLLOUT,
+    retry_policy=TRANSIENT_RETRY,
+    deps=[registered_model, fresh_batch_evaluation],
+    code_version=CODE_VERSIONS[MODEL_ROLLOUT],
+    output_required=False,  # no change, no materialisation: the asset's history is the rollout log
+    group_name="release",
+    automation_condition=ROLLOUT_ON_EVIDENCE,
+    kinds={"mlflow"},
+    owners=["team:ml"],
+    tags={"domain": "release"},
+    description="Gray release: canary at 10/50/100 % on fresh-batch evidence, then champion; rolled back when it regresses.",
+)
+def model_rollout(
+    context: dg.AssetExecutionContext,
+    config: RolloutConfig,
+    mlflow: MLflowResource,
+    model_policy: ModelPolicy,
+    alert_notifier: AlertNotifier,
+) -> Iterator[dg.MaterializeResult]:
+    steps = check_steps(model_policy.rollout_steps)
+    store = RolloutStore(mlflow.client(), mlflow.model_name)
+    old = store.read()
+    new = next_state(context.instance, mlflow, old, config, steps)
+    if new == old:
+        context.log.info(f"rollout unchanged: champion {old.champion}, canary {old.canary} at {old.canary_percent}%")
+        return
+    store.write(old, new)
+    context.log.info(f"rollout: {new.event}: {new.reason}")
+    if new.event == "rolled_back":
+        alert_notifier.send(rollback_alert(new, alert_notifier.run_link(context.run.run_id)), context.log)
+    yield dg.MaterializeResult(
+        data_version=dg.DataVersion(hash_json(new.to_tag())),
+        metadata={
+            "event": new.event,
+            "reason": new.reason,
+            "champion": new.champion or "",
+            "canary": new.canary or "",
+            "canary_percent": new.canary_percent,
+            "previous": new.previous or "",
+            "step": f"{new.step + 1}/{len(new.steps)}" if new.canary else "",
+            "rollout_steps": dg.MetadataValue.json(list(new.steps)),
+            "evidence": dg.MetadataValue.json(list(new.evidence)),
+            "model_name": mlflow.model_name,
+        },
+    )
