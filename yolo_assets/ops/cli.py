@@ -287,6 +287,69 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def serving_target(args: argparse.Namespace) -> tuple[str, str, Path]:
+    """(tracking URI, model name, model cache folder): the deployment's tracking server when
+    YOLO_ASSETS_MLFLOW_TRACKING_URI is set, else the home's embedded store."""
+    home = _open_home(args)
+    tracking_uri = os.environ.get("YOLO_ASSETS_MLFLOW_TRACKING_URI") or mlflow_tracking_uri(home)
+    model_name = args.model or os.environ.get("YOLO_ASSETS_MODEL_NAME") or "yolo-defect-detector"
+    return tracking_uri, model_name, home / "cache" / "serve"
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """The detection service in the foreground: models follow the registry's rollout state."""
+    import uvicorn
+
+    from resources.mlflow_tracking import MLflowResource
+    from yolo_assets.release.rollout import RolloutStore
+    from yolo_assets.serving.app import ServeLimits, create_app, refresh_seconds
+    from yolo_assets.serving.models import ModelPool, registry_loader
+
+    tracking_uri, model_name, cache = serving_target(args)
+    store = RolloutStore(MLflowResource(tracking_uri=tracking_uri, model_name=model_name).client(), model_name)
+    pool = ModelPool(store.read, registry_loader(tracking_uri, model_name, cache), refresh_seconds())
+    limits = ServeLimits(max_bytes=args.max_bytes, max_pixels=args.max_pixels, conf=args.conf)
+    print(f"serving {model_name} on http://{args.host}:{args.port} (registry refresh every {pool.refresh_s:g}s)", flush=True)
+    pool.start()
+    try:
+        uvicorn.run(create_app(pool, model_name, limits), host=args.host, port=args.port, log_level="warning", access_log=False)
+    finally:
+        pool.stop()
+    return 0
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    """`rollout status [--json]`, or `promote` / `rollback --reason` through a model_rollout run."""
+    from yolo_assets.assets.keys import MODEL_ROLLOUT
+    from yolo_assets.ops.runs import execute, print_outcomes, resolved_resource
+    from yolo_assets.release.rollout import RolloutStore
+
+    _, defs, instance = _context(args)
+    if args.action != "status":
+        if args.action == "rollback" and not (args.reason or "").strip():
+            raise UserError("a rollback needs a reason: --reason TEXT")
+        config = {"action": args.action, "reason": args.reason or ""}
+        outcome = execute(defs, instance, [MODEL_ROLLOUT], run_config={"ops": {"model_rollout": {"config": config}}},
+                          description=f"rollout {args.action}")
+        if not print_outcomes([outcome]):
+            return 1
+    with resolved_resource(defs, "mlflow") as mlflow:
+        state = RolloutStore(mlflow.client(), mlflow.model_name).read()
+    if args.json:
+        print(json.dumps(state.summary(), indent=2))
+    else:
+        print(format_rollout(state))
+    return 0
+
+
+def format_rollout(state: "Any") -> str:
+    canary = f"{state.canary} at {state.canary_percent}% (step {state.step + 1}/{len(state.steps)} of {list(state.steps)})" if state.canary else "none"
+    lines = [f"champion: {state.champion or 'none'}", f"canary:   {canary}", f"previous: {state.previous or 'none'}"]
+    if state.event:
+        lines.append(f"last change: {state.event}: {state.reason}")
+    return "\n".join(lines)
+
+
 def cmd_mlflow_ui(args: argparse.Namespace) -> int:
     home = _open_home(args)
     mlflow = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
@@ -374,6 +437,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the whole product on synthetic data: ingest, train, evaluate, register, retrain")
     demo.add_argument("--images", type=int, default=120, help="images per synthetic batch")
     demo.set_defaults(func=cmd_demo)
+
+    serve = sub.add_parser("serve", help="the HTTP detection service over the registry's champion and canary")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--model", help="registered model name (default: YOLO_ASSETS_MODEL_NAME or yolo-defect-detector)")
+    serve.add_argument("--max-bytes", type=int, default=20 * 1024 * 1024, help="largest request body (default 20 MiB)")
+    serve.add_argument("--max-pixels", type=int, default=50_000_000, help="decompression-bomb guard (default 50,000,000)")
+    serve.add_argument("--conf", type=float, default=0.25, help="confidence threshold (default 0.25)")
+    serve.set_defaults(func=cmd_serve)
+
+    rollout = sub.add_parser("rollout", help="the gray release: status, or promote / roll back the canary by hand")
+    rollout.add_argument("action", choices=["status", "promote", "rollback"])
+    rollout.add_argument("--reason", help="why (required for rollback)")
+    rollout.add_argument("--json", action="store_true")
+    rollout.set_defaults(func=cmd_rollout)
 
     mlflow_ui = sub.add_parser("mlflow-ui", help="start the MLflow UI on the home's tracking store")
     mlflow_ui.add_argument("--host", default="127.0.0.1")
