@@ -227,11 +227,11 @@ def test_retractions_live_in_the_s3_store_and_another_machine_applies_them(home:
 def test_a_warm_started_model_after_a_retraction_keeps_class_ids_and_lineage_shows_it(home: Home, capsys: pytest.CaptureFixture[str]) -> None:
     from resources.model_policy import ModelPolicy
 
-    home.redefine(model_policy=ModelPolicy(min_new_images=1, first_model_min_map50=0.0, promotion_tolerance=1.0, max_class_ap_drop=1.0))
+    home.redefine(model_policy=ModelPolicy(min_new_images=1, first_model_min_map50=0.0, promotion_tolerance=1.0, max_class_ap_drop=1.0, rollout_steps=[100]))
     land_three(home)
     assert all(o.success for o in ingest(home))
     small = {"ops": {"trained_weights": {"config": {"epochs": 1, "imgsz": 64, "batch": 8, "workers": 0, "warm_start": True}}}}
-    models = ["trained_weights", "evaluation_report", "registered_model"]
+    models = ["trained_weights", "evaluation_report", "registered_model", "model_rollout"]
     assert home.materialize(models, run_config=small).success
     assert main(["--home", str(home.path), "retract", "batch_b", "--reason", "wrong tool settings"]) == 0
     assert home.materialize(models, run_config=small).success

@@ -32,7 +32,7 @@ FAKE_SECRET = "fake-secret-0c9a7d51"
 SMALL = {"epochs": 1, "imgsz": 96, "batch": 16, "workers": 0, "warm_start": False}
 # Enough optimiser steps on ~80 training images to leave mAP at zero behind (measured: mAP50 ~0.1).
 GOOD = {**SMALL, "epochs": 14, "imgsz": 160, "batch": 4}
-MODEL_ASSETS = ["trained_weights", "evaluation_report", "registered_model"]
+MODEL_ASSETS = ["trained_weights", "evaluation_report", "registered_model", "model_rollout"]
 
 
 def train_config(settings: dict[str, Any]) -> dict[str, Any]:
@@ -70,7 +70,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     os.environ["AWS_SECRET_ACCESS_KEY"] = FAKE_SECRET
     os.environ["YOLO_ASSETS_ALERT_WEBHOOK_URL"] = f"http://127.0.0.1:9/hooks/{FAKE_SECRET}"
     # Tiny models score near zero: no tolerance, so any regression is refused.
-    s = Scenario.create(path, model_policy=ModelPolicy(min_new_images=5, first_model_min_map50=0.0, promotion_tolerance=0.0))
+    s = Scenario.create(path, model_policy=ModelPolicy(min_new_images=5, first_model_min_map50=0.0, promotion_tolerance=0.0, rollout_steps=[100]))
     os.environ["DAGSTER_HOME"] = str(dagster_home(path))
     s.land("batch_a", 64, seed=1)
     s.train("v1", SMALL)

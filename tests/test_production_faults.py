@@ -131,7 +131,7 @@ def test_the_mlflow_server_down_at_registration_fails_clearly_and_the_next_attem
         assert len(home.instance.all_logs(failed.run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY)) == 3
         own_mlflow.start()  # same port, same backend
         trainings = len(home.instance.fetch_materializations(dg.AssetKey("trained_weights"), limit=10).records)
-        assert home.materialize("registered_model").success
+        assert home.materialize(["registered_model", "model_rollout"]).success
         assert home.data_version("trained_weights") == weights
         assert len(home.instance.fetch_materializations(dg.AssetKey("trained_weights"), limit=10).records) == trainings
         version = home.resource("mlflow").alias_version("champion")

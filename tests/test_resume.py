@@ -72,7 +72,7 @@ def test_killed_training_resumes_from_a_later_epoch_and_finishes_registered(tmp_
     assert sorted(set(steps)) == list(range(1, EPOCHS + 2))
     assert not list(checkpoints.rglob("*.pt"))  # cleaned up after success
 
-    assert home.materialize(["evaluation_report", "registered_model"]).success
+    assert home.materialize(["evaluation_report", "registered_model", "model_rollout"]).success
     version = mlflow.alias_version("champion")
     assert version is not None and version.tags["weights_version"] == event.asset_materialization.tags["dagster/data_version"]
     home.close()

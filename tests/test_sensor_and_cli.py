@@ -81,7 +81,10 @@ def test_cli_tick_then_status_json(home: Home, land_copy, capsys: pytest.Capture
     assert "nothing to run" in capsys.readouterr().out
     assert main(["status", "--json"]) == 0
     assets = {row["key"]: row for row in json.loads(capsys.readouterr().out)["assets"]}
-    assert set(assets) == {"labeled_batch", "batch_retractions", "processed_images", "trained_weights", "evaluation_report", "registered_model"}
+    assert set(assets) == {
+        "labeled_batch", "fresh_batch_evaluation", "batch_retractions", "processed_images",
+        "trained_weights", "evaluation_report", "registered_model", "model_rollout",
+    }
     assert assets["trained_weights"]["data_version"] is None and assets["trained_weights"]["stale"] is True
     for row in assets.values():
         assert set(row) == {"key", "data_version", "code_version", "time", "partitions", "stale", "metadata"}

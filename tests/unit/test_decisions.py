@@ -10,11 +10,11 @@ from resources.model_policy import ModelPolicy
 from resources.trainer import TrainingDefaults
 from yolo_assets.assets.dataset import dataset_diff
 from yolo_assets.assets.ingest import label_validity_passed
-from yolo_assets.release.gate import promotion_decision
 from yolo_assets.assets.training import TrainingConfig, warm_start_refusal
 from yolo_assets.core.versioning import cache_key, encoded_manifest
 from yolo_assets.detector.checkpoint import checkpoint_class_names
 from yolo_assets.detector.setup import configure_ultralytics
+from yolo_assets.release.gate import promotion_decision
 
 
 def scores(map50_95: float, per_class: dict[str, float], map50: float = 0.5) -> dict[str, Any]:

@@ -47,12 +47,19 @@ def decode_picture(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.I
     return to_rgb(image)
 
 
+def is_file(text: str) -> bool:
+    try:
+        return Path(text).is_file()
+    except OSError:  # base64 text read as a path: a name too long
+        return False
+
+
 def picture_bytes(value: Any) -> bytes:
     """A pyfunc input cell: image bytes, base64 text (what a remote caller sends as JSON), or a path."""
     if isinstance(value, (bytes, bytearray)):
         return bytes(value)
     text = str(value)
-    if len(text) < 4096 and Path(text).is_file():
+    if len(text) < 4096 and is_file(text):
         return Path(text).read_bytes()
     try:
         return base64.b64decode(text.split(",", 1)[1] if text.startswith("data:") else text, validate=True)

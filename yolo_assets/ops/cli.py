@@ -338,16 +338,8 @@ def cmd_rollout(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(state.summary(), indent=2))
     else:
-        print(format_rollout(state))
+        print(state.describe())
     return 0
-
-
-def format_rollout(state: "Any") -> str:
-    canary = f"{state.canary} at {state.canary_percent}% (step {state.step + 1}/{len(state.steps)} of {list(state.steps)})" if state.canary else "none"
-    lines = [f"champion: {state.champion or 'none'}", f"canary:   {canary}", f"previous: {state.previous or 'none'}"]
-    if state.event:
-        lines.append(f"last change: {state.event}: {state.reason}")
-    return "\n".join(lines)
 
 
 def cmd_mlflow_ui(args: argparse.Namespace) -> int:

@@ -81,9 +81,37 @@ def run_demo(home: Path, defs: dg.Definitions, instance: dg.DagsterInstance, ima
     versions = model_versions(defs)
     print()
     print(demo_summary(defs, instance, versions))
+    served = serve_one_request(defs, home) if versions else False
     print(f"\ndemo finished in {time.perf_counter() - started:.0f}s")
     print(f"Dagster UI: make ui          (or: {HOME_ENV_VAR}={home} yolo-assets ui)  -> http://127.0.0.1:3000")
     print(f"MLflow UI:  make mlflow-ui   (or: {HOME_ENV_VAR}={home} yolo-assets mlflow-ui)  -> http://127.0.0.1:5000")
     # A challenger refused by the promotion gate is a normal outcome; anything else failing is not.
     unexpected = [o for o in outcomes if not o.success and "promotion_gate" not in o.failure]
-    return 0 if versions and not unexpected else 1
+    return 0 if versions and served and not unexpected else 1
+
+
+def serve_one_request(defs: dg.Definitions, home: Path) -> bool:
+    """The rollout state, then `yolo-assets serve` answering one picture of the last batch."""
+    import requests
+
+    from yolo_assets.ops.services import DetectionService
+    from yolo_assets.release.rollout import RolloutStore
+
+    with resolved_resource(defs, "mlflow") as mlflow:
+        print("\nGray release (yolo-assets rollout status):\n" + RolloutStore(mlflow.client(), mlflow.model_name).read().describe())
+    picture = sorted((landing_dir(home) / "batch_003" / "images").iterdir())[0]
+    service = DetectionService(home, home / "logs" / "serve-demo.log").start()
+    try:
+        with open(picture, "rb") as image:
+            response = requests.post(f"{service.url}/v1/detect", files={"file": (picture.name, image)}, headers={"X-Request-Key": "demo"}, timeout=60)
+        answer = response.json()
+    finally:
+        service.stop()
+    print(f"\nyolo-assets serve: POST /v1/detect {picture.name} -> HTTP {response.status_code}, model {answer.get('model')} "
+          f"version {answer.get('version')} ({answer.get('route')}), {answer.get('latency_ms')} ms")
+    for found in answer.get("detections", [])[:10]:
+        box = ", ".join(f"{found[k]:.0f}" for k in ("x1", "y1", "x2", "y2"))
+        print(f"  {found['class_name']:<12} {found['confidence']:.2f}  [{box}]")
+    if response.status_code == 200 and not answer.get("detections"):
+        print("  (no detection above the confidence threshold: a demo model trains for minutes, not hours)")
+    return response.status_code == 200

@@ -306,3 +306,34 @@ class MlflowServer:
     def stop(self) -> None:
         if self.pid:
             stop_group(self.pid)
+
+
+@dataclass
+class DetectionService:
+    """`yolo-assets serve` on a free loopback port, in a process group of its own."""
+
+    home: Path
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment (YOLO_ASSETS_SERVE_REFRESH_S, YOLO_ASSETS_MLFLOW_TRACKING_URI, ...)."""
+    port: int = 0
+    pid: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 180.0) -> "DetectionService":
+        self.port = self.port or free_ports(1)[0]
+        command = [str(BIN / "yolo-assets"), "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        environment = {**os.environ, "YOLO_ASSETS_HOME": str(self.home), **self.env}
+        self.pid = spawn(command, self.log, environment, self.home)
+        wait_until(self.ready, self.pid, timeout, "the detection service", self.log)
+        return self
+
+    def ready(self) -> bool:
+        return http_status(f"{self.url}/readyz") == 200
+
+    def stop(self) -> None:
+        if self.pid:
+            stop_group(self.pid, graceful_seconds=10.0)

@@ -62,6 +62,14 @@ class RolloutState:
         return json.dumps({"canary": self.canary, "steps": list(self.steps), "step": self.step, "evidence": list(self.evidence),
                            "event": self.event, "reason": self.reason, "changed_at": self.changed_at, "history": list(self.history)})
 
+    def describe(self) -> str:
+        """`yolo-assets rollout status`: a few lines for a person."""
+        canary = f"{self.canary} at {self.canary_percent}% (step {self.step + 1}/{len(self.steps)} of {list(self.steps)})" if self.canary else "none"
+        lines = [f"champion: {self.champion or 'none'}", f"canary:   {canary}", f"previous: {self.previous or 'none'}"]
+        if self.event:
+            lines.append(f"last change: {self.event}: {self.reason}")
+        return "\n".join(lines)
+
     def summary(self) -> dict[str, Any]:
         return {**asdict(self), "canary_percent": self.canary_percent, "steps": list(self.steps), "evidence": list(self.evidence),
                 "history": list(self.history)}
@@ -132,7 +140,8 @@ class RolloutStore:
             previous=aliases.get(PREVIOUS),
             steps=tuple(tag.get("steps") or DEFAULT_STEPS),
             step=int(tag.get("step", 0)) if tracked else 0,
-            evidence=tuple(tag.get("evidence", ())) if tracked else (),
+            # A promoted canary's evidence stays with the state until the next canary starts.
+            evidence=tuple(tag.get("evidence", ())) if tracked or (canary is None and tag.get("canary") is None) else (),
             event=tag.get("event", ""),
             reason=tag.get("reason", ""),
             changed_at=float(tag.get("changed_at", 0.0)),

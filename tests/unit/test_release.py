@@ -1,0 +1,374 @@
+"""The gray release: the rollout state machine and its MLflow registry store, request routing, the
+detection service's model pool, and the picture decoding every detection request goes through."""
+
+import base64
+import io
+import os
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from itertools import count
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from PIL import Image
+from scipy.stats import binom
+
+from yolo_assets.detector.serving import BadImage, decode_picture, picture_bytes
+from yolo_assets.release.rollout import (
+    CANARY,
+    CHAMPION,
+    PREVIOUS,
+    RolloutState,
+    RolloutStore,
+    check_steps,
+    hold,
+    offer,
+    promote,
+    roll_back,
+)
+from yolo_assets.serving.models import ModelPool, route_for
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+STEPS = (10, 50, 100)
+
+
+def canary_running(champion: str = "1", canary: str = "2") -> RolloutState:
+    return offer(offer(RolloutState(), champion, STEPS), canary, STEPS)
+
+
+# --- the state machine ---------------------------------------------------------------------------
+
+
+def test_the_first_model_is_promoted_at_once() -> None:
+    state = offer(RolloutState(), "1", STEPS)
+    assert (state.champion, state.canary, state.previous, state.event) == ("1", None, None, "promoted")
+    assert state.canary_percent == 0 and state.live() == {CHAMPION: "1"}
+
+
+def test_steps_of_only_100_promote_at_once_with_the_old_champion_as_previous() -> None:
+    state = offer(offer(RolloutState(), "1", (100,)), "2", (100,))
+    assert (state.champion, state.canary, state.previous, state.event) == ("2", None, "1", "promoted")
+    assert state.live() == {CHAMPION: "2"}
+
+
+def test_a_challenger_becomes_canary_at_the_first_step() -> None:
+    state = canary_running()
+    assert (state.champion, state.canary, state.step, state.event) == ("1", "2", 0, "canary_started")
+    assert state.canary_percent == 10
+    assert state.live() == {CHAMPION: "1", CANARY: "2"}
+
+
+def test_holding_moves_one_step_per_batch_then_promotes_with_the_old_champion_as_previous() -> None:
+    state = canary_running()
+    state = hold(state, "b1@v1")
+    assert (state.step, state.canary_percent, state.evidence, state.event) == (1, 50, ("b1@v1",), "canary_advanced")
+    state = hold(state, "b2@v1")
+    assert (state.step, state.canary_percent, state.canary) == (2, 100, "2")
+    assert state.live() == {CHAMPION: "1", CANARY: "2"}
+    state = hold(state, "b3@v1")
+    assert (state.champion, state.canary, state.previous, state.event) == ("2", None, "1", "promoted")
+    assert state.evidence == ("b1@v1", "b2@v1", "b3@v1") and state.canary_percent == 0
+    assert state.live() == {CHAMPION: "2"}
+    assert [entry["event"] for entry in state.history] == ["promoted", "canary_started", "canary_advanced", "canary_advanced", "promoted"]
+
+
+def test_a_regression_rolls_the_canary_back_to_no_traffic() -> None:
+    state = roll_back(hold(canary_running(), "b1@v1"), "mAP50-95 dropped")
+    assert (state.champion, state.canary, state.step, state.evidence) == ("1", None, 0, ())
+    assert state.canary_percent == 0 and state.live() == {CHAMPION: "1"}
+    assert state.event == "rolled_back" and state.reason == "canary 2 rolled back: mAP50-95 dropped"
+
+
+def test_a_new_offer_replaces_a_running_canary_at_the_first_step() -> None:
+    state = offer(hold(canary_running(), "b1@v1"), "3", STEPS)
+    assert (state.champion, state.canary, state.step, state.evidence) == ("1", "3", 0, ())
+    assert "replaces canary 2" in state.reason and state.live() == {CHAMPION: "1", CANARY: "3"}
+
+
+def test_promoting_the_champion_again_keeps_previous() -> None:
+    state = promote(offer(offer(RolloutState(), "1", (100,)), "2", (100,)), "2", "again")
+    assert (state.champion, state.previous) == ("2", "1")
+
+
+@pytest.mark.parametrize("steps", [[50, 10], [10, 50], [0, 100], [], [50, 50, 100], [10, 150]])
+def test_check_steps_refuses_steps_that_do_not_rise_to_100(steps: list[int]) -> None:
+    with pytest.raises(ValueError, match="rollout_steps"):
+        check_steps(steps)
+
+
+@pytest.mark.parametrize("steps", [[10, 50, 100], [100]])
+def test_check_steps_accepts_rising_steps_ending_at_100(steps: list[int]) -> None:
+    assert check_steps(steps) == tuple(steps)
+
+
+# --- the store on a real MLflow registry --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mlflow_client(tmp_path_factory: pytest.TempPathFactory) -> "MlflowClient":
+    """One SQLite tracking store for the module (creating its tables costs seconds); a model per test."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db")
+
+
+_model_numbers = count()
+
+
+@pytest.fixture
+def store(mlflow_client: "MlflowClient", tmp_path: Path) -> RolloutStore:
+    """A registered model with versions 1, 2 and 3."""
+    name = f"detector-{next(_model_numbers)}"
+    mlflow_client.create_registered_model(name)
+    for _ in range(3):
+        mlflow_client.create_model_version(name, source=str(tmp_path), run_id=None)
+    return RolloutStore(mlflow_client, name)
+
+
+def aliases(store: RolloutStore) -> dict[str, str]:
+    return {alias: str(version) for alias, version in store.client.get_registered_model(store.model_name).aliases.items()}
+
+
+def apply(store: RolloutStore, new: RolloutState) -> RolloutState:
+    """Write the change from what the store holds, and read it back."""
+    store.write(store.read(), new)
+    return store.read()
+
+
+def test_an_unregistered_model_reads_as_the_empty_state(mlflow_client: "MlflowClient") -> None:
+    assert RolloutStore(mlflow_client, "never-registered").read() == RolloutState()
+
+
+def test_the_store_round_trips_a_canary_and_its_evidence(store: RolloutStore) -> None:
+    first = apply(store, offer(RolloutState(), "1", STEPS))
+    assert (first.champion, first.canary, first.previous) == ("1", None, None)
+    started = apply(store, offer(first, "2", STEPS))
+    advanced = hold(started, "b1@v1")
+    read = apply(store, advanced)
+    assert (read.champion, read.canary, read.previous, read.steps) == ("1", "2", None, STEPS)
+    assert (read.step, read.evidence, read.canary_percent) == (1, ("b1@v1",), 50)
+    assert (read.event, read.reason, read.history) == (advanced.event, advanced.reason, advanced.history)
+    assert aliases(store) == {CHAMPION: "1", CANARY: "2"}
+
+
+def test_a_rolled_back_canary_loses_its_alias(store: RolloutStore) -> None:
+    running = apply(store, offer(apply(store, offer(RolloutState(), "1", STEPS)), "2", STEPS))
+    read = apply(store, roll_back(running, "regressed"))
+    assert (read.champion, read.canary, read.canary_percent, read.event) == ("1", None, 0, "rolled_back")
+    assert aliases(store) == {CHAMPION: "1"}
+
+
+def test_a_promoted_canary_becomes_champion_and_the_old_one_previous(store: RolloutStore) -> None:
+    state = apply(store, offer(apply(store, offer(RolloutState(), "1", STEPS)), "2", STEPS))
+    for batch in ("b1@v1", "b2@v1", "b3@v1"):
+        state = apply(store, hold(state, batch))
+    assert (state.champion, state.canary, state.previous, state.event) == ("2", None, "1", "promoted")
+    assert aliases(store) == {CHAMPION: "2", PREVIOUS: "1"}
+
+
+def test_a_replacing_canary_moves_the_alias(store: RolloutStore) -> None:
+    running = apply(store, hold(apply(store, offer(apply(store, offer(RolloutState(), "1", STEPS)), "2", STEPS)), "b1@v1"))
+    read = apply(store, offer(running, "3", STEPS))
+    assert (read.canary, read.step, read.evidence) == ("3", 0, ())
+    assert aliases(store) == {CHAMPION: "1", CANARY: "3"}
+
+
+def test_a_canary_alias_moved_by_hand_restarts_at_step_zero(store: RolloutStore) -> None:
+    running = apply(store, hold(apply(store, offer(apply(store, offer(RolloutState(), "1", STEPS)), "2", STEPS)), "b1@v1"))
+    assert running.step == 1
+    store.client.set_registered_model_alias(store.model_name, CANARY, "3")
+    read = store.read()
+    assert (read.canary, read.step, read.evidence, read.canary_percent) == ("3", 0, (), 10)
+
+
+# --- routing and the model pool -----------------------------------------------------------------
+
+
+def test_a_ten_percent_canary_gets_a_binomial_share_of_random_keys() -> None:
+    rng = random.Random(20240601)
+    keys = [f"{rng.getrandbits(64):016x}" for _ in range(1000)]
+    canary = sum(route_for(key, 10)[0] == CANARY for key in keys)
+    low, high = binom.ppf(0.0005, 1000, 0.1), binom.ppf(0.9995, 1000, 0.1)
+    assert low <= canary <= high
+
+
+def test_the_same_key_always_meets_the_same_route() -> None:
+    for key in (f"client-{n}" for n in range(200)):
+        assert len({route_for(key, 37.5) for _ in range(3)}) == 1
+        assert route_for(key, 37.5)[1] == key
+
+
+def test_zero_percent_never_and_100_percent_always_routes_to_the_canary() -> None:
+    keys = [f"key-{n}" for n in range(500)]
+    assert all(route_for(key, 0)[0] == CHAMPION for key in keys)
+    assert all(route_for(key, 100)[0] == CANARY for key in keys)
+    assert route_for(None, 100)[1]  # no key: a fresh random one
+
+
+@dataclass
+class FakeModel:
+    version: str
+
+
+@pytest.fixture
+def no_warming(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("yolo_assets.serving.models.warm", lambda model, imgsz=640: None)
+
+
+def fake_pool(states: Iterator[RolloutState]) -> tuple[ModelPool, list[str]]:
+    loads: list[str] = []
+
+    def load(version: str) -> FakeModel:
+        loads.append(version)
+        return FakeModel(version)
+
+    return ModelPool(read_state=lambda: next(states), load_version=load, refresh_s=60), loads
+
+
+def test_refresh_loads_only_new_versions_and_keeps_the_loaded_ones(no_warming: None) -> None:
+    champion_only = offer(RolloutState(), "1", STEPS)
+    with_canary = offer(champion_only, "2", STEPS)
+    advanced = hold(with_canary, "b1@v1")
+    promoted = hold(hold(advanced, "b2@v1"), "b3@v1")
+    pool, loads = fake_pool(iter([champion_only, with_canary, with_canary, advanced, promoted]))
+
+    assert pool.refresh() and loads == ["1"]
+    first = pool.live.models[CHAMPION].model if pool.live else None
+    assert pool.refresh() and loads == ["1", "2"]
+    assert pool.live and pool.live.models[CHAMPION].model is first
+    canary_model = pool.live.models[CANARY].model
+    assert not pool.refresh() and loads == ["1", "2"]  # nothing changed
+    assert pool.refresh() and loads == ["1", "2"]  # 10% -> 50%: same models, a new share
+    assert pool.live and pool.live.state.canary_percent == 50
+    assert pool.refresh() and loads == ["1", "2"]  # promoted: the canary's loaded model now serves as champion
+    assert pool.live and set(pool.live.models) == {CHAMPION} and pool.live.models[CHAMPION].model is canary_model
+
+
+def test_refresh_quietly_keeps_serving_when_the_registry_does_not_answer(no_warming: None) -> None:
+    calls = count()
+
+    def read_state() -> RolloutState:
+        if next(calls):
+            raise ConnectionError("registry down")
+        return offer(RolloutState(), "1", STEPS)
+
+    pool = ModelPool(read_state=read_state, load_version=FakeModel, refresh_s=60)
+    pool.refresh_quietly()
+    live, error = pool.live, pool.last_error
+    assert live is not None and error == ""
+    pool.refresh_quietly()
+    assert pool.live is live and pool.last_error == "ConnectionError: registry down"
+    assert pool.live.pick("any")[1].model == FakeModel("1")
+
+
+def test_live_pick_splits_keys_between_champion_and_a_loaded_canary(no_warming: None) -> None:
+    states = iter([canary_running()])
+    pool = ModelPool(read_state=lambda: next(states), load_version=FakeModel, refresh_s=60)
+    pool.refresh()
+    assert pool.live is not None
+    picks = [pool.live.pick(f"k{n}") for n in range(300)]
+    assert {route for route, _ in picks} == {CHAMPION, CANARY}
+    assert all(model.version == {CHAMPION: "1", CANARY: "2"}[route] for route, model in picks)
+
+
+# --- picture decoding ---------------------------------------------------------------------------
+
+
+def encoded(image: Image.Image, format: str, **options: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=format, **options)
+    return buffer.getvalue()
+
+
+def noise(mode: str, size: tuple[int, int], seed: int = 7) -> Image.Image:
+    return Image.frombytes(mode, size, random.Random(seed).randbytes(size[0] * size[1] * len(mode)))
+
+
+def rotated_jpeg() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to show upright
+    return encoded(Image.new("RGB", (40, 20), (200, 10, 10)), "JPEG", exif=exif)
+
+
+PICTURES: dict[str, tuple[Callable[[], bytes], tuple[int, int]]] = {
+    "jpeg": (lambda: encoded(noise("RGB", (32, 24)), "JPEG"), (32, 24)),
+    "grey png": (lambda: encoded(Image.new("L", (30, 20), 128), "PNG"), (30, 20)),
+    "16-bit png": (lambda: encoded(Image.new("I;16", (30, 20), 40000), "PNG"), (30, 20)),
+    "cmyk jpeg": (lambda: encoded(Image.new("CMYK", (30, 20), (0, 50, 100, 0)), "JPEG"), (30, 20)),
+    "exif-rotated jpeg": (rotated_jpeg, (20, 40)),
+    "palette png": (lambda: encoded(Image.new("P", (30, 20), 3), "PNG"), (30, 20)),
+    "rgba png": (lambda: encoded(Image.new("RGBA", (30, 20), (0, 0, 0, 0)), "PNG"), (30, 20)),
+}
+
+
+@pytest.mark.parametrize("kind", PICTURES)
+def test_decode_picture_returns_upright_8_bit_rgb(kind: str) -> None:
+    make, size = PICTURES[kind]
+    image = decode_picture(make())
+    assert image.mode == "RGB" and image.size == size
+
+
+def test_a_16_bit_png_is_scaled_not_clipped() -> None:
+    image = decode_picture(encoded(Image.new("I;16", (4, 4), 40000), "PNG"))
+    assert image.getpixel((0, 0)) == (40000 >> 8,) * 3
+
+
+def test_a_16_bit_png_really_is_16_bit() -> None:
+    assert Image.open(io.BytesIO(encoded(Image.new("I;16", (4, 4), 40000), "PNG"))).mode == "I;16"
+
+
+def valid_jpeg() -> bytes:
+    return encoded(noise("RGB", (64, 64)), "JPEG", quality=95)
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "zero-byte"),
+        (b"this is not a picture at all" * 10, "not an image"),
+        (valid_jpeg()[: len(valid_jpeg()) // 2], "truncated"),
+    ],
+    ids=["empty", "not an image", "truncated jpeg"],
+)
+def test_decode_picture_refuses_bad_bytes_with_a_reason(data: bytes, reason: str) -> None:
+    with pytest.raises(BadImage, match=reason) as refused:
+        decode_picture(data)
+    assert not refused.value.too_large
+
+
+def test_decode_picture_refuses_a_decompression_bomb_as_too_large() -> None:
+    with pytest.raises(BadImage) as refused:
+        decode_picture(encoded(Image.new("RGB", (20, 20)), "PNG"), max_pixels=100)
+    assert refused.value.too_large and str(refused.value)
+    assert decode_picture(encoded(Image.new("RGB", (10, 10)), "PNG"), max_pixels=100).size == (10, 10)
+
+
+def test_picture_bytes_accepts_bytes_base64_a_data_uri_and_a_path(tmp_path: Path) -> None:
+    data = valid_jpeg()
+    text = base64.b64encode(data).decode()
+    path = tmp_path / "picture.jpg"
+    path.write_bytes(data)
+    assert picture_bytes(data) == data
+    assert picture_bytes(bytearray(data)) == data
+    assert picture_bytes(text) == data
+    assert picture_bytes(f"data:image/jpeg;base64,{text}") == data
+    assert picture_bytes(str(path)) == data
+    assert picture_bytes(path) == data
+
+
+@pytest.mark.parametrize("garbage", ["not base64 at all!", "/no/such/picture.jpg", "data:image/jpeg;base64,%%%"])
+def test_picture_bytes_refuses_garbage_text(garbage: str) -> None:
+    with pytest.raises(BadImage, match="nor base64"):
+        picture_bytes(garbage)
+
+
+def test_picture_bytes_accepts_base64_of_a_small_png() -> None:
+    data = encoded(noise("RGB", (12, 12), seed=20), "PNG")
+    text = base64.b64encode(data).decode()
+    assert len(text.split("/")[0]) > 255 and len(text) < 4096  # reads as one over-long file name
+    assert picture_bytes(text) == data
