@@ -94,11 +94,14 @@ def test_an_upload_is_ingested_trained_and_registered_on_the_servers(production:
 def test_the_champion_loads_and_predicts_with_only_the_tracking_uri(production: ProductionHome, mlflow_server: MlflowServer, tmp_path: Path) -> None:
     image = next((production.path.parent / "upload" / "line_a" / "images").glob("*.jpg"))
     script = (
-        "import json, mlflow, pandas as pd\n"
+        "import base64, json, mlflow, pandas as pd\n"
         "model = mlflow.pyfunc.load_model('models:/yolo-defect-detector@champion')\n"
         f"detections = model.predict(pd.DataFrame({{'image': [{str(image)!r}]}}), params={{'conf': 0.001}})\n"
+        # What a remote caller of MLflow's scoring server or KServe sends: the picture's bytes as base64.
+        f"encoded = base64.b64encode(open({str(image)!r}, 'rb').read()).decode()\n"
+        "remote = model.predict(pd.DataFrame({'image': [encoded]}), params={'conf': 0.001})\n"
         "print(json.dumps({'columns': list(detections.columns), 'rows': len(detections),"
-        " 'classes': sorted(set(detections['class_name']))}))\n"
+        " 'classes': sorted(set(detections['class_name'])), 'same_from_bytes': remote.equals(detections)}))\n"
     )
     env = clean_environment(MLFLOW_TRACKING_URI=mlflow_server.tracking_uri, TMPDIR=str(tmp_path), **MLFLOW_ENVIRONMENT)
     assert not [name for name in env if name.startswith("AWS_")]
@@ -106,6 +109,7 @@ def test_the_champion_loads_and_predicts_with_only_the_tracking_uri(production: 
     assert result.returncode == 0, result.stderr[-3000:]
     predicted = json.loads(result.stdout.strip().splitlines()[-1])
     assert predicted["columns"] == DETECTION_COLUMNS and predicted["rows"] > 0, predicted
+    assert predicted["same_from_bytes"], predicted
     assert set(predicted["classes"]) <= {"scratch", "spot", "crack"}
 
 

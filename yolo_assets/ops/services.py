@@ -316,6 +316,8 @@ class DetectionService:
     log: Path
     env: dict[str, str] = field(default_factory=dict)
     """Extra environment (YOLO_ASSETS_SERVE_REFRESH_S, YOLO_ASSETS_MLFLOW_TRACKING_URI, ...)."""
+    args: list[str] = field(default_factory=list)
+    """Extra `serve` options (--max-bytes, --max-pixels, --conf)."""
     port: int = 0
     pid: int = 0
 
@@ -325,7 +327,7 @@ class DetectionService:
 
     def start(self, timeout: float = 180.0) -> "DetectionService":
         self.port = self.port or free_ports(1)[0]
-        command = [str(BIN / "yolo-assets"), "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        command = [str(BIN / "yolo-assets"), "serve", "--host", "127.0.0.1", "--port", str(self.port), *self.args]
         environment = {**os.environ, "YOLO_ASSETS_HOME": str(self.home), **self.env}
         self.pid = spawn(command, self.log, environment, self.home)
         wait_until(self.ready, self.pid, timeout, "the detection service", self.log)
