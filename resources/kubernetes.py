@@ -57,6 +57,8 @@ DEFAULT_SIZES: Mapping[str, PodSize] = {
     "trained_weights": PodSize(cpu="8", memory="32Gi", gpus=1, shm="8Gi"),
     "evaluation_report": PodSize(cpu="4", memory="16Gi", shm="4Gi"),  # YOLO_ASSETS_K8S_EVALUATION_REPORT_GPUS=1 for a GPU
     "registered_model": PodSize(cpu="1", memory="2Gi"),
+    # One batch's val run in each ingest run: a dataloader worker per CPU, /dev/shm for their batches.
+    "fresh_batch_evaluation": PodSize(cpu="2", memory="4Gi", shm="1Gi"),
 }
 DEFAULT_NODE_SELECTOR = "nvidia.com/gpu.present=true"  # the label NVIDIA's GPU feature discovery puts on GPU nodes
 DEFAULT_TOLERATIONS = f"{GPU_RESOURCE}:NoSchedule"  # GPU pools are commonly tainted so CPU work stays off them

@@ -174,7 +174,7 @@ def scores_metadata(scores: dict[str, Any]) -> dict[str, Any]:
     partitions_def=batch_partitions,
     deps=[labeled_batch],
     code_version=CODE_VERSIONS[FRESH_BATCH_EVALUATION],
-    op_tags=step_op_tags("evaluation_report"),  # sized like the offline evaluation: a val run
+    op_tags=step_op_tags("fresh_batch_evaluation"),
     check_specs=[FRESH_DATA_DRIFT],
     group_name="release",
     kinds={"pytorch", "mlflow"},
