@@ -6,8 +6,9 @@ One scenario for the module (training is the expensive part), each test asserts 
       a+b; under a lenient gate it passes offline and becomes canary at 10 %
   the service starts (refresh 1 s) and a client sends requests without pause until the end
   batch_c lands under a strict policy: scored by both, v2 regresses against v1 -> rolled back
-  v3 passes offline (lenient again) -> canary; batches d, e, f each hold -> 50 %, 100 %, champion;
+  v3 passes offline (lenient again) -> canary; batches e, f, g each hold -> 50 %, 100 %, champion;
       a second service started mid-rollout comes back at the same step
+  v4 (batch_h) becomes canary and a person rolls it back with `yolo-assets rollout rollback`
 """
 
 import io
@@ -16,7 +17,9 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import redirect_stdout
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -27,6 +30,7 @@ from PIL import Image
 from scipy.stats import binom
 
 from resources.model_policy import ModelPolicy
+from yolo_assets.ops.cli import main
 from yolo_assets.ops.services import DetectionService
 from yolo_assets.release.rollout import RolloutState, RolloutStore
 
@@ -97,6 +101,7 @@ class Release(Home):
     recorder: StateRecorder | None = None
     restarted: dict[str, Any] = field(default_factory=dict)
     routes: list[tuple[str, str]] = field(default_factory=list)
+    manual: dict[str, Any] = field(default_factory=dict)
     picture: bytes = b""
 
     def store(self) -> RolloutStore:
@@ -128,6 +133,20 @@ def random_key_routes(url: str, picture: bytes, count: int) -> list[tuple[str, s
     return routes
 
 
+def manual_rollout(home: Path) -> dict[str, Any]:
+    """What a person sees and does with the CLI while v4 is the canary."""
+    out = io.StringIO()
+    with redirect_stdout(out):
+        status = main(["--home", str(home), "rollout", "status", "--json"])
+    before = json.loads(out.getvalue())
+    refused = main(["--home", str(home), "rollout", "rollback"])  # no reason: one line, exit 2
+    out = io.StringIO()
+    with redirect_stdout(out):
+        rolled_back = main(["--home", str(home), "rollout", "rollback", "--reason", "operator: scratches missed on line 3"])
+    again = main(["--home", str(home), "rollout", "promote"])  # nothing left to promote: the run fails
+    return {"status": status, "before": before, "refused": refused, "rolled_back": rolled_back, "output": out.getvalue(), "again": again}
+
+
 @pytest.fixture(scope="module")
 def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
     path = tmp_path_factory.mktemp("release") / "home"
@@ -149,6 +168,8 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
         restarted.stop()
         r.step("held2", HOLDING, "batch_f", 12, 6)
         r.step("promoted", HOLDING, "batch_g", 12, 7)
+        r.step("v4", LENIENT, "batch_h", 12, 8)
+        r.manual = manual_rollout(path)
         time.sleep(3)  # the service's next refreshes
         yield r
     finally:
@@ -201,7 +222,7 @@ def test_a_canary_that_holds_is_champion_after_every_step(release: Release) -> N
     assert [e.split("@")[0] for e in promoted.evidence] == ["batch_e", "batch_f", "batch_g"]
     events = [m.asset_materialization.metadata["event"].value
               for m in release.instance.fetch_materializations(dg.AssetKey("model_rollout"), limit=100).records if m.asset_materialization]
-    assert events[::-1] == ["promoted", "canary_started", "rolled_back", "canary_started", "canary_advanced", "canary_advanced", "promoted"]
+    assert events[::-1][:7] == ["promoted", "canary_started", "rolled_back", "canary_started", "canary_advanced", "canary_advanced", "promoted"]
 
 
 def test_a_restarted_service_comes_back_at_the_same_step(release: Release) -> None:
@@ -220,6 +241,7 @@ def test_no_request_failed_and_every_answer_came_from_a_live_version(release: Re
     served = {(a.route, a.version) for a in answers}
     assert {("champion", "1"), ("canary", "3"), ("champion", "3")} <= served
     final = requests.get(f"{release.service.url}/readyz", timeout=10).json()  # type: ignore[union-attr]
+    assert ("canary", "4") in served  # v4 served its share until it was rolled back by hand
     assert final["rollout"] == {"champion": "3", "canary_percent": 0}
 
 
@@ -240,3 +262,16 @@ def test_prometheus_metrics_count_requests_by_version_and_route(release: Release
     assert {(a["route"], a["version"]) for a in answers} == {("champion", "3")}
     metrics = requests.get(f"{url}/metrics", timeout=10).text
     assert 'yolo_assets_serve_requests_total{model_version="3",route="champion",status="200"}' in metrics
+
+
+def test_a_person_rolls_back_the_canary_with_the_cli(release: Release) -> None:
+    manual = release.manual
+    assert manual["status"] == 0 and manual["before"]["canary"] == "4" and manual["before"]["canary_percent"] == 10
+    assert manual["refused"] == 2  # a rollback needs a reason
+    assert manual["rolled_back"] == 0 and "canary:   none" in manual["output"]
+    assert "by hand: operator: scratches missed on line 3" in manual["output"]
+    assert manual["again"] == 1  # no canary to promote: the model_rollout run fails, nothing changes
+    state = release.store().read()
+    assert (state.champion, state.canary, state.event) == ("3", None, "rolled_back")
+    latest = release.metadata("model_rollout")
+    assert latest["event"] == "rolled_back" and "operator" in latest["reason"]
