@@ -372,3 +372,62 @@ def test_picture_bytes_accepts_base64_of_a_small_png() -> None:
     text = base64.b64encode(data).decode()
     assert len(text.split("/")[0]) > 255 and len(text) < 4096  # reads as one over-long file name
     assert picture_bytes(text) == data
+
+
+# --- fresh-batch evidence: the canary's verdict, the drift check, drift as a retraining trigger --------
+
+
+def fresh_scores(champion: float | None, canary: float | None, offline: float = 0.5) -> dict[str, Any]:
+    def score(value: float, version: str) -> dict[str, Any]:
+        return {"version": version, "mAP50": value, "mAP50-95": value, "offline_mAP50-95": offline,
+                "per_class": {"scratch": {"ap50": value, "ap50_95": value}}}
+
+    scores = {}
+    if champion is not None:
+        scores["champion"] = score(champion, "1")
+    if canary is not None:
+        scores["canary"] = score(canary, "2")
+    return scores
+
+
+def test_the_canary_verdict_is_the_promotion_rule_on_the_fresh_batch() -> None:
+    from resources.model_policy import ModelPolicy
+    from yolo_assets.assets.fresh import canary_verdict
+
+    policy = ModelPolicy(promotion_tolerance=0.01, max_class_ap_drop=0.05)
+    assert canary_verdict(fresh_scores(0.4, None), policy) == ("", [])
+    assert canary_verdict(fresh_scores(0.4, 0.395), policy)[0] == "holds"
+    verdict, reasons = canary_verdict(fresh_scores(0.4, 0.3), policy)
+    assert verdict == "regresses" and any("mAP50-95" in reason for reason in reasons)
+
+
+def test_fresh_data_drift_warns_below_the_offline_figure_minus_the_tolerance() -> None:
+    import dagster as dg
+
+    from resources.model_policy import ModelPolicy
+    from yolo_assets.assets.fresh import drift_result
+
+    policy = ModelPolicy(drift_tolerance=0.1)
+    drifted = drift_result(fresh_scores(0.35, None, offline=0.5), policy)
+    assert not drifted.passed and drifted.severity == dg.AssetCheckSeverity.WARN
+    assert drift_result(fresh_scores(0.45, None, offline=0.5), policy).passed
+    assert drift_result({}, policy).passed  # nothing scored: nothing to compare
+
+
+def test_a_drift_since_the_last_training_is_a_retraining_trigger() -> None:
+    import dagster as dg
+
+    from yolo_assets.assets.keys import FRESH_BATCH_EVALUATION, TRAINED_WEIGHTS
+    from yolo_assets.assets.training import drifted_batches_since_training
+
+    def scored(batch: str, drift: bool) -> None:
+        instance.report_runless_asset_event(dg.AssetMaterialization(FRESH_BATCH_EVALUATION, partition=batch, metadata={"drift": drift}))
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        scored("before_training", True)
+        instance.report_runless_asset_event(dg.AssetMaterialization(TRAINED_WEIGHTS))
+        assert drifted_batches_since_training(instance) == []  # that drift was trained on already
+        scored("b1", False)
+        assert drifted_batches_since_training(instance) == []
+        scored("b2", True)
+        assert drifted_batches_since_training(instance) == ["b2"]
