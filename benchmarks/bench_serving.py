@@ -97,13 +97,11 @@ def register_champion(workdir: Path, weights: Path) -> str:
     """Log `weights` as the project's pyfunc model (what `registered_model` does), version 1 of
     MODEL_NAME, and make it champion through the rollout state; returns the tracking URI."""
     from resources.mlflow_tracking import MLflowResource, import_mlflow
+    from yolo_assets.detector.serving import SIGNATURE, YoloDetectorModel
     from yolo_assets.detector.setup import ultralytics_version
     from yolo_assets.release.rollout import RolloutState, RolloutStore
 
     mlflow = import_mlflow()
-    with warnings.catch_warnings():  # MLflow's hint about type hints, given when the class is defined
-        warnings.filterwarnings("ignore", message=".*type hint.*", category=UserWarning)
-        from yolo_assets.detector.serving import SIGNATURE, YoloDetectorModel
     tracking_uri = f"sqlite:///{workdir / 'mlflow' / 'mlflow.db'}"
     (workdir / "mlflow").mkdir(parents=True, exist_ok=True)
     resource = MLflowResource(tracking_uri=tracking_uri, artifact_root=str(workdir / "mlflow" / "artifacts"), model_name=MODEL_NAME)

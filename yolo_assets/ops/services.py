@@ -329,6 +329,7 @@ class DetectionService:
         self.port = self.port or free_ports(1)[0]
         command = [str(BIN / "yolo-assets"), "serve", "--host", "127.0.0.1", "--port", str(self.port), *self.args]
         environment = {**os.environ, "YOLO_ASSETS_HOME": str(self.home), **self.env}
+        self.home.mkdir(parents=True, exist_ok=True)  # `serve` initialises a new home itself
         self.pid = spawn(command, self.log, environment, self.home)
         wait_until(self.ready, self.pid, timeout, "the detection service", self.log)
         return self

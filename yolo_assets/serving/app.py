@@ -16,12 +16,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from PIL import Image
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from yolo_assets.detector.serving import DEFAULT_MAX_PIXELS, BadImage, decode_picture
-from yolo_assets.serving.models import ModelPool
+from yolo_assets.serving.models import LoadedModel, ModelPool
 
 REQUEST_KEY_HEADER = "x-request-key"
 FILE_FIELD = "file"
@@ -90,6 +91,15 @@ async def uploaded_picture(request: Request, limits: ServeLimits) -> bytes:
     return data
 
 
+def decode_and_detect(model: LoadedModel, data: bytes, limits: ServeLimits) -> tuple[Image.Image, list[dict[str, Any]]]:
+    """One worker-thread hop per request: decoding and inference both release the event loop."""
+    try:
+        image = decode_picture(data, limits.max_pixels)
+    except BadImage as error:
+        raise RequestError(413 if error.too_large else 400, str(error), str(error).split(":")[0]) from None
+    return image, model.detect(image, limits.conf)
+
+
 def create_app(pool: ModelPool, model_name: str, limits: ServeLimits = ServeLimits()) -> FastAPI:
     app = FastAPI(title="yolo-assets detection service", docs_url=None, redoc_url=None)
     metrics = Metrics()
@@ -123,11 +133,7 @@ def create_app(pool: ModelPool, model_name: str, limits: ServeLimits = ServeLimi
         labels = {"model_version": model.version, "route": route}
         try:
             data = await uploaded_picture(request, limits)
-            try:
-                image = await run_in_threadpool(decode_picture, data, limits.max_pixels)
-            except BadImage as error:
-                raise RequestError(413 if error.too_large else 400, str(error), str(error).split(":")[0]) from None
-            found = await run_in_threadpool(model.detect, image, limits.conf)
+            image, found = await run_in_threadpool(decode_and_detect, model, data, limits)
         except RequestError as error:
             metrics.errors.labels(**labels, reason=error.code).inc()
             metrics.requests.labels(**labels, status=str(error.status)).inc()
