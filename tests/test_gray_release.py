@@ -37,14 +37,23 @@ from yolo_assets.release.rollout import RolloutState, RolloutStore
 pytestmark = pytest.mark.slow
 
 TRAIN = {"epochs": 1, "imgsz": 96, "batch": 16, "workers": 0, "warm_start": False}
-GOOD = {**TRAIN, "epochs": 12, "imgsz": 160, "batch": 4}
+# Enough optimiser steps (20 epochs x ~77 images / 4) to leave mAP at zero well behind: a champion that a
+# 1-epoch canary is measurably worse than on fresh data.
+GOOD = {**TRAIN, "epochs": 20, "imgsz": 160, "batch": 4}
 STEPS = [10, 50, 100]
-# drift_tolerance 1: a drift would retrain, and a new model would replace the canary under test.
-LENIENT = ModelPolicy(min_new_images=1, first_model_min_map50=0.0, promotion_tolerance=1.0, max_class_ap_drop=1.0, rollout_steps=STEPS,
-                      drift_tolerance=1.0)
-STRICT = LENIENT.model_copy(update={"min_new_images": 10_000, "promotion_tolerance": 0.0, "max_class_ap_drop": 0.0})
+
+
+def policy(**changes: Any) -> ModelPolicy:
+    # drift_tolerance 1: a drift would retrain, and a new model would replace the canary under test.
+    base = {"min_new_images": 1, "first_model_min_map50": 0.0, "promotion_tolerance": 1.0, "max_class_ap_drop": 1.0,
+            "rollout_steps": STEPS, "drift_tolerance": 1.0}
+    return ModelPolicy(**{**base, **changes})
+
+
+LENIENT = policy()
+STRICT = policy(min_new_images=10_000, promotion_tolerance=0.0, max_class_ap_drop=0.0)
 # Holding batches must not retrain: a training would offer a new canary mid-rollout.
-HOLDING = LENIENT.model_copy(update={"min_new_images": 10_000})
+HOLDING = policy(min_new_images=10_000)
 
 
 def train_config(settings: dict[str, Any]) -> dict[str, Any]:
@@ -152,7 +161,7 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
     path = tmp_path_factory.mktemp("release") / "home"
     r = Release.create(path, model_policy=LENIENT)
     try:
-        r.step("v1", LENIENT, "batch_a", 64, 1, GOOD)
+        r.step("v1", LENIENT, "batch_a", 96, 1, GOOD)
         r.step("v2", LENIENT, "batch_b", 24, 2)
         r.picture = first_picture(r, "batch_a")
         r.service = DetectionService(path, path / "serve.log", env={"YOLO_ASSETS_SERVE_REFRESH_S": "1"}).start()

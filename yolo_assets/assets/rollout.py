@@ -2,10 +2,10 @@
 
 It runs after every registration and every fresh-batch scoring (declarative automation) and acts on
 the evidence since its state last changed:
-  - a registered version that passed the offline `promotion_gate` and was never offered -> canary at
-    the first of `rollout_steps` (the first model, and `rollout_steps: [100]`, are promoted at once);
   - each fresh batch scored by both champion and canary -> one step further when the canary holds,
-    champion after the last step; rolled back at once (traffic 0, alias removed, alert) when it regresses.
+    champion after the last step; rolled back at once (traffic 0, alias removed, alert) when it regresses;
+  - then a registered version that passed the offline `promotion_gate` and was never offered -> canary
+    at the first of `rollout_steps` (the first model, and `rollout_steps: [100]`, are promoted at once).
 A person does the same from the UI (run config `action: promote | rollback`, `reason`) or the CLI
 (`yolo-assets rollout promote | rollback --reason TEXT`). The state itself is on the registered model
 in MLflow (yolo_assets/release/rollout.py), which the detection service reads.
@@ -86,16 +86,16 @@ def next_state(
                 raise dg.Failure("a rollback needs a reason (run config `reason`, or --reason)", allow_retries=False)
             return roll_back(state, f"by hand: {config.reason}")
         return promote(state, state.canary, f"promoted by hand{': ' + config.reason if config.reason else ''}")
-    version = offered_version(instance, mlflow, state)
-    if version is not None:
-        state = offer(state, version, steps)
+    # The running canary's evidence first (it was scored before any newer model existed), then a new offer.
     for evidence, verdict, reasons in fresh_evidence(instance, state) if state.canary else ():
         if verdict == REGRESSES:
-            return roll_back(state, f"regressed on fresh batch {evidence}: {reasons}")
+            state = roll_back(state, f"regressed on fresh batch {evidence}: {reasons}")
+            break
         state = hold(state, evidence)
         if state.canary is None:
             break  # promoted
-    return state
+    version = offered_version(instance, mlflow, state)
+    return offer(state, version, steps) if version is not None else state
 
 
 def rollback_alert(state: RolloutState, run_link: str) -> dict[str, Any]:

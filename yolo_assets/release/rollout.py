@@ -163,8 +163,9 @@ class RolloutStore:
         client.set_registered_model_tag(name, ROLLOUT_TAG, new.to_tag())
         if new.canary and new.canary != old.canary:
             client.set_registered_model_alias(name, CANARY, new.canary)
-        for version, role in ((new.canary, "canary"), (new.champion, "champion")):
-            if version:
-                client.set_model_version_tag(name, version, "rollout", f"{role} ({new.event}: {new.reason})"[:4900])
+        if new.canary:  # the canary's tag follows its share
+            client.set_model_version_tag(name, new.canary, "rollout", f"canary at {new.canary_percent}% ({new.event}: {new.reason})"[:4900])
+        if new.champion and new.champion != old.champion:  # the champion's tag says how it got there
+            client.set_model_version_tag(name, new.champion, "rollout", f"champion ({new.event}: {new.reason})"[:4900])
         if old.canary and old.canary not in (new.canary, new.champion):
             client.set_model_version_tag(name, old.canary, "rollout", f"{new.event}: {new.reason}"[:4900])
