@@ -12,5 +12,5 @@ model_automation_sensor = dg.AutomationConditionSensorDefinition(
     target=dg.AssetSelection.assets(*AUTOMATED_ASSETS),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=15,
-    description="Retrains, evaluates and registers when processed_images gets a new data version; moves the gray release on new evidence.",
+    description="Retrains, evaluates and registers when processed_images gets a new data version; offers the registered version to the gray release.",
 )

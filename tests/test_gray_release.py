@@ -96,10 +96,14 @@ class StateRecorder(threading.Thread):
     def __init__(self, store: RolloutStore) -> None:
         super().__init__(daemon=True)
         self.store, self.samples, self.stopped = store, list[tuple[float, dict[str, str]]](), threading.Event()
+        self.errors: list[str] = []
 
     def run(self) -> None:
         while not self.stopped.wait(0.2):
-            self.samples.append((time.time(), self.store.read().live()))
+            try:
+                self.samples.append((time.time(), self.store.read().live()))
+            except Exception as error:  # a busy SQLite store: try again at the next sample
+                self.errors.append(repr(error))
 
 
 @dataclass

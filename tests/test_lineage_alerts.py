@@ -86,8 +86,9 @@ def test_lineage_of_a_failed_run_names_the_cause_and_what_changed(failing_home: 
     assert lineage["failed_checks"][0]["metadata"]["new_classes"] == ["dent"]
     assert [s["step"] for s in lineage["failed_steps"]] == ["labeled_batch"]
     assert lineage["failed_steps"][0]["error_type"] == "DagsterAssetCheckFailedError"
-    # The batch's run holds only its partition (the dataset is built by the next run, without it).
-    assert [(a["asset"], a["materialized"]) for a in lineage["assets"]] == [("labeled_batch", True)]
+    # The batch's run holds only its partition (the dataset is built by the next run, without it); the
+    # refused batch is never scored by the live models.
+    assert [(a["asset"], a["materialized"]) for a in lineage["assets"]] == [("fresh_batch_evaluation", False), ("labeled_batch", True)]
     # Blocked by its checks: compared with the same partition's previous version (none), not batch_good's.
     assert lineage["assets"][0]["since_last_success"]["last_success"] is None
     assert main(["lineage", run_id]) == 0

@@ -130,9 +130,12 @@ def test_adding_k_images_uploads_and_decodes_o_k_items(production: ProductionHom
     spent = request_counts() - before
     puts = spent["PutObject"]
     print(f"S3 requests to ingest 5 new images into a dataset of 24: {dict(spent)}")
-    assert production.metadata("processed_images")["num_processed"] == 5
+    # The new batch's images are decoded once, when the champion scores the fresh batch; the dataset
+    # build that follows finds them in the shared preprocessing cache.
+    assert production.metadata("fresh_batch_evaluation", "line_b")["num_processed"] == 5
+    assert production.metadata("processed_images")["num_processed"] == 0
     # Per new image: image + label blobs, cache image + record, dataset pair image + label (6);
-    # plus the two artifacts' few files and the cache keys. Rebuilding the 29 images would cost 4 x 29.
+    # plus the three artifacts' few files (fresh_batch_evaluation too) and the cache keys. Rebuilding the 29 images would cost 4 x 29.
     assert puts <= 6 * 5 + 16, puts
 
 

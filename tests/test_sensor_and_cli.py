@@ -69,7 +69,9 @@ def test_definitions_load_like_dagster_dev(home: Home) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     graph = home.defs.resolve_asset_graph()
     assert graph.get(dg.AssetKey("processed_images")).parent_keys == {dg.AssetKey("labeled_batch")}
-    assert {c.name for c in graph.asset_check_keys} == {"label_validity", "class_registry", "split_leakage", "near_duplicates", "retrain_gate", "promotion_gate"}
+    assert {c.name for c in graph.asset_check_keys} == {
+        "label_validity", "class_registry", "split_leakage", "near_duplicates", "retrain_gate", "promotion_gate", "fresh_data_drift"
+    }
     assert graph.get(dg.AssetKey("trained_weights")).automation_condition is not None
 
 
@@ -111,7 +113,8 @@ def test_cli_user_mistakes_are_one_line_errors(home: Home, tmp_path: Path) -> No
     )
     assert unknown.returncode == 2
     assert unknown.stderr.strip().splitlines() == [
-        "yolo-assets: error: unknown asset no_such_asset (known: batch_retractions, evaluation_report, labeled_batch, processed_images, registered_model, trained_weights)"
+        "yolo-assets: error: unknown asset no_such_asset (known: batch_retractions, evaluation_report, fresh_batch_evaluation, labeled_batch, model_rollout, "
+        "processed_images, registered_model, trained_weights)"
     ]
     # A home that does not exist yet is initialised, as `init` would, and the command runs on it.
     outputs = []

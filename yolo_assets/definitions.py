@@ -24,6 +24,7 @@ from sensors.automation import model_automation_sensor
 from sensors.dataset import dataset_sensor
 from sensors.failure_alerts import run_failure_alert
 from sensors.labeled_data import labeled_data_sensor
+from sensors.rollout import rollout_sensor
 from yolo_assets.assets.dataset import processed_images
 from yolo_assets.assets.evaluation import evaluation_report
 from yolo_assets.assets.fresh import fresh_batch_evaluation
@@ -154,7 +155,7 @@ def build_definitions(home: Path, **resource_overrides: dg.ConfigurableResource)
             trained_weights, evaluation_report, registered_model, model_rollout,
         ],
         asset_checks=[retrain_gate],
-        sensors=[labeled_data_sensor, dataset_sensor, model_automation_sensor, run_failure_alert],
+        sensors=[labeled_data_sensor, dataset_sensor, rollout_sensor, model_automation_sensor, run_failure_alert],
         resources={**deployment_resources(home), **resource_overrides},
         executor=step_executor(),
     )

@@ -115,7 +115,7 @@ def score_batch(
     """Each model's metrics on the batch's accepted images, preprocessed through the shared cache."""
     preprocess = ProcessedImagesConfig()
     items = manifest["items"]
-    preprocess_missing(store, {item["image_sha"]: item for item in items}, preprocess)
+    _, decoded = preprocess_missing(store, {item["image_sha"]: item for item in items}, preprocess)
     image_root = store.object_root(preprocess_namespace(preprocess.preprocess_settings()))
     workdir = workspace.workdir("fresh", run_id)
     scores: dict[str, Any] = {}
@@ -128,7 +128,7 @@ def score_batch(
             scores[route] = {**model, **metrics, "imgsz": imgsz, "boxes_of_unknown_classes": unknown}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    return scores
+    return {"models": scores, "num_processed": decoded}
 
 
 def canary_verdict(scores: dict[str, Any], policy: ModelPolicy) -> tuple[str, list[str]]:
@@ -206,8 +206,9 @@ def fresh_batch_evaluation(
 
     def build() -> nullcontext[Built[dict[str, Any]]]:
         manifest = artifact_store.read_json(LABELED_BATCH, version, MANIFEST)
-        scores = score_batch(artifact_store, yolo_workspace, config, manifest, models, context.run.run_id) if models else {}
-        result = {"batch": batch, "batch_version": version, "num_images": len(manifest["items"]), "scores": scores, "not_scored": not_scored}
+        scored = score_batch(artifact_store, yolo_workspace, config, manifest, models, context.run.run_id) if models else {}
+        result = {"batch": batch, "batch_version": version, "num_images": len(manifest["items"]), "scores": scored.get("models", {}),
+                  "not_scored": not_scored, "num_processed": scored.get("num_processed", 0)}
         encoded_version, encoded = encoded_manifest(result)
         return nullcontext(Built(encoded_version, result, lambda staging: atomic_write_bytes(staging / SCORES, encoded)))
 
@@ -227,6 +228,8 @@ def fresh_batch_evaluation(
             "batch_version": version,
             "num_images": result["num_images"],
             "scored": bool(scores),
+            # Images decoded into the preprocessing cache here: the dataset build that includes the batch reuses them.
+            "num_processed": result["num_processed"] if not stored.cache_hit else 0,
             **scores_metadata(scores),
             "not_scored": dg.MetadataValue.json(result["not_scored"]),
             "canary_verdict": verdict,

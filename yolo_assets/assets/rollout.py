@@ -1,7 +1,7 @@
 """`model_rollout`: the gray release, one materialisation per change (the asset's history is the rollout log).
 
-It runs after every registration and every fresh-batch scoring (declarative automation) and acts on
-the evidence since its state last changed:
+It runs in the run of every registration (declarative automation) and after fresh batches were scored
+by a canary (`rollout_sensor`), and acts on the evidence since its state last changed:
   - each fresh batch scored by both champion and canary -> one step further when the canary holds,
     champion after the last step; rolled back at once (traffic 0, alias removed, alert) when it regresses;
   - then a registered version that passed the offline `promotion_gate` and was never offered -> canary
@@ -28,12 +28,8 @@ from yolo_assets.core.hashing import hash_json
 from yolo_assets.release.rollout import RolloutState, RolloutStore, check_steps, hold, offer, promote, roll_back
 
 AC = dg.AutomationCondition
-# After a registration (in the same run) or a fresh-batch scoring, once no batch or model run is in flight.
-ROLLOUT_ON_EVIDENCE = (
-    AC.any_deps_match(AC.newly_updated() | AC.will_be_requested()).since_last_handled()
-    & ~AC.any_deps_in_progress()
-    & ~AC.in_progress()
-).with_label("a registration or a fresh batch scored")
+# In the same run as every registration; fresh-batch evidence is `rollout_sensor`'s (sensors/rollout.py).
+ROLLOUT_ON_REGISTRATION = (AC.any_deps_match(AC.will_be_requested()) & ~AC.in_progress()).with_label("a registration")
 
 # How many recent fresh-batch scorings are read for evidence: far more than batches land between two runs.
 EVIDENCE_WINDOW = 200
@@ -110,7 +106,8 @@ def rollback_alert(state: RolloutState, run_link: str) -> dict[str, Any]:
     code_version=CODE_VERSIONS[MODEL_ROLLOUT],
     output_required=False,  # no change, no materialisation: the asset's history is the rollout log
     group_name="release",
-    automation_condition=ROLLOUT_ON_EVIDENCE,
+    automation_condition=ROLLOUT_ON_REGISTRATION,
+    pool="model_rollout",  # one writer of the rollout state at a time (limit 1, as every pool here)
     kinds={"mlflow"},
     owners=["team:ml"],
     tags={"domain": "release"},

@@ -16,7 +16,7 @@ nux:
   enabled: false  # no "Join the Dagster community" pop-up on first opening the UI
 concurrency:
   pools:
-    default_limit: 1  # "gpu": two trainings never share one device; "batch_retractions": one list writer
+    default_limit: 1  # "gpu": two trainings never share one device; "batch_retractions", "model_rollout": one writer
 # All runs' events in one SQLite file (WAL) instead of one new database per run: creating and
 # migrating a per-run database cost ~0.25 s of every run's fixed overhead. Dagster's docstring calls
 # this class "intended for test cases"; it is public and dagster.yaml-configurable, covered here by the
