@@ -34,7 +34,6 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,25 +96,15 @@ def register_champion(workdir: Path, weights: Path) -> str:
     """Log `weights` as the project's pyfunc model (what `registered_model` does), version 1 of
     MODEL_NAME, and make it champion through the rollout state; returns the tracking URI."""
     from resources.mlflow_tracking import MLflowResource, import_mlflow
-    from yolo_assets.detector.serving import SIGNATURE, YoloDetectorModel
-    from yolo_assets.detector.setup import ultralytics_version
+    from yolo_assets.detector.serving import log_detector
     from yolo_assets.release.rollout import RolloutState, RolloutStore
 
     mlflow = import_mlflow()
     tracking_uri = f"sqlite:///{workdir / 'mlflow' / 'mlflow.db'}"
     (workdir / "mlflow").mkdir(parents=True, exist_ok=True)
     resource = MLflowResource(tracking_uri=tracking_uri, artifact_root=str(workdir / "mlflow" / "artifacts"), model_name=MODEL_NAME)
-    with resource.activated(), mlflow.start_run(experiment_id=resource.experiment_id()), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*(type hint|input example).*", category=UserWarning)
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=YoloDetectorModel(),
-            artifacts={"weights": str(weights)},
-            signature=SIGNATURE,
-            pip_requirements=[f"ultralytics=={ultralytics_version()}", "torch", "pandas", "mlflow"],
-            registered_model_name=MODEL_NAME,
-        )
-    version = str(info.registered_model_version)
+    with resource.activated(), mlflow.start_run(experiment_id=resource.experiment_id()):
+        version = log_detector(weights, MODEL_NAME)
     RolloutStore(resource.client(), MODEL_NAME).write(RolloutState(), RolloutState(champion=version))
     return tracking_uri
 

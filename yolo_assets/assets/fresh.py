@@ -28,7 +28,7 @@ from resources.mlflow_tracking import MLflowResource
 from resources.model_policy import ModelPolicy
 from resources.trainer import YoloWorkspace
 from yolo_assets.assets.dataset import ProcessedImagesConfig, label_text, preprocess_missing
-from yolo_assets.assets.evaluation import HEADLINE
+from yolo_assets.assets.evaluation import HEADLINE, EvaluationConfig
 from yolo_assets.assets.ingest import MANIFEST, batch_partitions, labeled_batch
 from yolo_assets.assets.keys import CODE_VERSIONS, FRESH_BATCH_EVALUATION, LABELED_BATCH, REGISTERED_MODEL
 from yolo_assets.assets.materializations import data_version_of, latest_materialization
@@ -52,13 +52,6 @@ FRESH_DATA_DRIFT = dg.AssetCheckSpec(
     blocking=False,
     description="Warns when the champion's mAP50-95 on the fresh batch is more than drift_tolerance below its offline validation figure.",
 )
-
-
-class FreshEvaluationConfig(dg.Config):
-    imgsz: int = 0
-    """Validation image size; 0 = the size the champion was trained at."""
-    batch: int = 16
-    device: str = "auto"
 
 
 def batch_version(instance: dg.DagsterInstance, batch: str) -> str | None:
@@ -109,7 +102,7 @@ def write_scoring_folder(folder: Path, items: list[dict[str, Any]], image_root: 
 
 
 def score_batch(
-    store: ArtifactStore, workspace: YoloWorkspace, config: FreshEvaluationConfig, manifest: dict[str, Any],
+    store: ArtifactStore, workspace: YoloWorkspace, config: EvaluationConfig, manifest: dict[str, Any],
     models: dict[str, dict[str, Any]], run_id: str,
 ) -> dict[str, Any]:
     """Each model's metrics on the batch's accepted images, preprocessed through the shared cache."""
@@ -184,7 +177,7 @@ def scores_metadata(scores: dict[str, Any]) -> dict[str, Any]:
 )
 def fresh_batch_evaluation(
     context: dg.AssetExecutionContext,
-    config: FreshEvaluationConfig,
+    config: EvaluationConfig,
     artifact_store: ArtifactStore,
     mlflow: MLflowResource,
     model_policy: ModelPolicy,

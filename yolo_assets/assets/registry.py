@@ -7,7 +7,6 @@ champion on fresh-batch evidence). Fail: alias `challenger`, and the champion st
 """
 
 import json
-import warnings
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -24,7 +23,6 @@ from yolo_assets.assets.materializations import latest_data_version
 from yolo_assets.assets.retries import TRANSIENT_RETRY
 from yolo_assets.assets.training import TRAINING_SUMMARY, weights_path
 from yolo_assets.core.hashing import hash_json
-from yolo_assets.detector.setup import ultralytics_version
 from yolo_assets.release.gate import promotion_decision
 
 if TYPE_CHECKING:
@@ -52,22 +50,12 @@ def register(
     from resources.mlflow_tracking import import_mlflow
 
     mlflow_api = import_mlflow()
-    from yolo_assets.detector.serving import SIGNATURE, YoloDetectorModel
+    from yolo_assets.detector.serving import log_detector
 
     weights = weights_path(store, metrics["weights_version"])
-    with mlflow.activated(), mlflow_api.start_run(run_id=summary["mlflow_run_id"]), warnings.catch_warnings():
-        # The signature is declared explicitly; MLflow's hints about type hints and input examples do not apply.
-        warnings.filterwarnings("ignore", message=".*(type hint|input example).*", category=UserWarning)
-        info = mlflow_api.pyfunc.log_model(
-            name="model",
-            python_model=YoloDetectorModel(),
-            artifacts={"weights": str(weights)},
-            signature=SIGNATURE,
-            pip_requirements=[f"ultralytics=={ultralytics_version()}", "torch", "pandas", "mlflow"],
-            registered_model_name=mlflow.model_name,
-        )
+    with mlflow.activated(), mlflow_api.start_run(run_id=summary["mlflow_run_id"]):
+        number = log_detector(weights, mlflow.model_name)
     client = mlflow.client()
-    number = str(info.registered_model_version)
     for name, value in tags.items():
         client.set_model_version_tag(mlflow.model_name, number, name, value)
     return client.get_model_version(mlflow.model_name, number)

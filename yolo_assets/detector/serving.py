@@ -5,6 +5,7 @@
 
 import base64
 import binascii
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,27 @@ def detect(model: Any, image: Image.Image, conf: float = 0.25) -> list[dict[str,
          "x1": box[0], "y1": box[1], "x2": box[2], "y2": box[3]}
         for box, class_id, confidence in zip(boxes.xyxy.tolist(), boxes.cls.tolist(), boxes.conf.tolist())
     ]
+
+
+def log_detector(weights: Path, model_name: str) -> str:
+    """Log `weights` as the pyfunc detector to the active MLflow run and register it under `model_name`;
+    returns the new registry version."""
+    import mlflow
+
+    from yolo_assets.detector.setup import ultralytics_version
+
+    with warnings.catch_warnings():
+        # The signature is declared explicitly; MLflow's hints about type hints and input examples do not apply.
+        warnings.filterwarnings("ignore", message=".*(type hint|input example).*", category=UserWarning)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=YoloDetectorModel(),
+            artifacts={"weights": str(weights)},
+            signature=SIGNATURE,
+            pip_requirements=[f"ultralytics=={ultralytics_version()}", "torch", "pandas", "mlflow"],
+            registered_model_name=model_name,
+        )
+    return str(info.registered_model_version)
 
 
 class YoloDetectorModel(PythonModel):
