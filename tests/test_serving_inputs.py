@@ -44,7 +44,7 @@ def exif_rotated() -> bytes:
 
 def sixteen_bit() -> bytes:
     pixels = (np.random.default_rng(2).integers(0, 65535, (150, 180))).astype(np.uint16)
-    return encoded(Image.fromarray(pixels, mode="I;16"), "PNG")
+    return encoded(Image.fromarray(pixels), "PNG")  # uint16 -> mode I;16
 
 
 @dataclass
