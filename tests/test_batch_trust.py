@@ -295,3 +295,33 @@ def _sha(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
+
+
+def test_unretracting_without_a_rebuild_then_ticking_brings_the_batch_back(home: Home) -> None:
+    land_three(home)
+    assert all(o.success for o in ingest(home))
+    assert main(["--home", str(home.path), "retract", "batch_b", "--reason", "wrong tool settings"]) == 0
+    assert main(["--home", str(home.path), "unretract", "batch_b", "--no-rebuild"]) == 0
+    # The state now equals an earlier build's: the run key names the build it follows, so it builds again.
+    rebuilt = [o for o in home.tick() if "dataset_sensor" in o.description]
+    assert len(rebuilt) == 1 and rebuilt[0].success
+    assert sorted(home.metadata("processed_images")["input_batches"]) == ["batch_a", "batch_b", "batch_c"]
+    assert not [o for o in home.tick() if "dataset_sensor" in o.description]  # and only once
+
+
+@pytest.mark.slow
+def test_a_retraction_retrains_the_model_without_the_batch(home: Home) -> None:
+    from resources.model_policy import ModelPolicy
+
+    home.redefine(model_policy=ModelPolicy(min_new_images=1, first_model_min_map50=0.0, promotion_tolerance=1.0, max_class_ap_drop=1.0,
+                                           rollout_steps=[100]))
+    land_three(home)
+    tiny = {"ops": {"trained_weights": {"config": {"epochs": 1, "imgsz": 64, "batch": 8, "workers": 0, "warm_start": False}}}}
+    assert all(o.success for o in home.tick(tiny, automation=True))
+    assert "batch_b" in home.metadata("trained_weights")["input_batches"]
+    assert main(["--home", str(home.path), "retract", "batch_b", "--reason", "mislabeled dents"]) == 0
+    status, gate = home.check("processed_images", "retrain_gate")
+    assert status == "SUCCEEDED" and gate["new_images"] == 0 and gate["retraction_changes"]["retracted"] == ["batch_b"]
+    outcomes = home.tick(tiny, automation=True)
+    assert [o.success for o in outcomes if "trained_weights" in o.description] == [True]
+    assert sorted(home.metadata("trained_weights")["input_batches"]) == ["batch_a", "batch_c"]

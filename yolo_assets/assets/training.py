@@ -358,8 +358,11 @@ def trained_weights(
     )
 
 
-def dataset_images(store: ArtifactStore, version: str) -> set[str]:
-    return {item["sha"] for item in store.read_json(PROCESSED_IMAGES, version, MANIFEST)["items"]}
+def retraction_changes(current: dict[str, Any], trained_on: dict[str, Any]) -> dict[str, list[str]]:
+    """Batches retracted or unretracted between two dataset manifests: a retraining trigger of its own,
+    whatever min_new_images says (a retraction adds no image, yet its labels must leave the model)."""
+    now, then = current.get("retracted_batches", {}), trained_on.get("retracted_batches", {})
+    return {"retracted": sorted(now.keys() - then.keys()), "unretracted": sorted(then.keys() - now.keys())}
 
 
 @dg.asset_check(
@@ -368,7 +371,7 @@ def dataset_images(store: ArtifactStore, version: str) -> set[str]:
     # Blocking so RETRAIN_ON_NEW_DATA can require it with the blocking checks (split_leakage) and
     # leave out the advisory near_duplicates; it only ever fails with WARN severity, which halts nothing.
     blocking=True,
-    description="Passes when at least min_new_images images are new since the dataset the current weights were trained on, or the champion drifted on a fresh batch since.",
+    description="Passes when at least min_new_images images are new since the dataset the current weights were trained on, a batch was retracted or unretracted since, or the champion drifted on a fresh batch since.",
 )
 def retrain_gate(
     context: dg.AssetCheckExecutionContext, artifact_store: ArtifactStore, model_policy: ModelPolicy
@@ -379,10 +382,14 @@ def retrain_gate(
         return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={"reason": "no dataset yet"})
     if not trained_on or not artifact_store.exists(PROCESSED_IMAGES, trained_on):
         return dg.AssetCheckResult(passed=True, metadata={"reason": "no trained model yet", "min_new_images": model_policy.min_new_images})
-    new_images = len(dataset_images(artifact_store, current) - dataset_images(artifact_store, trained_on))
+    current_manifest = artifact_store.read_json(PROCESSED_IMAGES, current, MANIFEST)
+    trained_manifest = artifact_store.read_json(PROCESSED_IMAGES, trained_on, MANIFEST)
+    new_images = len({i["sha"] for i in current_manifest["items"]} - {i["sha"] for i in trained_manifest["items"]})
     drifted = drifted_batches_since_training(context.instance)
-    passed = new_images >= model_policy.min_new_images or bool(drifted)
+    retractions = retraction_changes(current_manifest, trained_manifest)
+    passed = new_images >= model_policy.min_new_images or bool(drifted) or any(retractions.values())
     reason = f"{new_images} new images since the last trained dataset (minimum {model_policy.min_new_images})"
+    reason += "".join(f"; {kind} since: {', '.join(batches)}" for kind, batches in retractions.items() if batches)
     return dg.AssetCheckResult(
         passed=passed,
         severity=dg.AssetCheckSeverity.ERROR if passed else dg.AssetCheckSeverity.WARN,
@@ -390,6 +397,7 @@ def retrain_gate(
             "new_images": new_images,
             "min_new_images": model_policy.min_new_images,
             "drifted_batches": dg.MetadataValue.json(drifted),
+            "retraction_changes": dg.MetadataValue.json(retractions),
             "trained_on_dataset": trained_on,
             "reason": reason + (f"; the champion drifted on fresh batches {drifted}" if drifted else ""),
         },
