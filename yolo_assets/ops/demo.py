@@ -99,7 +99,9 @@ def serve_one_request(defs: dg.Definitions, home: Path) -> bool:
 
     with resolved_resource(defs, "mlflow") as mlflow:
         print("\nGray release (yolo-assets rollout status):\n" + RolloutStore(mlflow.client(), mlflow.model_name).read().describe())
-    picture = sorted((landing_dir(home) / "batch_003" / "images").iterdir())[0]
+    # The picture of the last batch with the most labeled defects: something to detect.
+    labels = sorted((landing_dir(home) / "batch_003" / "labels").glob("*.txt"), key=lambda label: (-label.stat().st_size, label.name))
+    picture = next((landing_dir(home) / "batch_003" / "images").glob(f"{labels[0].stem}.*"))
     service = DetectionService(home, home / "logs" / "serve-demo.log").start()
     try:
         with open(picture, "rb") as image:
