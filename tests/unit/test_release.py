@@ -5,7 +5,7 @@ import base64
 import io
 import os
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import count
 from pathlib import Path
@@ -220,14 +220,24 @@ def no_warming(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("yolo_assets.serving.models.warm", lambda model, imgsz=640: None)
 
 
-def fake_pool(states: Iterator[RolloutState]) -> tuple[ModelPool, list[str]]:
-    loads: list[str] = []
+class FakeRegistry:
+    """The rollout state a test sets, read by the pool as often as it likes; loads are recorded."""
 
-    def load(version: str) -> FakeModel:
-        loads.append(version)
+    def __init__(self, state: RolloutState) -> None:
+        self.state, self.loads = state, list[str]()
+        self.during_load: dict[str, RolloutState] = {}
+        """version -> the state a person sets while that version is being loaded."""
+
+    def read(self) -> RolloutState:
+        return self.state
+
+    def load(self, version: str) -> FakeModel:
+        self.loads.append(version)
+        self.state = self.during_load.get(version, self.state)
         return FakeModel(version)
 
-    return ModelPool(read_state=lambda: next(states), load_version=load, refresh_s=60), loads
+    def pool(self) -> ModelPool:
+        return ModelPool(read_state=self.read, load_version=self.load, refresh_s=60)
 
 
 def test_refresh_loads_only_new_versions_and_keeps_the_loaded_ones(no_warming: None) -> None:
@@ -235,40 +245,54 @@ def test_refresh_loads_only_new_versions_and_keeps_the_loaded_ones(no_warming: N
     with_canary = offer(champion_only, "2", STEPS)
     advanced = hold(with_canary, "b1@v1")
     promoted = hold(hold(advanced, "b2@v1"), "b3@v1")
-    pool, loads = fake_pool(iter([champion_only, with_canary, with_canary, advanced, promoted]))
+    registry = FakeRegistry(champion_only)
+    pool = registry.pool()
 
-    assert pool.refresh() and loads == ["1"]
+    assert pool.refresh() and registry.loads == ["1"]
     first = pool.live.models[CHAMPION].model if pool.live else None
-    assert pool.refresh() and loads == ["1", "2"]
+    registry.state = with_canary
+    assert pool.refresh() and registry.loads == ["1", "2"]
     assert pool.live and pool.live.models[CHAMPION].model is first
     canary_model = pool.live.models[CANARY].model
-    assert not pool.refresh() and loads == ["1", "2"]  # nothing changed
-    assert pool.refresh() and loads == ["1", "2"]  # 10% -> 50%: same models, a new share
+    assert not pool.refresh() and registry.loads == ["1", "2"]  # nothing changed
+    registry.state = advanced
+    assert pool.refresh() and registry.loads == ["1", "2"]  # 10% -> 50%: same models, a new share
     assert pool.live and pool.live.state.canary_percent == 50
-    assert pool.refresh() and loads == ["1", "2"]  # promoted: the canary's loaded model now serves as champion
+    registry.state = promoted
+    assert pool.refresh() and registry.loads == ["1", "2"]  # promoted: the canary's loaded model now serves as champion
     assert pool.live and set(pool.live.models) == {CHAMPION} and pool.live.models[CHAMPION].model is canary_model
 
 
+def test_a_rollback_made_while_the_canary_loads_is_honoured_before_the_swap(no_warming: None) -> None:
+    champion_only = offer(RolloutState(), "1", STEPS)
+    with_canary = offer(champion_only, "2", STEPS)
+    registry = FakeRegistry(champion_only)
+    pool = registry.pool()
+    pool.refresh()
+    registry.state = with_canary
+    registry.during_load["2"] = roll_back(with_canary, "regressed on b1")
+    pool.refresh()
+    assert pool.live is not None and set(pool.live.models) == {CHAMPION}  # version 2 never took traffic
+
+
 def test_refresh_quietly_keeps_serving_when_the_registry_does_not_answer(no_warming: None) -> None:
-    calls = count()
-
-    def read_state() -> RolloutState:
-        if next(calls):
-            raise ConnectionError("registry down")
-        return offer(RolloutState(), "1", STEPS)
-
-    pool = ModelPool(read_state=read_state, load_version=FakeModel, refresh_s=60)
+    registry = FakeRegistry(offer(RolloutState(), "1", STEPS))
+    pool = registry.pool()
     pool.refresh_quietly()
     live, error = pool.live, pool.last_error
     assert live is not None and error == ""
+
+    def down() -> RolloutState:
+        raise ConnectionError("registry down")
+
+    pool.read_state = down
     pool.refresh_quietly()
     assert pool.live is live and pool.last_error == "ConnectionError: registry down"
     assert pool.live.pick("any")[1].model == FakeModel("1")
 
 
 def test_live_pick_splits_keys_between_champion_and_a_loaded_canary(no_warming: None) -> None:
-    states = iter([canary_running()])
-    pool = ModelPool(read_state=lambda: next(states), load_version=FakeModel, refresh_s=60)
+    pool = FakeRegistry(canary_running()).pool()
     pool.refresh()
     assert pool.live is not None
     picks = [pool.live.pick(f"k{n}") for n in range(300)]

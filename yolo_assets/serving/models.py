@@ -72,18 +72,22 @@ class ModelPool:
 
     def refresh(self) -> bool:
         """Read the state; load and warm what it newly needs; swap. True when the live set changed."""
-        state = self.read_state()
         current = self.live
         held = {model.version: model for model in current.models.values()} if current else {}
-        models = {}
-        for route, version in state.live().items():
-            if version not in held:
+        while True:
+            state = self.read_state()
+            missing = {route: version for route, version in state.live().items() if version not in held}
+            if not missing:
+                break
+            for route, version in missing.items():
                 started = time.perf_counter()
                 loaded = LoadedModel(version, self.load_version(version))
                 warm(loaded.model)
                 held[version] = loaded
                 log.info(f"loaded and warmed version {version} for {route} in {time.perf_counter() - started:.1f}s")
-            models[route] = held[version]
+            # Loading takes seconds: the state is read again, so a rollback made meanwhile is honoured
+            # before anything is swapped in.
+        models = {route: held[version] for route, version in state.live().items()}
         live = Live(state, models)
         changed = current is None or current.state.live() != state.live() or current.state.canary_percent != state.canary_percent
         self.live = live  # one assignment: requests see the old set or the new one, never a mix
