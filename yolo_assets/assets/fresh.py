@@ -30,10 +30,10 @@ from resources.trainer import YoloWorkspace
 from yolo_assets.assets.dataset import ProcessedImagesConfig, label_text, preprocess_missing
 from yolo_assets.assets.evaluation import HEADLINE, EvaluationConfig
 from yolo_assets.assets.ingest import MANIFEST, batch_partitions, labeled_batch
-from yolo_assets.assets.keys import CODE_VERSIONS, FRESH_BATCH_EVALUATION, LABELED_BATCH, REGISTERED_MODEL
+from yolo_assets.assets.keys import CODE_VERSIONS, FRESH_BATCH_EVALUATION, LABELED_BATCH, REGISTERED_MODEL, TRAINED_WEIGHTS
 from yolo_assets.assets.materializations import data_version_of, latest_materialization
 from yolo_assets.assets.retries import TRANSIENT_RETRY
-from yolo_assets.assets.training import weights_path
+from yolo_assets.assets.training import TRAINING_SUMMARY, weights_path
 from yolo_assets.core.fileio import atomic_write_bytes, link_or_copy
 from yolo_assets.core.versioning import cache_key, encoded_manifest
 from yolo_assets.data.preprocess import cached_image, preprocess_namespace
@@ -73,7 +73,7 @@ def live_models(mlflow: MLflowResource, store: ArtifactStore, batch: str) -> tup
         lineage = json.loads(tags.get("batches") or "{}")
         if batch in lineage:
             not_scored[route] = f"version {version} was trained on batch {batch}: it is never scored on its own training data"
-        elif not tags.get("weights_version") or not store.exists(dg.AssetKey("trained_weights"), tags["weights_version"]):
+        elif not tags.get("weights_version") or not store.exists(TRAINED_WEIGHTS, tags["weights_version"]):
             not_scored[route] = f"version {version}: its weights are not in the artifact store"
         else:
             models[route] = {"version": version, "weights_version": tags["weights_version"], "offline_mAP50-95": float(tags.get("mAP50-95", "nan"))}
@@ -116,7 +116,7 @@ def score_batch(
         for route, model in models.items():
             weights = weights_path(store, model["weights_version"])
             data_yaml, unknown = write_scoring_folder(workdir / f"{route}-data", items, image_root, checkpoint_class_names(weights))
-            imgsz = config.imgsz or int(store.read_json(dg.AssetKey("trained_weights"), model["weights_version"], "training.json")["recipe"]["imgsz"])
+            imgsz = config.imgsz or int(store.read_json(TRAINED_WEIGHTS, model["weights_version"], TRAINING_SUMMARY)["recipe"]["imgsz"])
             metrics = validate_detector(weights, data_yaml, workdir / route, imgsz=imgsz, batch=config.batch, device=config.device, plots=False)
             scores[route] = {**model, **metrics, "imgsz": imgsz, "boxes_of_unknown_classes": unknown}
     finally:
