@@ -1,6 +1,13 @@
 """When to retrain and when to promote: deployment settings, the same for every run."""
 
+from typing import Any
+
 import dagster as dg
+from pydantic import field_validator
+
+RETRAIN, DEMOTE = "retrain", "demote"
+# Plain str (not Literal) so that a deployment can fill it with EnvVar; checked once it is resolved.
+RETRACTION_POLICIES = (RETRAIN, DEMOTE)
 
 
 class ModelPolicy(dg.ConfigurableResource):
@@ -18,3 +25,15 @@ class ModelPolicy(dg.ConfigurableResource):
     drift_tolerance: float = 0.1
     """fresh_data_drift warns (and retraining is triggered) when the champion's mAP50-95 on a fresh
     batch is more than this below its own offline validation figure."""
+    retraction_policy: str = RETRAIN
+    """What a retraction does to a model trained on the retracted batch. `retrain`: a new model is trained
+    without it and goes through the promotion gate and the gray release; the champion serves until then.
+    `demote`: the same, and the champion is also taken out of service at once in favour of the newest
+    version that never saw a retracted batch (passed its gate, never rolled back)."""
+
+    @field_validator("retraction_policy", mode="before")
+    @classmethod
+    def _known_retraction_policy(cls, value: Any) -> Any:
+        if isinstance(value, dg.EnvVar) or value in RETRACTION_POLICIES:
+            return value
+        raise ValueError(f"retraction_policy must be one of {', '.join(RETRACTION_POLICIES)}, not {value!r}")

@@ -21,11 +21,10 @@ skips the comparison.
 import dagster as dg
 
 from resources.artifact_store import ArtifactStore
-from yolo_assets.assets.dataset import select_batches
-from yolo_assets.assets.ingest import BATCH_PARTITIONS, latest_batch_versions
+from yolo_assets.assets.dataset import dataset_is_current, wanted_dataset
+from yolo_assets.assets.ingest import BATCH_PARTITIONS
 from yolo_assets.assets.keys import BATCH_RETRACTIONS, CODE_VERSIONS, LABELED_BATCH, PROCESSED_IMAGES
-from yolo_assets.assets.materializations import latest_data_version, metadata_value
-from yolo_assets.assets.retractions import RETRACTIONS_VERSION, current_retractions
+from yolo_assets.assets.materializations import latest_data_version
 from yolo_assets.core.hashing import hash_json
 
 IN_PROGRESS = [
@@ -75,16 +74,13 @@ def dataset_sensor(context: dg.SensorEvaluationContext, artifact_store: Artifact
     fingerprint = state_fingerprint(instance, dataset)  # before reading: a batch landing meanwhile changes it
     if context.cursor == fingerprint:
         return dg.SkipReason("nothing moved since the dataset was found up to date")
-    retractions = current_retractions(instance, artifact_store)
-    selection = select_batches(latest_batch_versions(instance), retractions)
-    inputs = {batch.partition: batch.data_version for batch in selection.included}
+    wanted = wanted_dataset(instance, artifact_store)
     latest = dataset.asset_materialization if dataset else None
-    built_with_retractions = metadata_value(latest, RETRACTIONS_VERSION) or None  # "" when built with none
-    if not inputs or (inputs == metadata_value(latest, "input_batches") and retractions.version == built_with_retractions):
+    if not wanted.inputs or dataset_is_current(latest, wanted):
         context.update_cursor(fingerprint)  # only "nothing to do" is remembered: a requested build is not
         return dg.SkipReason(
-            "no accepted batch yet" if not inputs
+            "no accepted batch yet" if not wanted.inputs
             else "the latest dataset version holds every accepted batch and the current retractions"
         )
-    run_key = dataset_run_key(inputs, retractions.version, dataset.storage_id if dataset else None)
+    run_key = dataset_run_key(wanted.inputs, wanted.retractions.version, dataset.storage_id if dataset else None)
     return dg.SensorResult(run_requests=[dg.RunRequest(run_key=run_key, asset_selection=[PROCESSED_IMAGES])])

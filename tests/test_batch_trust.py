@@ -181,8 +181,9 @@ def test_retracting_a_batch_leaves_it_out_until_unretracted(home: Home, capsys: 
     assert sorted(meta["input_batches"]) == ["batch_a", "batch_b", "batch_b_again", "batch_c"] and meta["retracted_batches"] == []
     assert meta["boxes_per_class"].get("dent") and meta["classes"] == ["scratch", "spot", "dent", "crack"]
 
-    assert main(["--home", str(home.path), "unretract", "batch_b"]) == 1  # not retracted: the run says so
-    assert "is not retracted" in capsys.readouterr().out
+    runs = len(home.instance.get_runs())
+    assert main(["--home", str(home.path), "unretract", "batch_b"]) == 2  # not retracted: one line, no run
+    assert "is not retracted" in capsys.readouterr().err and len(home.instance.get_runs()) == runs
     assert main(["--home", str(home.path), "retract", "batch_zz", "--reason", "x"]) == 2
 
 
@@ -309,19 +310,70 @@ def test_unretracting_without_a_rebuild_then_ticking_brings_the_batch_back(home:
     assert not [o for o in home.tick() if "dataset_sensor" in o.description]  # and only once
 
 
+def stale_assets(home: Home, capsys: pytest.CaptureFixture[str]) -> set[str]:
+    capsys.readouterr()
+    assert main(["--home", str(home.path), "status", "--json"]) == 0
+    return {row["key"] for row in json.loads(capsys.readouterr().out)["assets"] if row["stale"]}
+
+
+TINY_TRAINING = {"ops": {"trained_weights": {"config": {"epochs": 1, "imgsz": 64, "batch": 8, "workers": 0, "warm_start": False}}}}
+
+
 @pytest.mark.slow
-def test_a_retraction_retrains_the_model_without_the_batch(home: Home) -> None:
+def test_a_retraction_retrains_the_model_without_the_batch(home: Home, capsys: pytest.CaptureFixture[str]) -> None:
     from resources.model_policy import ModelPolicy
 
     home.redefine(model_policy=ModelPolicy(min_new_images=1, first_model_min_map50=0.0, promotion_tolerance=1.0, max_class_ap_drop=1.0,
                                            rollout_steps=[100]))
     land_three(home)
-    tiny = {"ops": {"trained_weights": {"config": {"epochs": 1, "imgsz": 64, "batch": 8, "workers": 0, "warm_start": False}}}}
-    assert all(o.success for o in home.tick(tiny, automation=True))
+    assert all(o.success for o in home.tick(TINY_TRAINING, automation=True))
     assert "batch_b" in home.metadata("trained_weights")["input_batches"]
     assert main(["--home", str(home.path), "retract", "batch_b", "--reason", "mislabeled dents"]) == 0
+    # The rebuild is what tick would have built: the dataset is fresh, the model behind it is not.
+    assert "processed_images" not in stale_assets(home, capsys) and "trained_weights" in stale_assets(home, capsys)
+    assert not [o for o in home.tick() if "dataset_sensor" in o.description]
     status, gate = home.check("processed_images", "retrain_gate")
     assert status == "SUCCEEDED" and gate["new_images"] == 0 and gate["retraction_changes"]["retracted"] == ["batch_b"]
-    outcomes = home.tick(tiny, automation=True)
+    outcomes = home.tick(TINY_TRAINING, automation=True)
     assert [o.success for o in outcomes if "trained_weights" in o.description] == [True]
     assert sorted(home.metadata("trained_weights")["input_batches"]) == ["batch_a", "batch_c"]
+    # The gate compared the new model with a champion that learned from the retracted batch, and says so.
+    status, promotion = home.check("registered_model", "promotion_gate")
+    assert status == "SUCCEEDED" and promotion["champion_trained_on_retracted"] == ["batch_b"]
+    assert any("trained on batches since retracted (batch_b)" in reason for reason in promotion["reasons"])
+    capsys.readouterr()
+    assert main(["--home", str(home.path), "lineage", "--model", "yolo-defect-detector@champion", "--json"]) == 0
+    lineage = json.loads(capsys.readouterr().out)
+    assert lineage["version"] == 2 and [r["batch"] for r in lineage["retracted_batches"]] == ["batch_b"]
+    assert lineage["retracted_batches"][0]["reason"] == "mislabeled dents"
+    assert sorted(b["batch"] for b in lineage["batches"]) == ["batch_a", "batch_c"]
+
+
+@pytest.mark.slow
+def test_under_retraction_policy_demote_a_champion_that_saw_the_batch_leaves_service_at_once(home: Home) -> None:
+    from resources.model_policy import ModelPolicy
+
+    home.redefine(model_policy=ModelPolicy(min_new_images=1, first_model_min_map50=0.0, promotion_tolerance=1.0, max_class_ap_drop=1.0,
+                                           rollout_steps=[100], retraction_policy="demote"))
+    home.land("batch_a", 8, 51, classes=("scratch", "spot"))
+    home.land("batch_c", 8, 53, classes=("scratch", "crack"))
+    assert all(o.success for o in home.tick(TINY_TRAINING, automation=True))  # version 1: batch_a, batch_c
+    home.land("batch_b", 8, 52, classes=("scratch", "spot"))
+    assert all(o.success for o in home.tick(TINY_TRAINING, automation=True))  # version 2 learned from batch_b
+    assert home.metadata("model_rollout")["champion"] == "2"
+    assert main(["--home", str(home.path), "retract", "batch_b", "--reason", "mislabeled spots"]) == 0
+    # The sensors alone (no retraining yet): version 1, which never saw batch_b, serves again.
+    withdrawn = [o for o in home.tick() if "rollout_sensor" in o.description]
+    assert [o.success for o in withdrawn] == [True]
+    rollout = home.metadata("model_rollout")
+    assert (rollout["event"], rollout["champion"], rollout["previous"]) == ("withdrawn", "1", "")
+    assert "version 2 learned from retracted batch_b" in rollout["reason"]
+    client = home.resource("mlflow").client()
+    assert client.get_model_version("yolo-defect-detector", "2").tags["rollout"].startswith("withdrawn:")
+    assert not [o for o in home.tick() if "rollout_sensor" in o.description]  # once per retraction
+    # The retraining that follows learns from batch_a and batch_c again: version 1's weights (a cache
+    # hit), registered once, so version 1 stays champion and no version 3 is made.
+    assert all(o.success for o in home.tick(TINY_TRAINING, automation=True))
+    registered = home.metadata("registered_model")
+    assert (registered["model_version"], registered["already_registered"]) == (1, True)
+    assert home.metadata("model_rollout")["champion"] == "1"

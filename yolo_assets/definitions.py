@@ -109,6 +109,7 @@ def deployment_resources(home: Path) -> dict[str, dg.ConfigurableResource]:
                 "min_new_images": "YOLO_ASSETS_MIN_NEW_IMAGES",
                 "first_model_min_map50": "YOLO_ASSETS_FIRST_MODEL_MIN_MAP50",
                 "drift_tolerance": "YOLO_ASSETS_DRIFT_TOLERANCE",
+                "retraction_policy": "YOLO_ASSETS_RETRACTION_POLICY",
             },
             rollout_steps=rollout_steps_setting(),
         ),

@@ -27,6 +27,7 @@ from yolo_assets.release.rollout import (
     offer,
     promote,
     roll_back,
+    withdraw,
 )
 from yolo_assets.serving.models import ModelPool, route_for
 
@@ -108,6 +109,30 @@ def test_check_steps_accepts_rising_steps_ending_at_100(steps: list[int]) -> Non
 # --- the store on a real MLflow registry --------------------------------------------------------
 
 
+def test_a_tainted_champion_hands_its_traffic_to_the_clean_replacement_and_is_not_kept_as_previous() -> None:
+    state = offer(offer(RolloutState(), "1", (100,)), "2", (100,))  # champion 2, previous 1
+    withdrawn = withdraw(state, {"2"}, "1", "version 2 learned from retracted b")
+    assert (withdrawn.champion, withdrawn.canary, withdrawn.previous, withdrawn.event) == ("1", None, None, "withdrawn")
+    assert withdrawn.reason == "version 2 learned from retracted b"
+
+
+def test_a_tainted_canary_is_rolled_back_and_a_tainted_previous_forgotten() -> None:
+    state = offer(offer(offer(RolloutState(), "1", (100,)), "2", (100,)), "3", STEPS)  # champion 2, previous 1, canary 3
+    withdrawn = withdraw(state, {"1", "3"}, "2", "retracted")
+    assert (withdrawn.champion, withdrawn.canary, withdrawn.previous, withdrawn.canary_percent) == ("2", None, None, 0)
+
+
+def test_a_clean_canary_replacing_a_tainted_champion_takes_all_traffic() -> None:
+    withdrawn = withdraw(hold(canary_running(), "b1@v1"), {"1"}, "2", "retracted")
+    assert (withdrawn.champion, withdrawn.canary, withdrawn.live()) == ("2", None, {CHAMPION: "2"})
+
+
+def test_a_tainted_champion_without_a_replacement_keeps_serving_and_untainted_states_do_not_change() -> None:
+    state = canary_running()
+    assert withdraw(state, {"1"}, None, "retracted") == state
+    assert withdraw(state, {"7"}, "5", "retracted") == state
+
+
 @pytest.fixture(scope="module")
 def mlflow_client(tmp_path_factory: pytest.TempPathFactory) -> "MlflowClient":
     """One SQLite tracking store for the module (creating its tables costs seconds); a model per test."""
@@ -176,6 +201,15 @@ def test_a_replacing_canary_moves_the_alias(store: RolloutStore) -> None:
     read = apply(store, offer(running, "3", STEPS))
     assert (read.canary, read.step, read.evidence) == ("3", 0, ())
     assert aliases(store) == {CHAMPION: "1", CANARY: "3"}
+
+
+def test_a_withdrawn_champion_loses_every_alias_and_says_why(store: RolloutStore) -> None:
+    state = apply(store, offer(apply(store, offer(RolloutState(), "1", (100,))), "2", (100,)))
+    assert aliases(store) == {CHAMPION: "2", PREVIOUS: "1"}
+    read = apply(store, withdraw(state, {"2"}, "1", "version 2 learned from retracted b"))
+    assert (read.champion, read.previous, read.event) == ("1", None, "withdrawn")
+    assert aliases(store) == {CHAMPION: "1"}
+    assert store.client.get_model_version(store.model_name, "2").tags["rollout"].startswith("withdrawn: version 2 learned")
 
 
 def test_a_canary_alias_moved_by_hand_restarts_at_step_zero(store: RolloutStore) -> None:

@@ -24,7 +24,7 @@ from resources.dataset_policy import DatasetPolicy
 from resources.kubernetes import step_op_tags
 from yolo_assets.assets.ingest import BLOBS, MANIFEST, BatchVersion, labeled_batch, latest_batch_versions
 from yolo_assets.assets.keys import CODE_VERSIONS, LABELED_BATCH, PROCESSED_IMAGES
-from yolo_assets.assets.materializations import latest_data_version
+from yolo_assets.assets.materializations import latest_data_version, metadata_value
 from yolo_assets.assets.retractions import RETRACTIONS_VERSION, Retractions, current_retractions
 from yolo_assets.assets.retries import TRANSIENT_RETRY
 from yolo_assets.core.fileio import atomic_write_bytes, link_or_copy, object_relpath
@@ -365,6 +365,27 @@ def select_batches(batches: list[BatchVersion], retractions: Retractions) -> Bat
     return BatchSelection(included, excluded, retracted)
 
 
+class WantedDataset(NamedTuple):
+    inputs: dict[str, str]
+    """batch -> data version of every batch the next build would include."""
+    retractions: Retractions
+    selection: BatchSelection
+
+
+def wanted_dataset(instance: dg.DagsterInstance, store: ArtifactStore) -> WantedDataset:
+    """What a processed_images build would hold now: accepted batches, less the retracted ones."""
+    retractions = current_retractions(instance, store)
+    selection = select_batches(latest_batch_versions(instance), retractions)
+    return WantedDataset({batch.partition: batch.data_version for batch in selection.included}, retractions, selection)
+
+
+def dataset_is_current(latest: dg.AssetMaterialization | None, wanted: WantedDataset) -> bool:
+    """The latest processed_images was built from exactly these batch versions and retractions (what
+    `dataset_sensor` acts on and `status` reports: the two never disagree)."""
+    built_with_retractions = metadata_value(latest, RETRACTIONS_VERSION) or None  # "" when built with none
+    return wanted.inputs == metadata_value(latest, "input_batches") and wanted.retractions.version == built_with_retractions
+
+
 def split_leakage_result(manifest: Mapping[str, Any]) -> dg.AssetCheckResult:
     leaks: list[dict[str, Any]] = []
     for field in ("sha", "pixel_sha"):
@@ -433,8 +454,7 @@ def processed_images(
     dataset_policy: DatasetPolicy,
 ) -> dg.MaterializeResult:
     started = time.perf_counter()
-    retractions = current_retractions(context.instance, artifact_store)
-    included, excluded, retracted = select_batches(latest_batch_versions(context.instance), retractions)
+    inputs, retractions, (included, excluded, retracted) = wanted_dataset(context.instance, artifact_store)
     for batch, reason in excluded.items():
         context.log.warning(f"left out batch {batch}: {reason}")
     for record in retracted:
@@ -444,7 +464,6 @@ def processed_images(
             description=f"no labeled batch has passed its checks and is not retracted: nothing to build ({len(retracted)} retracted)",
             allow_retries=False,
         )
-    inputs = {b.partition: b.data_version for b in included}
     retracted_versions = {r["batch"]: r["data_version"] for r in retracted}
     previous = previous_dataset(context.instance, artifact_store)
     # Class ids never shift: the previous version's classes keep their order (and stay, without

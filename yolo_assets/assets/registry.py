@@ -18,11 +18,20 @@ from resources.model_policy import ModelPolicy
 from resources.trainer import YoloWorkspace
 from yolo_assets.assets.automation import FOLLOW_UPSTREAM
 from yolo_assets.assets.evaluation import METRICS, evaluation_report
-from yolo_assets.assets.keys import CODE_VERSIONS, EVALUATION_REPORT, REGISTERED_MODEL, TRAINED_WEIGHTS, code_versions_through
+from yolo_assets.assets.ingest import MANIFEST
+from yolo_assets.assets.keys import (
+    CODE_VERSIONS,
+    EVALUATION_REPORT,
+    PROCESSED_IMAGES,
+    REGISTERED_MODEL,
+    TRAINED_WEIGHTS,
+    code_versions_through,
+)
 from yolo_assets.assets.materializations import latest_data_version
 from yolo_assets.assets.retries import TRANSIENT_RETRY
 from yolo_assets.assets.training import TRAINING_SUMMARY, weights_path
 from yolo_assets.core.hashing import hash_json
+from yolo_assets.data.retractions import retracted_batches_of
 from yolo_assets.release.gate import promotion_decision
 
 if TYPE_CHECKING:
@@ -42,6 +51,16 @@ def find_version(mlflow: MLflowResource, weights_version: str) -> "ModelVersion 
         f"name='{mlflow.model_name}' and tags.weights_version='{weights_version}'"
     )
     return max(versions, key=lambda v: int(v.version)) if versions else None
+
+
+def champion_retracted_batches(mlflow: MLflowResource, store: ArtifactStore, metrics: dict[str, Any]) -> list[str]:
+    """The batches the champion compared in `metrics` learned from that the challenger's dataset retracted."""
+    if not metrics["champion_model_version"]:
+        return []
+    champion = mlflow.client().get_model_version(mlflow.model_name, metrics["champion_model_version"])
+    retracted = store.read_json(PROCESSED_IMAGES, metrics["dataset_version"], MANIFEST).get("retracted_batches", {})
+    records = [{"batch": batch, "data_version": version} for batch, version in retracted.items()]
+    return retracted_batches_of(json.loads(champion.tags.get("batches", "{}")), records)
 
 
 def register(
@@ -88,6 +107,10 @@ def registered_model(
     metrics = artifact_store.read_json(EVALUATION_REPORT, evaluation_version, METRICS)
     summary = artifact_store.read_json(TRAINED_WEIGHTS, metrics["weights_version"], TRAINING_SUMMARY)
     passed, reasons = promotion_decision(metrics, model_policy)
+    tainted = champion_retracted_batches(mlflow, artifact_store, metrics)
+    if tainted:
+        reasons.append(f"the champion (version {metrics['champion_model_version']}) was trained on batches since retracted "
+                       f"({', '.join(tainted)}); both were scored on this dataset's val split, which leaves them out")
     version = find_version(mlflow, metrics["weights_version"])
     already_registered = version is not None
     if version is None:
@@ -139,6 +162,7 @@ def registered_model(
                     "challenger_mAP50-95": round(metrics["challenger"]["mAP50-95"], 4),
                     "champion_mAP50-95": round(metrics["champion"]["mAP50-95"], 4) if metrics["champion"] else None,
                     "alias": alias,
+                    "champion_trained_on_retracted": dg.MetadataValue.json(tainted),
                 },
             )
         ],

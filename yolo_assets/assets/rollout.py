@@ -11,21 +11,25 @@ A person does the same from the UI (run config `action: promote | rollback`, `re
 in MLflow (yolo_assets/release/rollout.py), which the detection service reads.
 """
 
+import json
 from collections.abc import Iterator
 from typing import Any, Literal
 
 import dagster as dg
 
 from resources.alerts import AlertNotifier
+from resources.artifact_store import ArtifactStore
 from resources.mlflow_tracking import MLflowResource
-from resources.model_policy import ModelPolicy
+from resources.model_policy import DEMOTE, ModelPolicy
 from yolo_assets.assets.fresh import HOLDS, REGRESSES, fresh_batch_evaluation
 from yolo_assets.assets.keys import CODE_VERSIONS, FRESH_BATCH_EVALUATION, MODEL_ROLLOUT, REGISTERED_MODEL
 from yolo_assets.assets.materializations import latest_materialization, metadata_value
 from yolo_assets.assets.registry import registered_model
+from yolo_assets.assets.retractions import current_retractions
 from yolo_assets.assets.retries import TRANSIENT_RETRY
 from yolo_assets.core.hashing import hash_json
-from yolo_assets.release.rollout import RolloutState, RolloutStore, check_steps, hold, offer, promote, roll_back
+from yolo_assets.data.retractions import retracted_batches_of
+from yolo_assets.release.rollout import ROLLOUT_TAG, RolloutState, RolloutStore, check_steps, hold, offer, promote, roll_back, withdraw
 
 AC = dg.AutomationCondition
 # In the same run as every registration; fresh-batch evidence is `rollout_sensor`'s (sensors/rollout.py).
@@ -94,8 +98,40 @@ def next_state(
     return offer(state, version, steps) if version is not None else state
 
 
-def rollback_alert(state: RolloutState, run_link: str) -> dict[str, Any]:
-    text = f"yolo-assets: {state.reason}. Champion {state.champion} keeps all traffic. {run_link}"
+def without_retracted_models(
+    instance: dg.DagsterInstance, mlflow: MLflowResource, store: ArtifactStore, state: RolloutState
+) -> tuple[RolloutState, str]:
+    """`retraction_policy: demote`: the state with every live version that learned from a retracted batch
+    withdrawn (a champion in favour of the newest version that never did), and a warning when a tainted
+    champion has no such replacement and keeps serving."""
+    records = current_retractions(instance, store).records
+    if not records:
+        return state, ""
+    versions = mlflow.client().search_model_versions(f"name='{mlflow.model_name}'")
+    learned = {str(v.version): retracted_batches_of(json.loads(v.tags.get("batches", "{}")), records) for v in versions}
+    live_tainted = {v: learned[v] for v in (state.champion, state.canary, state.previous) if v and learned.get(v)}
+    if not live_tainted:
+        return state, ""
+    clean = [
+        int(v.version) for v in versions
+        if not learned[str(v.version)] and v.tags.get("promotion_gate") == "passed"
+        and not v.tags.get(ROLLOUT_TAG, "").startswith(("rolled_back", "withdrawn"))
+    ]
+    replacement = str(max(clean)) if clean else None
+    learned_text = "; ".join(f"version {v} learned from retracted {', '.join(batches)}" for v, batches in sorted(live_tainted.items()))
+    reason = f"retraction_policy demote: {learned_text}" + (
+        f"; version {replacement}, the newest that never saw a retracted batch, is champion" if state.champion in live_tainted and replacement else ""
+    )
+    warning = (
+        f"champion {state.champion} learned from retracted {', '.join(live_tainted[state.champion])} and no version that never saw a "
+        "retracted batch has passed its gate: it keeps serving until a retrained model replaces it"
+        if state.champion in live_tainted and not replacement else ""
+    )
+    return withdraw(state, set(live_tainted), replacement, reason), warning
+
+
+def rollout_alert(state: RolloutState, run_link: str) -> dict[str, Any]:
+    text = f"yolo-assets: {state.reason}. Champion {state.champion} takes all traffic. {run_link}"
     return {"text": text, "event": state.event, "champion": state.champion, "reason": state.reason}
 
 
@@ -119,18 +155,23 @@ def model_rollout(
     mlflow: MLflowResource,
     model_policy: ModelPolicy,
     alert_notifier: AlertNotifier,
+    artifact_store: ArtifactStore,
 ) -> Iterator[dg.MaterializeResult]:
     steps = check_steps(model_policy.rollout_steps)
     store = RolloutStore(mlflow.client(), mlflow.model_name)
     old = store.read()
     new = next_state(context.instance, mlflow, old, config, steps)
+    if model_policy.retraction_policy == DEMOTE and config.action == "auto":
+        new, warning = without_retracted_models(context.instance, mlflow, artifact_store, new)
+        if warning:
+            context.log.warning(warning)
     if new == old:
         context.log.info(f"rollout unchanged: champion {old.champion}, canary {old.canary} at {old.canary_percent}%")
         return
     store.write(old, new)
     context.log.info(f"rollout: {new.event}: {new.reason}")
-    if new.event == "rolled_back":
-        alert_notifier.send(rollback_alert(new, alert_notifier.run_link(context.run.run_id)), context.log)
+    if new.event in ("rolled_back", "withdrawn"):
+        alert_notifier.send(rollout_alert(new, alert_notifier.run_link(context.run.run_id)), context.log)
     yield dg.MaterializeResult(
         data_version=dg.DataVersion(hash_json(new.to_tag())),
         metadata={

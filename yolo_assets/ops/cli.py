@@ -1,12 +1,13 @@
 """`yolo-assets`: synthesise data, tick the sensors, materialise assets, show status, run the demo."""
 
 import argparse
+import difflib
 import json
 import os
 import re
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,7 @@ import yaml
 
 from resources.mlflow_tracking import MLFLOW_ENVIRONMENT
 from yolo_assets.core.home import HOME_ENV_VAR, dagster_home, ensure_home, home_dir, landing_dir, mlflow_dir, mlflow_tracking_uri
+from yolo_assets.core.settings_env import unknown_variable_warnings
 from yolo_assets.ops.tables import format_table
 
 if TYPE_CHECKING:
@@ -28,10 +30,18 @@ def _open_home(args: argparse.Namespace) -> Path:
     """The home the command works on; a missing or empty one is initialised (as `init` and `make demo`
     do), with a note on stderr so that a mistyped path does not go unnoticed."""
     home = Path(args.home).expanduser().resolve() if args.home else home_dir()
-    if not (dagster_home(home) / "dagster.yaml").exists():
+    source = "--home" if args.home else HOME_ENV_VAR
+    if home.exists() and not home.is_dir():
+        raise UserError(f"{source} {home} is a file, not a folder: name a folder (a missing one is created)")
+    fresh = not (dagster_home(home) / "dagster.yaml").exists()
+    try:
+        ensure_home(home)
+    except OSError as error:
+        raise UserError(f"cannot create the home {home} ({source}): {error.strerror or error}") from error
+    if fresh:
         print(f"yolo-assets: initialising a new home at {home} (set {HOME_ENV_VAR} or pass --home for another)", file=sys.stderr)
     os.environ[HOME_ENV_VAR] = str(home)  # for the processes the CLI starts (dagster dev, run workers)
-    return ensure_home(home)
+    return home
 
 
 def _load_run_config(path: str | None) -> dict[str, Any]:
@@ -44,6 +54,78 @@ def _load_run_config(path: str | None) -> dict[str, Any]:
     if not isinstance(loaded, dict):
         raise UserError(f"run config {path} must be a mapping (ops: {{asset: {{config: ...}}}})")
     return loaded
+
+
+def check_run_config(defs: "dg.Definitions", run_config: Mapping[str, Any], path: str) -> None:
+    """Refuse, before any run starts, a run config that a run would refuse: Dagster checks a run's
+    config only as that run starts, and `tick` applies it to every run it starts (after an ingest
+    already ran, a typo would stop the tick half-way)."""
+    if not run_config:
+        return
+    import dagster as dg
+
+    from yolo_assets.ops.runs import with_console_logger
+
+    job = defs.resolve_implicit_global_asset_job_def()
+    ops = run_config.get("ops") or {}
+    if not isinstance(ops, Mapping):
+        raise UserError(f"run config {path}: ops must be a mapping (ops: {{ASSET: {{config: ...}}}})")
+    known = sorted(job.graph.node_names())
+    unknown = sorted(set(ops) - set(known))
+    if unknown:
+        raise UserError(f"run config {path}: unknown op {', '.join(map(str, unknown))} under ops (known: {', '.join(known)})")
+    # A run checks the config of its own ops and ignores the rest: check the named ops together with
+    # every op that runs without config (their resources and executor are configured the same way).
+    selection = [
+        node.name for node in job.graph.nodes
+        if node.name in ops or not (node.definition.config_schema and node.definition.config_schema.as_field().is_required)
+    ]
+    try:  # checked as the runs will see it
+        dg.validate_run_config(job.get_subset(op_selection=selection), with_console_logger(run_config))
+    except dg.DagsterInvalidConfigError as error:
+        raise UserError(f"run config {path}: {config_problem(error)}") from None
+
+
+def config_problem(error: "dg.DagsterInvalidConfigError") -> str:
+    """Dagster's first config error in one line, with the likely fix for a misspelt or misplaced field."""
+    first = error.errors[0]
+    text = " ".join(first.message.split())
+    text = re.sub(r"at path root:([\w:\[\]]+)", lambda m: "at " + m.group(1).replace(":", "."), text)
+    text = re.sub(r' of type "<class \'\w+\'>"', "", text)
+    text, _, expected = text.partition(' Expected: "')
+    text = text.split(" You must provide")[0].rstrip(".")
+    if first.reason.name in ("FIELD_NOT_DEFINED", "FIELDS_NOT_DEFINED"):
+        fields, parents = expected_fields(expected)
+        names = getattr(first.error_data, "field_names", None) or [getattr(first.error_data, "field_name", "")]
+        fixes = []
+        for name in names:
+            if name in parents:
+                fixes.append(f"put {name} under {parents[name]}:")
+            elif close := difflib.get_close_matches(name, fields, n=1):
+                fixes.append(f"did you mean {close[0]}?")
+        text += f": {'; '.join(fixes) + ' ' if fixes else ''}(fields there: {', '.join(fields) or 'none'})"
+    if len(error.errors) > 1:
+        text += f" (and {len(error.errors) - 1} more)"
+    return text
+
+
+def expected_fields(expected: str) -> tuple[list[str], dict[str, str]]:
+    """From Dagster's description of a config type (`{ a?: Int b: { c: String } }`, or `['a', 'b']`):
+    its field names, and for each field one level further down, the field it lies under."""
+    if expected.startswith("["):
+        return re.findall(r"'(\w+)'", expected), {}
+    depth, fields = 0, []
+    parents: dict[str, str] = {}
+    for token in re.finditer(r"[{}]|(\w+)\??:", expected):
+        if token.group() == "{":
+            depth += 1
+        elif token.group() == "}":
+            depth -= 1
+        elif depth == 1:
+            fields.append(token.group(1))
+        elif depth == 2 and fields:
+            parents.setdefault(token.group(1), fields[-1])
+    return fields, parents
 
 
 def _context(args: argparse.Namespace) -> "tuple[Path, dg.Definitions, dg.DagsterInstance]":
@@ -119,8 +201,10 @@ def cmd_tick(args: argparse.Namespace) -> int:
     from yolo_assets.ops.runs import DaemonIsScheduling, print_outcomes, tick
 
     home, defs, instance = _context(args)
+    run_config = _load_run_config(args.config)
+    check_run_config(defs, run_config, args.config)
     try:
-        outcomes = tick(defs, instance, home, _load_run_config(args.config), automation=not args.no_automation)
+        outcomes = tick(defs, instance, home, run_config, automation=not args.no_automation)
     except DaemonIsScheduling as daemon:
         # Not a failure: what landed is handled, by the daemon (a cron'd tick next to a daemon stays quiet).
         print(daemon)
@@ -143,7 +227,8 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         known = ", ".join(sorted(k.to_user_string() for k in graph.materializable_asset_keys))
         raise UserError(f"unknown asset {', '.join(unknown)} (known: {known})")
     run_config = _load_run_config(args.config)
-    outcomes = []
+    check_run_config(defs, run_config, args.config)
+    planned: list[tuple[dg.AssetKey, str]] = []  # every partition is checked before the first run starts
     for key in keys:
         partitions_def = graph.get(key).partitions_def
         if partitions_def is None:
@@ -153,8 +238,11 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         missing = sorted(set(partitions) - set(known_partitions))
         if missing:
             raise UserError(f"unknown partition {', '.join(missing)} of {key.to_user_string()}")
-        for partition in partitions:
-            outcomes.append(execute(defs, instance, [key], partition, run_config=run_config, description=f"{key.to_user_string()}[{partition}]"))
+        planned.extend((key, partition) for partition in partitions)
+    outcomes = [
+        execute(defs, instance, [key], partition, run_config=run_config, description=f"{key.to_user_string()}[{partition}]")
+        for key, partition in planned
+    ]
     unpartitioned = [k for k in keys if graph.get(k).partitions_def is None]
     if unpartitioned:
         names = ",".join(k.to_user_string() for k in unpartitioned)
@@ -179,12 +267,26 @@ def format_status_table(rows: list[dict[str, Any]]) -> str:
     ])
 
 
-def resolve_version(store: Any, asset: "dg.AssetKey", prefix: str) -> str:
-    matches = [v for v in store.versions(asset) if v.startswith(prefix)]
-    if len(matches) != 1:
-        problem = "no" if not matches else f"{len(matches)}"
-        raise UserError(f"{problem} stored {asset.to_user_string()} version starts with {prefix!r}")
+def unique_prefix_match(candidates: Iterable[str], prefix: str, what: str) -> str:
+    """The one candidate that `prefix` (the whole value or a unique start of it) names."""
+    matches = [c for c in candidates if c.startswith(prefix)]
+    if not matches:
+        raise UserError(f"no {what} starts with {prefix!r}")
+    if len(matches) > 1:
+        raise UserError(f"{len(matches)} {what}s start with {prefix!r} ({', '.join(m[:12] for m in matches[:3])}...): give more of it")
     return matches[0]
+
+
+def resolve_version(store: Any, asset: "dg.AssetKey", prefix: str) -> str:
+    return unique_prefix_match(store.versions(asset), prefix, f"stored {asset.to_user_string()} version")
+
+
+def resolve_run_id(instance: "dg.DagsterInstance", prefix: str) -> str:
+    """A run id, or a unique start of one (failure alerts print the first 8 characters)."""
+    if instance.has_run(prefix):
+        return prefix
+    # Dagster has no run-id prefix filter: the ids alone are read, newest first.
+    return unique_prefix_match(instance.get_run_ids(), prefix, "run id in this instance")
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
@@ -220,7 +322,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
                 raise UserError(f"unknown asset {args.asset}")
             result = lineage.asset_lineage(instance, args.asset)
         elif args.run_id:
-            result = lineage.run_lineage(instance, args.run_id, defs.resolve_asset_graph())
+            result = lineage.run_lineage(instance, resolve_run_id(instance, args.run_id), defs.resolve_asset_graph())
         else:
             raise UserError("give a RUN_ID, --model NAME/VERSION (or NAME@ALIAS), or --asset KEY")
     except (LookupError, ValueError) as error:
@@ -243,15 +345,29 @@ def cmd_retract(args: argparse.Namespace) -> int:
     --no-rebuild) the processed_images version that leaves the batch out or takes it back."""
     from yolo_assets.assets.ingest import BATCH_PARTITIONS
     from yolo_assets.assets.keys import BATCH_RETRACTIONS, PROCESSED_IMAGES
-    from yolo_assets.ops.runs import execute, print_outcomes
+    from yolo_assets.assets.retractions import current_retractions
+    from yolo_assets.data.retractions import RetractionError, checked_reason, record_of, unretract
+    from yolo_assets.ops.runs import execute, print_outcomes, resolved_resource
 
     _, defs, instance = _context(args)
-    unretract = args.command == "unretract"
+    unretracting = args.command == "unretract"
     if args.batch not in instance.get_dynamic_partitions(BATCH_PARTITIONS):
         raise UserError(f"unknown batch {args.batch} (not a labeled_batch partition)")
-    if not unretract and not args.reason.strip():
-        raise UserError("a retraction needs a reason: --reason TEXT")
-    config = {"batch": args.batch, "unretract": True} if unretract else {"batch": args.batch, "reason": args.reason}
+    with resolved_resource(defs, "artifact_store") as store:
+        records = current_retractions(instance, store).records
+    # The run applies the same rules to the state it reads; checked here too, a mistake starts no run.
+    try:
+        if unretracting:
+            unretract(records, args.batch)
+        else:
+            checked_reason(args.reason)
+    except RetractionError as error:
+        raise UserError(str(error)) from None
+    previous = record_of(records, args.batch)
+    if previous is not None and not unretracting:
+        print(f"batch {args.batch} was already retracted at {previous['retracted_at']} ({previous['reason']}): "
+              "the new reason replaces it, the earlier one is kept in the record's history")
+    config = {"batch": args.batch, "unretract": True} if unretracting else {"batch": args.batch, "reason": args.reason}
     run_config = {"ops": {BATCH_RETRACTIONS.to_user_string(): {"config": config}}}
     outcomes = [execute(defs, instance, [BATCH_RETRACTIONS], run_config=run_config, description=f"{args.command} {args.batch}")]
     if outcomes[0].success and not args.no_rebuild:
@@ -280,9 +396,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from yolo_assets.history.status import asset_status
+    from yolo_assets.ops.runs import resolved_resource
 
     _, defs, instance = _context(args)
-    rows = asset_status(defs, instance)
+    with resolved_resource(defs, "artifact_store") as store:
+        rows = asset_status(defs, instance, store)
     print(json.dumps({"assets": rows}, indent=2) if args.json else format_status_table(rows))
     return 0
 
@@ -367,10 +485,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     synth = sub.add_parser("synth", help="write a synthetic factory-defect batch in YOLO format")
-    synth.add_argument("--out", required=True)
-    synth.add_argument("--images", type=int, default=100)
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--classes", help="comma-separated defect classes (scratch,spot,crack,dent)")
+    synth.add_argument("--out", required=True, help="the batch folder to write")
+    synth.add_argument("--images", type=int, default=100, help="images in the batch (default %(default)s)")
+    synth.add_argument("--seed", type=int, default=0, help="the same seed writes the same batch (default %(default)s)")
+    synth.add_argument("--classes", help="comma-separated defect classes, any of scratch,spot,crack,dent (default: scratch,spot,crack)")
     synth.add_argument("--frame-size", help="WIDTHxHEIGHT of every image, e.g. 1920x1080 for camera-size frames "
                        "(default: 320-448 x 256-352 pictures)")
     synth.set_defaults(func=cmd_synth)
@@ -409,7 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     diff.set_defaults(func=cmd_diff)
 
     lineage = sub.add_parser("lineage", help="why a run failed / what made a model / where an asset came from")
-    lineage.add_argument("run_id", nargs="?", help="a Dagster run id")
+    lineage.add_argument("run_id", nargs="?", help="a Dagster run id, or a unique start of one (alerts print 8 characters)")
     lineage.add_argument("--model", help="NAME/VERSION or NAME@ALIAS of a registered model")
     lineage.add_argument("--asset", help="an asset key: its latest materialisation")
     lineage.add_argument("--json", action="store_true")
@@ -459,6 +577,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for warning in unknown_variable_warnings(os.environ):
+        print(f"yolo-assets: warning: {warning}", file=sys.stderr)
     try:
         return args.func(args)
     except UserError as error:

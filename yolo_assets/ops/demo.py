@@ -43,7 +43,9 @@ def model_versions(defs: dg.Definitions) -> list[dict[str, Any]]:
 def demo_summary(defs: dg.Definitions, instance: dg.DagsterInstance, registered: list[dict[str, Any]]) -> str:
     key_metrics = ("num_images", "num_processed", "epochs", "train_mAP50", "mAP50", "mAP50-95", "champion_mAP50-95", "model_version", "alias")
     rows = []
-    for row in asset_status(defs, instance):
+    with resolved_resource(defs, "artifact_store") as store:
+        statuses = asset_status(defs, instance, store)
+    for row in statuses:
         metadata = row["metadata"]
         metrics = " ".join(f"{name}={metadata[name]}" for name in key_metrics if metadata.get(name) is not None)
         rows.append([row["key"], (row["data_version"] or "-")[:12], str(metadata.get("cache_hit", "-")), metrics])

@@ -38,6 +38,13 @@ def print_outcomes(outcomes: Sequence[RunOutcome]) -> bool:
     return all(outcome.success for outcome in outcomes)
 
 
+def with_console_logger(run_config: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's config as this process launches it: console verbosity from YOLO_ASSETS_LOG_LEVEL (the
+    run's full event log is in the instance either way)."""
+    console = {"config": {"log_level": dg.EnvVar(LOG_LEVEL_VARIABLE).get_value("INFO")}}
+    return {"loggers": {"console": console}, **run_config}
+
+
 def execute(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
@@ -49,9 +56,7 @@ def execute(
 ) -> RunOutcome:
     """Materialise `asset_keys` (and their checks) in this process, recorded in `instance`."""
     job = defs.resolve_implicit_global_asset_job_def()
-    # Console verbosity from YOLO_ASSETS_LOG_LEVEL; the run's full event log is in the instance either way.
-    console = {"config": {"log_level": dg.EnvVar(LOG_LEVEL_VARIABLE).get_value("INFO")}}
-    config = {"loggers": {"console": console}, **(run_config or {})}
+    config = with_console_logger(run_config or {})
     result = job.execute_in_process(
         run_config=config,
         instance=instance,

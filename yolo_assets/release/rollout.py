@@ -117,6 +117,24 @@ def roll_back(state: RolloutState, reason: str) -> RolloutState:
                     canary=None, step=0, evidence=())
 
 
+def withdraw(state: RolloutState, tainted: set[str], replacement: str | None, reason: str) -> RolloutState:
+    """Versions that learned from a retracted batch leave service at once: a tainted canary is rolled
+    back, a tainted `previous` is forgotten (a rollback must never bring one back), and a tainted
+    champion hands all traffic to `replacement` (when there is none, it keeps serving: a service with
+    no model answers nobody)."""
+    canary = None if state.canary in tainted else state.canary
+    champion = replacement if state.champion in tainted and replacement else state.champion
+    previous = None if state.previous in tainted or state.previous == champion else state.previous
+    if canary == champion:
+        canary = None  # the canary was the clean replacement: it is the champion now
+    if (champion, canary, previous) == (state.champion, state.canary, state.previous):
+        return state
+    changes: dict[str, Any] = {"champion": champion, "canary": canary, "previous": previous}
+    if canary != state.canary:
+        changes.update(step=0, evidence=())
+    return _changed(state, "withdrawn", reason, **changes)
+
+
 class RolloutStore:
     """Reads and writes the rollout state on the registered model `model_name`."""
 
@@ -154,9 +172,12 @@ class RolloutStore:
         client, name = self.client, self.model_name
         if old.canary and old.canary != new.canary and new.champion != old.canary:
             client.delete_registered_model_alias(name, CANARY)  # rolled back or replaced: no traffic from now on
+        if new.previous != old.previous:  # before the champion moves: a rollback target is always there
+            if new.previous:
+                client.set_registered_model_alias(name, PREVIOUS, new.previous)
+            else:
+                client.delete_registered_model_alias(name, PREVIOUS)
         if new.champion and new.champion != old.champion:
-            if old.champion:
-                client.set_registered_model_alias(name, PREVIOUS, old.champion)
             client.set_registered_model_alias(name, CHAMPION, new.champion)
             if old.canary == new.champion:
                 client.delete_registered_model_alias(name, CANARY)
@@ -167,5 +188,6 @@ class RolloutStore:
             client.set_model_version_tag(name, new.canary, "rollout", f"canary at {new.canary_percent}% ({new.event}: {new.reason})"[:4900])
         if new.champion and new.champion != old.champion:  # the champion's tag says how it got there
             client.set_model_version_tag(name, new.champion, "rollout", f"champion ({new.event}: {new.reason})"[:4900])
-        if old.canary and old.canary not in (new.canary, new.champion):
-            client.set_model_version_tag(name, old.canary, "rollout", f"{new.event}: {new.reason}"[:4900])
+        # A canary rolled back or replaced, a champion withdrawn (one replaced by promotion is `previous`).
+        for gone in {old.canary, old.champion} - {None, new.canary, new.champion, new.previous}:
+            client.set_model_version_tag(name, str(gone), "rollout", f"{new.event}: {new.reason}"[:4900])
