@@ -5,14 +5,17 @@ from typing import Any
 import dagster as dg
 
 from resources.alerts import AlertNotifier
+from resources.run_recovery import RunRecovery
 from yolo_assets.history.lineage import run_lineage, summary_lines
+from yolo_assets.history.recovery import retry_plan
 
 
-def alert_payload(lineage: dict[str, Any], link: str) -> dict[str, Any]:
+def alert_payload(lineage: dict[str, Any], link: str, retry: str = "") -> dict[str, Any]:
     lines = summary_lines(lineage)
     headline = next((line for line in lines if line.startswith(("failed step", "failed check"))), lines[0])
     return {
-        "text": f":rotating_light: Dagster run {lineage['run_id'][:8]} failed: {headline}\n<{link}|Open the run>",
+        "text": f":rotating_light: Dagster run {lineage['run_id'][:8]} failed: {headline}\n{retry + chr(10) if retry else ''}<{link}|Open the run>",
+        "retry": retry,
         "run_id": lineage["run_id"],
         "status": lineage["status"],
         "partition": lineage["partition"],
@@ -23,15 +26,32 @@ def alert_payload(lineage: dict[str, Any], link: str) -> dict[str, Any]:
     }
 
 
-def send_failure_alert(instance: dg.DagsterInstance, run_id: str, asset_graph: Any, notifier: AlertNotifier, log: Any) -> None:
-    """Lineage of the failed run -> payload -> webhook; an alert goes out even when lineage cannot be read."""
+def retry_line(instance: dg.DagsterInstance, run_id: str, recovery: RunRecovery) -> str:
+    """"will retry at ...", "gave up after N attempts: ..." or "not retried ...": what happens next."""
+    record = instance.get_run_record_by_id(run_id)
+    if record is None or not record.dagster_run.asset_selection:
+        return ""
+    ended = record.end_time or record.update_timestamp.timestamp()
+    return retry_plan(instance, record.dagster_run, ended, recovery).describe()
+
+
+def send_failure_alert(
+    instance: dg.DagsterInstance, run_id: str, asset_graph: Any, notifier: AlertNotifier, log: Any, recovery: RunRecovery
+) -> None:
+    """Lineage of the failed run and what happens next -> payload -> webhook; an alert goes out even when
+    lineage cannot be read."""
     try:
         lineage = run_lineage(instance, run_id, asset_graph)
     except Exception as error:
         log.warning(f"lineage of run {run_id} unavailable: {type(error).__name__}: {error}")
         lineage = {"run_id": run_id, "status": "FAILURE", "partition": None, "triggered_by": "", "started": None,
                    "ended": None, "failed_steps": [], "failed_checks": [], "assets": []}
-    notifier.send(alert_payload(lineage, notifier.run_link(run_id)), log)
+    try:
+        retry = retry_line(instance, run_id, recovery)
+    except Exception as error:
+        log.warning(f"retry plan of run {run_id} unavailable: {type(error).__name__}: {error}")
+        retry = ""
+    notifier.send(alert_payload(lineage, notifier.run_link(run_id), retry), log)
 
 
 @dg.run_failure_sensor(
@@ -39,6 +59,6 @@ def send_failure_alert(instance: dg.DagsterInstance, run_id: str, asset_graph: A
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Posts a failed run's cause and its lineage diff to the alert webhook (or logs it).",
 )
-def run_failure_alert(context: dg.RunFailureSensorContext, alert_notifier: AlertNotifier) -> None:
+def run_failure_alert(context: dg.RunFailureSensorContext, alert_notifier: AlertNotifier, run_recovery: RunRecovery) -> None:
     graph = context.repository_def.asset_graph if context.repository_def else None
-    send_failure_alert(context.instance, context.dagster_run.run_id, graph, alert_notifier, context.log)
+    send_failure_alert(context.instance, context.dagster_run.run_id, graph, alert_notifier, context.log, run_recovery)

@@ -1,6 +1,7 @@
 """Faults on the production path, each on servers of its own so they can be killed: nothing is lost,
 and what failed says why."""
 
+import json
 import os
 import signal
 import subprocess
@@ -112,13 +113,14 @@ def own_mlflow(seaweedfs: SeaweedFS, postgres: Postgres, tmp_path: Path) -> Iter
         server.stop()
 
 
-def test_the_mlflow_server_down_at_registration_fails_clearly_and_the_next_attempt_registers_without_training(
-    seaweedfs: SeaweedFS, postgres: Postgres, own_mlflow: MlflowServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_the_mlflow_server_down_at_registration_fails_clearly_and_is_attempted_again_without_training_once_it_answers(
+    seaweedfs: SeaweedFS, postgres: Postgres, own_mlflow: MlflowServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     # MLflow's client retries a refused connection for minutes by default; the step's retries are ours.
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-    with production_home(tmp_path / "home", seaweedfs, postgres, own_mlflow.tracking_uri) as home:
+    with production_home(tmp_path / "home", seaweedfs, postgres, own_mlflow.tracking_uri, YOLO_ASSETS_RETRY_FIRST_DELAY_S="0") as home:
         land(home, "line_a", 24, seed=25)
         assert all(o.success for o in home.tick())
         config = {"ops": {"trained_weights": {"config": TINY}}}
@@ -129,13 +131,27 @@ def test_the_mlflow_server_down_at_registration_fails_clearly_and_the_next_attem
         assert not failed.success and "Exceeded max_retries of 3" in failed.failure
         assert "Connection refused" in failed.failure, failed.failure  # the cause, not only the retries
         assert len(home.instance.all_logs(failed.run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY)) == 3
+        # While the server is down, the run waits for it: status says so, and a tick starts nothing.
+        assert not [o for o in home.tick() if "transient_failure_retry" in o.description]
+        capsys.readouterr()
+        assert main(["--home", str(home.path), "status", "--json"]) == 0
+        [waiting] = json.loads(capsys.readouterr().out)["waiting_for_retry"]
+        assert waiting["run_id"] == failed.run_id and waiting["assets"] == ["registered_model"]
+        assert waiting["plan"].startswith("will retry at") and "attempt 2 of 6" in waiting["plan"]
+        assert "will retry at" in home.instance.get_run_by_id(failed.run_id).tags["yolo_assets/retry"]  # on the run's page
         own_mlflow.start()  # same port, same backend
         trainings = len(home.instance.fetch_materializations(dg.AssetKey("trained_weights"), limit=10).records)
-        assert home.materialize(["registered_model", "model_rollout"]).success
+        [retry] = [o for o in home.tick() if "transient_failure_retry" in o.description]
+        assert retry.success, retry.failure
+        tags = home.instance.get_run_by_id(retry.run_id).tags
+        assert (tags["yolo_assets/attempt"], tags["yolo_assets/retry_of"], tags["yolo_assets/first_attempt"]) == ("2", failed.run_id, failed.run_id)
+        assert not [o for o in home.tick() if "transient_failure_retry" in o.description]  # once
+        assert home.materialize("model_rollout").success
         assert home.data_version("trained_weights") == weights
         assert len(home.instance.fetch_materializations(dg.AssetKey("trained_weights"), limit=10).records) == trainings
         version = home.resource("mlflow").alias_version("champion")
         assert version is not None and version.tags["weights_version"] == weights
+        assert len(home.resource("mlflow").client().search_model_versions("name='yolo-defect-detector'")) == 1
 
 
 def test_a_training_killed_on_one_machine_resumes_on_another_with_an_empty_cache(

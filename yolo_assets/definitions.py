@@ -16,6 +16,7 @@ from resources.kubernetes import EXECUTOR_VARIABLE, executor_from_environment
 from resources.landing_zone import LocalLandingZone
 from resources.mlflow_tracking import MLflowResource
 from resources.model_policy import ModelPolicy
+from resources.run_recovery import RunRecovery
 from resources.s3_artifact_store import S3ArtifactStore
 from resources.s3_landing_zone import S3LandingZone
 from resources.settings import deployment_setting, resource_from_environment
@@ -24,6 +25,7 @@ from sensors.automation import model_automation_sensor
 from sensors.dataset import dataset_sensor
 from sensors.failure_alerts import run_failure_alert
 from sensors.labeled_data import labeled_data_sensor
+from sensors.retries import transient_failure_retry
 from sensors.rollout import rollout_sensor
 from yolo_assets.assets.dataset import processed_images
 from yolo_assets.assets.evaluation import evaluation_report
@@ -126,6 +128,9 @@ def deployment_resources(home: Path) -> dict[str, dg.ConfigurableResource]:
         "alert_notifier": resource_from_environment(
             AlertNotifier, {"webhook_url": "YOLO_ASSETS_ALERT_WEBHOOK_URL", "ui_url": "YOLO_ASSETS_UI_URL"}
         ),
+        "run_recovery": resource_from_environment(
+            RunRecovery, {"max_attempts": "YOLO_ASSETS_RETRY_MAX_ATTEMPTS", "first_delay_s": "YOLO_ASSETS_RETRY_FIRST_DELAY_S"}
+        ),
         "yolo_workspace": YoloWorkspace(scratch_dir=str(scratch_dir(home)), ultralytics_config_dir=str(home / "ultralytics")),
         "training_defaults": resource_from_environment(
             TrainingDefaults, {field: f"YOLO_ASSETS_TRAIN_{field.upper()}" for field in TrainingDefaults.model_fields}
@@ -156,7 +161,9 @@ def build_definitions(home: Path, **resource_overrides: dg.ConfigurableResource)
             trained_weights, evaluation_report, registered_model, model_rollout,
         ],
         asset_checks=[retrain_gate],
-        sensors=[labeled_data_sensor, dataset_sensor, rollout_sensor, model_automation_sensor, run_failure_alert],
+        sensors=[
+            labeled_data_sensor, dataset_sensor, rollout_sensor, model_automation_sensor, transient_failure_retry, run_failure_alert,
+        ],
         resources={**deployment_resources(home), **resource_overrides},
         executor=step_executor(),
     )

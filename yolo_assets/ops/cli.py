@@ -21,6 +21,8 @@ from yolo_assets.ops.tables import format_table
 if TYPE_CHECKING:
     import dagster as dg
 
+    from yolo_assets.history.recovery import RetryPlan
+
 
 class UserError(Exception):
     """A mistake the user can fix: printed as one line, exit status 2."""
@@ -395,14 +397,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from yolo_assets.history.recovery import pending_retries
     from yolo_assets.history.status import asset_status
     from yolo_assets.ops.runs import resolved_resource
 
     _, defs, instance = _context(args)
-    with resolved_resource(defs, "artifact_store") as store:
+    with resolved_resource(defs, "artifact_store") as store, resolved_resource(defs, "run_recovery") as recovery:
         rows = asset_status(defs, instance, store)
-    print(json.dumps({"assets": rows}, indent=2) if args.json else format_status_table(rows))
+        waiting = [retry_summary(plan) for plan in pending_retries(instance, recovery)]
+    if args.json:
+        print(json.dumps({"assets": rows, "waiting_for_retry": waiting}, indent=2))
+        return 0
+    print(format_status_table(rows))
+    for entry in waiting:
+        print(f"run {entry['run_id'][:8]} ({', '.join(entry['assets'])}{' [' + entry['partition'] + ']' if entry['partition'] else ''}): {entry['plan']}")
     return 0
+
+
+def retry_summary(plan: "RetryPlan") -> dict[str, Any]:
+    return {
+        "run_id": plan.run.run_id,
+        "assets": sorted(key.to_user_string() for key in plan.run.asset_selection or ()),
+        "partition": plan.run.tags.get("dagster/partition"),
+        "attempt": plan.attempt,
+        "next_at": plan.next_at,
+        "plan": plan.describe(),
+    }
 
 
 def serving_target(args: argparse.Namespace) -> tuple[str, str, Path]:

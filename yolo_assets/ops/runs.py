@@ -104,8 +104,8 @@ def alert_failure(defs: dg.Definitions, instance: dg.DagsterInstance, run_id: st
     from sensors.failure_alerts import send_failure_alert
 
     if "alert_notifier" in (defs.resources or {}):
-        with resolved_resource(defs, "alert_notifier") as notifier:
-            send_failure_alert(instance, run_id, defs.resolve_asset_graph(), notifier, logging.getLogger("yolo_assets.alerts"))
+        with resolved_resource(defs, "alert_notifier") as notifier, resolved_resource(defs, "run_recovery") as recovery:
+            send_failure_alert(instance, run_id, defs.resolve_asset_graph(), notifier, logging.getLogger("yolo_assets.alerts"), recovery)
 
 
 def recover_dead_runs(instance: dg.DagsterInstance) -> list[str]:
@@ -260,7 +260,7 @@ def _tick(
                     request.asset_selection,
                     partition_key=request.partition_key,
                     tags=tags,
-                    run_config=run_config,
+                    run_config=request.run_config or run_config,  # a retry carries the failed run's own config
                     description=sensor.name + (f" partition={request.partition_key}" if request.partition_key else ""),
                 )
             )

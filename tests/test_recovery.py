@@ -1,0 +1,24 @@
+"""Self-healing on the embedded instance: what is not attempted again, and the alert that says so
+(the outage that is attempted again runs on real servers: tests/test_production_faults.py)."""
+
+from helpers import Home
+
+from resources.run_recovery import RunRecovery
+from sensors.failure_alerts import retry_line
+from yolo_assets.history.recovery import failure_cause, pending_retries
+
+
+def test_a_deterministic_failure_is_never_attempted_again(home: Home) -> None:
+    home.land("batch_a", 4, 61)
+    assert all(o.success for o in home.tick())
+    home.redefine(run_recovery=RunRecovery(first_delay_s=0))
+    config = {"ops": {"batch_retractions": {"config": {"batch": "batch_a", "reason": "   "}}}}  # no reason: refused
+    failed = home.materialize("batch_retractions", run_config=config)
+    assert not failed.success
+    cause = failure_cause(home.instance, failed.run_id)
+    assert not cause.transient and "needs a reason" in cause.summary
+    assert pending_retries(home.instance, RunRecovery(first_delay_s=0)) == []
+    assert retry_line(home.instance, failed.run_id, RunRecovery()).startswith("not retried (a deterministic failure): Failure:")
+    runs = len(home.instance.get_runs())
+    assert not [o for o in home.tick() if "transient_failure_retry" in o.description]
+    assert len(home.instance.get_runs()) == runs
