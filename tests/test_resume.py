@@ -1,4 +1,4 @@
-"""A training killed with SIGKILL (multiprocess executor) resumes from its checkpoint when re-run."""
+"""A training killed with SIGKILL resumes from its checkpoint when attempted again, by itself."""
 
 import os
 import signal
@@ -13,6 +13,7 @@ import yaml
 from helpers import REPO, Home, subprocess_env
 
 from resources.model_policy import ModelPolicy
+from resources.run_recovery import RunRecovery
 from yolo_assets.detector.checkpoint import checkpoint_epoch
 from yolo_assets.ops.cli import main
 
@@ -55,10 +56,14 @@ def test_killed_training_resumes_from_a_later_epoch_and_finishes_registered(tmp_
     assert main(["--home", str(home.path), "recover"]) == 0
     assert instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])) == []
 
-    second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    # Nobody re-runs it: the killed run is a transient failure, attempted again by transient_failure_retry.
+    home.redefine(model_policy=ModelPolicy(first_model_min_map50=0.0), run_recovery=RunRecovery(first_delay_s=0))
+    [killed] = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+    [second] = [o for o in home.tick() if "transient_failure_retry" in o.description]
+    assert second.success, second.failure
     event = instance.get_latest_materialization_event(dg.AssetKey("trained_weights"))
-    assert event is not None
+    assert event is not None and event.run_id == second.run_id
+    assert instance.get_run_by_id(second.run_id).tags["yolo_assets/retry_of"] == killed.run_id
     messages = [e.user_message for e in instance.all_logs(event.run_id)]
     resumed = [m for m in messages if m.startswith("resuming from epoch")]
     assert resumed and int(resumed[0].split()[3]) >= killed_after + 1 > 2
