@@ -35,8 +35,9 @@ TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 
 @dataclass(frozen=True)
 class PodSize:
-    """What one step's pod asks for. CPU and memory are both request and limit (Guaranteed QoS: a
-    training pod is the last one evicted; the CPU limit is what the process pools size themselves by)."""
+    """What one step's pod asks for. CPU, memory and disk are each both request and limit (Guaranteed
+    QoS: a training pod is the last one evicted; the CPU limit is what the process pools size themselves
+    by)."""
 
     cpu: str
     memory: str
@@ -44,23 +45,41 @@ class PodSize:
     shm: str | None = None
     """Size of a memory-backed /dev/shm; PyTorch dataloader workers pass batches through it and die
     with a bus error on the runtime's 64 MiB default. It counts against `memory`."""
+    scratch: str = "2Gi"
+    """Node disk (ephemeral storage) for the step's own files: a downloaded batch, ultralytics' working
+    folder, checkpoints. A step that reads a dataset (DATASET_STEPS) gets the read-through cache's bound
+    (YOLO_ASSETS_CACHE_MAX_BYTES) on top: `StepResources.ephemeral_storage`."""
 
 
 # The defaults a deployment starts from; every field is overridden by YOLO_ASSETS_K8S_<STEP>_<FIELD>.
 # DEFAULT sizes every step without a size of its own (asset checks, assets added later), through the
 # executor's step config: no step pod runs without requests.
+# Sized to fit common nodes with room left for the kubelet's reservations and the daemonsets of a GPU
+# node (device plugin, feature discovery, DCGM exporter, CNI, kube-proxy, CSI, a log agent): the
+# training pod fits an 8 vCPU / 32 GiB GPU node, evaluation a 4 vCPU / 16 GiB one (README, "Kubernetes",
+# and tests/test_kubernetes.py's NODE_SHAPES).
 DEFAULT_STEP = "default"
 DEFAULT_SIZES: Mapping[str, PodSize] = {
     DEFAULT_STEP: PodSize(cpu="1", memory="2Gi"),
-    "labeled_batch": PodSize(cpu="2", memory="4Gi"),  # image decoding: one pool worker per CPU of the limit
-    "processed_images": PodSize(cpu="4", memory="8Gi"),
-    "trained_weights": PodSize(cpu="8", memory="32Gi", gpus=1, shm="8Gi"),
-    "evaluation_report": PodSize(cpu="4", memory="16Gi", shm="4Gi"),  # YOLO_ASSETS_K8S_EVALUATION_REPORT_GPUS=1 for a GPU
+    # Image decoding: one pool worker per CPU of the limit; the batch is downloaded to scratch.
+    "labeled_batch": PodSize(cpu="2", memory="4Gi", scratch="8Gi"),
+    "processed_images": PodSize(cpu="4", memory="8Gi", scratch="4Gi"),
+    "trained_weights": PodSize(cpu="6", memory="24Gi", gpus=1, shm="6Gi", scratch="8Gi"),
+    "evaluation_report": PodSize(cpu="3", memory="12Gi", shm="3Gi", scratch="4Gi"),  # _GPUS=1: on a GPU node
     "registered_model": PodSize(cpu="1", memory="2Gi"),
     # One batch's val run in each ingest run: a dataloader worker per CPU, /dev/shm for their batches.
-    "fresh_batch_evaluation": PodSize(cpu="2", memory="4Gi", shm="1Gi"),
+    "fresh_batch_evaluation": PodSize(cpu="2", memory="4Gi", shm="1Gi", scratch="8Gi"),
 }
-DEFAULT_NODE_SELECTOR = "nvidia.com/gpu.present=true"  # the label NVIDIA's GPU feature discovery puts on GPU nodes
+# The steps that read a dataset version through the S3 store's read-through cache (YOLO_ASSETS_CACHE_DIR,
+# under YOLO_ASSETS_HOME: an emptyDir on the node's disk): their disk is the cache's bound + scratch.
+DATASET_STEPS = frozenset({"processed_images", "trained_weights", "evaluation_report"})
+CACHE_MAX_BYTES_VARIABLE = "YOLO_ASSETS_CACHE_MAX_BYTES"
+DEFAULT_CACHE_MAX_BYTES = 20 * 1024**3  # resources/s3_artifact_store.py's default (a test keeps them equal)
+# No node selector by default: a step that asks for `nvidia.com/gpu` is only ever scheduled on a node
+# whose device plugin advertises GPUs, on every cluster. A label such as `nvidia.com/gpu.present` exists
+# only where GPU Feature Discovery (or the GPU Operator) runs; a selector on it strands the pod Pending
+# elsewhere. Set YOLO_ASSETS_K8S_GPU_NODE_SELECTOR to pick a pool or a GPU model.
+DEFAULT_NODE_SELECTOR = ""
 DEFAULT_TOLERATIONS = f"{GPU_RESOURCE}:NoSchedule"  # GPU pools are commonly tainted so CPU work stays off them
 
 
@@ -105,7 +124,7 @@ def _quantity(variable: str, value: str) -> str:
 def _check_size(name: str, size: PodSize) -> None:
     from kubernetes.utils import parse_quantity
 
-    for field, value in (("CPU", size.cpu), ("MEMORY", size.memory), ("SHM", size.shm)):
+    for field, value in (("CPU", size.cpu), ("MEMORY", size.memory), ("SHM", size.shm), ("SCRATCH", size.scratch)):
         if value is not None:
             _quantity(f"{name}{field}", value)
     if size.shm and parse_quantity(size.shm) >= parse_quantity(size.memory):
@@ -118,6 +137,20 @@ def _count(variable: str, value: str) -> int:
     return int(value)
 
 
+def _bytes(value: str) -> int:
+    from kubernetes.utils import parse_quantity
+
+    return int(parse_quantity(value))
+
+
+def _binary_quantity(size: int) -> str:
+    """`size` bytes as the largest binary unit that holds it exactly (21474836480 -> 20Gi)."""
+    for unit, factor in (("Ti", 1024**4), ("Gi", 1024**3), ("Mi", 1024**2), ("Ki", 1024)):
+        if size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
+
+
 @dataclass(frozen=True)
 class StepResources:
     """Every step's pod size and where GPU steps may run: the one source of the op tags."""
@@ -125,6 +158,7 @@ class StepResources:
     sizes: Mapping[str, PodSize]
     gpu_node_selector: Mapping[str, str]
     gpu_tolerations: tuple[Mapping[str, str], ...]
+    cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> "StepResources":
@@ -138,23 +172,37 @@ class StepResources:
                 memory=env.get(f"{name}MEMORY", default.memory),
                 gpus=_count(f"{name}GPUS", env.get(f"{name}GPUS", str(default.gpus))),
                 shm=env.get(f"{name}SHM", default.shm) or None,
+                scratch=env.get(f"{name}SCRATCH", default.scratch),
             )
             if size != default:  # the defaults are known good: only what the environment changed is checked
                 _check_size(name, size)
             sizes[step] = size
+        cache = env.get(CACHE_MAX_BYTES_VARIABLE, str(DEFAULT_CACHE_MAX_BYTES))
+        if not cache.strip().isdigit():
+            raise ValueError(f"{CACHE_MAX_BYTES_VARIABLE}={cache!r} is not a whole number of bytes")
         return cls(
             sizes=sizes,
             gpu_node_selector=parse_node_selector(env.get(NODE_SELECTOR_VARIABLE, DEFAULT_NODE_SELECTOR)),
             gpu_tolerations=tuple(parse_tolerations(env.get(TOLERATIONS_VARIABLE, DEFAULT_TOLERATIONS))),
+            cache_max_bytes=int(cache),
         )
+
+    def ephemeral_storage(self, step: str) -> str:
+        """The node disk `step` may fill: its scratch, plus the read-through cache's bound for a step
+        that reads a dataset. Request = limit: the scheduler places the pod on a node with that much
+        free disk, and the kubelet evicts the pod (a step failure, retried) rather than the node
+        running out of disk."""
+        size = _bytes(self.sizes[step].scratch) + (self.cache_max_bytes if step in DATASET_STEPS else 0)
+        return _binary_quantity(size)
 
     def k8s_config(self, step: str) -> dict[str, Any]:
         """The `dagster-k8s/config` of `step` (UserDefinedDagsterK8sConfig keys, snake_case)."""
         size = self.sizes[step]
-        limits = {"cpu": size.cpu, "memory": size.memory}
+        requests = {"cpu": size.cpu, "memory": size.memory, "ephemeral-storage": self.ephemeral_storage(step)}
+        limits = dict(requests)
         if size.gpus:
             limits[GPU_RESOURCE] = str(size.gpus)  # extended resources: the request defaults to the limit
-        container: dict[str, Any] = {"resources": {"requests": {"cpu": size.cpu, "memory": size.memory}, "limits": limits}}
+        container: dict[str, Any] = {"resources": {"requests": requests, "limits": limits}}
         pod: dict[str, Any] = {}
         if size.shm:
             container["volume_mounts"] = [{"name": SHM_VOLUME, "mount_path": "/dev/shm"}]

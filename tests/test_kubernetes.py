@@ -26,31 +26,43 @@ import yaml
 from dagster._core.code_pointer import ModuleCodePointer
 from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
 from dagster._core.storage.dagster_run import DagsterRun
-from dagster._grpc.types import ExecuteStepArgs
+from dagster._grpc.types import ExecuteRunArgs, ExecuteStepArgs
 from dagster_k8s import K8sRunLauncher
 from dagster_k8s.container_context import K8sContainerContext
 from dagster_k8s.job import (
     OwnerReference,
     UserDefinedDagsterK8sConfig,
     construct_dagster_k8s_job,
+    get_job_name_from_run_id,
     get_k8s_job_name,
     get_user_defined_k8s_config,
 )
 from kubernetes.utils import parse_quantity
+from test_kubernetes_chart import CHART_VERSION, code_location_context, k8s_run_launcher, write_offline_kubeconfig
+from test_kubernetes_security import restricted_violations
 
-from resources.kubernetes import DEFAULT_SIZES, DEFAULT_STEP, EXECUTOR_VARIABLE, STEP_RESOURCES, StepResources
+from resources.kubernetes import (
+    DATASET_STEPS,
+    DEFAULT_CACHE_MAX_BYTES,
+    DEFAULT_SIZES,
+    DEFAULT_STEP,
+    EXECUTOR_VARIABLE,
+    STEP_RESOURCES,
+    StepResources,
+)
+from resources.s3_artifact_store import S3ArtifactStore
 from yolo_assets.core.parallel import usable_cpus
 from yolo_assets.definitions import STORAGE_VARIABLE, TRACKING_URI_VARIABLE, build_definitions
 
 # The Kubernetes minor the manifests must be valid for (the oldest we support; kubernetes-validate
 # 1.37.0 holds the schemas of 1.25-1.37, in a strict variant that refuses unknown fields).
 KUBERNETES_VERSION = "1.33"
-# The official Dagster chart (dagster/dagster), the same release as the pinned dagster.
-CHART_VERSION = "1.13.27"
 RELEASE = NAMESPACE = "yolo-assets"
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 VALUES = DEPLOY / "values.yaml"
 NOT_MANIFESTS = {VALUES, DEPLOY / "dagster.yaml"}  # Helm values and the instance config of the non-Helm path
+APPLIED = DEPLOY / "kubernetes"  # what `kubectl apply -f deploy/kubernetes/` applies (not recursive)
+EXAMPLES = DEPLOY / "examples"  # applied by hand, one file at a time (README), never by a folder sync
 IMAGE = "registry.example.com/yolo-assets:0.1.0"
 RUN_ID = "5b8e3f42-9c1d-4e7a-8b6f-2d0c9a1e7f30"
 RUN_POD = ("dagster-run-5b8e3f42-9c1d-4e7a-8b6f-2d0c9a1e7f30", "0f8b6c1a-2d3e-4f50-9a8b-7c6d5e4f3a21")
@@ -71,14 +83,21 @@ CHART_KEYS = {
     "global.postgresqlSecretName", "global.serviceAccountName", "global.dagsterHome",
     "serviceAccount.create", "serviceAccount.name", "rbacEnabled", "generatePostgresqlPasswordSecret",
     "postgresql.enabled", "postgresql.postgresqlHost", "postgresql.postgresqlUsername", "postgresql.postgresqlDatabase",
-    "postgresql.postgresqlParams.*", "postgresql.service.port",
-    "dagster-user-deployments.enabled", "dagster-user-deployments.enableSubchart",
+    "postgresql.postgresqlParams.*", "postgresql.postgresqlScheme", "postgresql.service.port",
+    "dagster-user-deployments.enabled", "dagster-user-deployments.enableSubchart", "dagster-user-deployments.rbacEnabled",
     "dagster-user-deployments.deployments[].name", "dagster-user-deployments.deployments[].image.repository",
     "dagster-user-deployments.deployments[].image.tag", "dagster-user-deployments.deployments[].image.pullPolicy",
     "dagster-user-deployments.deployments[].dagsterApiGrpcArgs[]", "dagster-user-deployments.deployments[].codeServerArgs[]",
     "dagster-user-deployments.deployments[].port", "dagster-user-deployments.deployments[].includeConfigInLaunchedRuns.enabled",
     "dagster-user-deployments.deployments[].envConfigMaps[].name", "dagster-user-deployments.deployments[].envSecrets[].name",
-    "dagster-user-deployments.deployments[].resources.*",
+    "dagster-user-deployments.deployments[].resources.*", "dagster-user-deployments.deployments[].labels.*",
+    "dagster-user-deployments.deployments[].podSecurityContext.*", "dagster-user-deployments.deployments[].securityContext.*",
+    "dagster-user-deployments.deployments[].volumes[].*", "dagster-user-deployments.deployments[].volumeMounts[].*",
+    "dagsterWebserver.service.port", "dagsterWebserver.readinessProbe.*", "dagsterWebserver.envSecrets[].name",
+    "dagsterWebserver.labels.*", "dagsterWebserver.podSecurityContext.*", "dagsterWebserver.securityContext.*",
+    "dagsterWebserver.volumes[].*", "dagsterWebserver.volumeMounts[].*",
+    "dagsterDaemon.labels.*", "dagsterDaemon.podSecurityContext.*", "dagsterDaemon.securityContext.*",
+    "dagsterDaemon.volumes[].*", "dagsterDaemon.volumeMounts[].*", "runLauncher.config.k8sRunLauncher.securityContext.*",
     "runLauncher.type", "runLauncher.config.k8sRunLauncher.imagePullPolicy", "runLauncher.config.k8sRunLauncher.jobNamespace",
     "runLauncher.config.k8sRunLauncher.envConfigMaps[].name", "runLauncher.config.k8sRunLauncher.envSecrets[].name",
     "runLauncher.config.k8sRunLauncher.failPodOnRunFailure", "runLauncher.config.k8sRunLauncher.runK8sConfig.*",
@@ -87,6 +106,14 @@ CHART_KEYS = {
     "dagsterDaemon.runCoordinator.config.queuedRunCoordinator.tagConcurrencyLimits[].key",
     "dagsterDaemon.runCoordinator.config.queuedRunCoordinator.tagConcurrencyLimits[].value",
     "dagsterDaemon.runCoordinator.config.queuedRunCoordinator.tagConcurrencyLimits[].limit",
+    # helm/dagster/schema/schema/charts/dagster/subschema/concurrency.py, compute_log_manager.py
+    "concurrency.enabled", "concurrency.pools.defaultLimit", "concurrency.pools.granularity",
+    "concurrency.runs.maxConcurrentRuns", "concurrency.runs.tagConcurrencyLimits[].key",
+    "concurrency.runs.tagConcurrencyLimits[].value", "concurrency.runs.tagConcurrencyLimits[].limit",
+    "computeLogManager.type", "computeLogManager.config.s3ComputeLogManager.bucket",
+    "computeLogManager.config.s3ComputeLogManager.prefix", "computeLogManager.config.s3ComputeLogManager.region",
+    "computeLogManager.config.s3ComputeLogManager.endpointUrl", "computeLogManager.config.s3ComputeLogManager.uploadInterval",
+    "computeLogManager.config.s3ComputeLogManager.localDir",
     "dagsterDaemon.runMonitoring.enabled", "dagsterDaemon.runMonitoring.startTimeoutSeconds",
     "dagsterDaemon.runMonitoring.pollIntervalSeconds", "dagsterDaemon.runMonitoring.maxResumeRunAttempts",
     "dagsterDaemon.runRetries.enabled", "dagsterDaemon.runRetries.maxRetries", "dagsterDaemon.runRetries.retryOnAssetOrOpFailure",
@@ -171,57 +198,14 @@ def values() -> dict[str, Any]:
 def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """dagster-k8s loads a kubeconfig when its launcher and executor start; this one names a cluster
     that is never contacted (nothing here calls the API)."""
-    path = tmp_path_factory.mktemp("kube") / "config"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "offline", "cluster": {"server": "https://kubernetes.invalid:6443"}}],
-                "users": [{"name": "offline", "user": {}}],
-                "contexts": [{"name": "offline", "context": {"cluster": "offline", "user": "offline", "namespace": NAMESPACE}}],
-                "current-context": "offline",
-            }
-        )
-    )
-    return path
+    return write_offline_kubeconfig(tmp_path_factory.mktemp("kube") / "config")
 
 
 @pytest.fixture(scope="module")
 def run_launcher(values: dict[str, Any], kubeconfig: Path) -> K8sRunLauncher:
-    """The K8sRunLauncher the chart configures from values.yaml (templates/helpers/instance/_run-launcher.tpl)."""
-    config = values["runLauncher"]["config"]["k8sRunLauncher"]
-    return K8sRunLauncher(
-        service_account_name=values["global"]["serviceAccountName"],
-        instance_config_map=f"{RELEASE}-dagster-instance",
-        postgres_password_secret=values["global"]["postgresqlSecretName"],
-        dagster_home=values["global"].get("dagsterHome", "/opt/dagster/dagster_home"),
-        job_namespace=config.get("jobNamespace") or NAMESPACE,
-        image_pull_policy=config["imagePullPolicy"],
-        env_config_maps=[f"{RELEASE}-dagster-pipeline-env", *names(config.get("envConfigMaps", []))],
-        env_secrets=names(config.get("envSecrets", [])),
-        fail_pod_on_run_failure=config.get("failPodOnRunFailure"),
-        load_incluster_config=False,
-        kubeconfig_file=str(kubeconfig),
-    )
-
-
-def code_location_context(values: Mapping[str, Any]) -> dict[str, Any]:
-    """The container context the chart hands the code server when includeConfigInLaunchedRuns is on
-    (charts/dagster-user-deployments/templates/helpers/_helpers.tpl, `k8sContainerContext`); runs
-    launched from the code location carry it."""
-    deployment = values["dagster-user-deployments"]["deployments"][0]
-    assert deployment["includeConfigInLaunchedRuns"]["enabled"]
-    return {
-        "k8s": {
-            "image_pull_policy": deployment["image"]["pullPolicy"],
-            "env_config_maps": [f"{RELEASE}-dagster-user-deployments-{deployment['name']}-user-env", *names(deployment["envConfigMaps"])],
-            "env_secrets": names(deployment["envSecrets"]),
-            "resources": deployment["resources"],
-            "namespace": NAMESPACE,
-            "service_account_name": values["global"]["serviceAccountName"],
-        }
-    }
+    """The K8sRunLauncher of the instance config the chart renders from values.yaml
+    (tests/test_kubernetes_chart.py opens that whole instance against PostgreSQL)."""
+    return k8s_run_launcher(values, kubeconfig)
 
 
 @pytest.fixture(scope="module")
@@ -258,11 +242,9 @@ def step_tags(k8s_definitions: dg.Definitions) -> dict[str, Mapping[str, str]]:
     return {node.name: node.tags for node in job.graph.nodes}
 
 
-def build_step_job(
-    step: str, tags: Mapping[str, str], values: Mapping[str, Any], launcher: K8sRunLauncher, executor_config: Mapping[str, Any]
-) -> dict[str, Any]:
-    """The Job `K8sStepHandler.launch_step` submits for `step` (dagster_k8s/executor.py), as a manifest."""
-    origin = JobPythonOrigin(
+def job_origin(values: Mapping[str, Any]) -> JobPythonOrigin:
+    """A run's origin as the code server reports it: our image, and the container context the chart gives it."""
+    return JobPythonOrigin(
         ASSET_JOB,
         RepositoryPythonOrigin(
             executable_path="/usr/local/bin/python",
@@ -272,6 +254,34 @@ def build_step_job(
             container_context=code_location_context(values),
         ),
     )
+
+
+def build_run_job(values: Mapping[str, Any], launcher: K8sRunLauncher) -> dict[str, Any]:
+    """The Job `K8sRunLauncher.launch_run` submits for a run (dagster_k8s/launcher.py), as a manifest."""
+    origin = job_origin(values)
+    run = DagsterRun(job_name=ASSET_JOB, run_id=RUN_ID, job_code_origin=origin)
+    context = launcher.get_container_context_for_run(run)
+    job_config = context.get_k8s_job_config(job_image=origin.repository_origin.container_image, run_launcher=launcher)
+    job_name = get_job_name_from_run_id(RUN_ID)
+    args = ExecuteRunArgs(job_origin=origin, run_id=RUN_ID, instance_ref=None, set_exit_code_on_failure=True).get_command_args()
+    job = construct_dagster_k8s_job(
+        job_config=job_config,
+        args=args,
+        job_name=job_name,
+        pod_name=job_name,
+        component="run_worker",
+        user_defined_k8s_config=context.run_k8s_config,
+        labels={"dagster/job": ASSET_JOB, "dagster/run-id": RUN_ID},
+        env_vars=[{"name": "DAGSTER_RUN_JOB_NAME", "value": ASSET_JOB}],
+    )
+    return kubernetes.client.ApiClient().sanitize_for_serialization(job)
+
+
+def build_step_job(
+    step: str, tags: Mapping[str, str], values: Mapping[str, Any], launcher: K8sRunLauncher, executor_config: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The Job `K8sStepHandler.launch_step` submits for `step` (dagster_k8s/executor.py), as a manifest."""
+    origin = job_origin(values)
     run = DagsterRun(job_name=ASSET_JOB, run_id=RUN_ID, job_code_origin=origin)
     # k8s_job_executor: its config becomes a container context.
     executor_context = K8sContainerContext(
@@ -321,6 +331,11 @@ def step_jobs(
     return {step: build_step_job(step, tags, values, run_launcher, executor_config) for step, tags in step_tags.items()}
 
 
+@pytest.fixture(scope="module")
+def run_job(values: dict[str, Any], run_launcher: K8sRunLauncher) -> dict[str, Any]:
+    return build_run_job(values, run_launcher)
+
+
 def pod_spec(job: Mapping[str, Any]) -> dict[str, Any]:
     return job["spec"]["template"]["spec"]
 
@@ -333,11 +348,22 @@ def container(job: Mapping[str, Any]) -> dict[str, Any]:
 # --- the step Jobs ---------------------------------------------------------------------------------------
 
 
-def test_every_step_job_is_valid_kubernetes(step_jobs: dict[str, dict[str, Any]]) -> None:
+def test_every_step_job_is_valid_kubernetes(step_jobs: dict[str, dict[str, Any]], run_job: dict[str, Any]) -> None:
     assert {"labeled_batch", "processed_images", "trained_weights", "evaluation_report", "registered_model"} <= set(step_jobs)
-    for step, job in step_jobs.items():
+    for step, job in {**step_jobs, "(run)": run_job}.items():
         assert kubernetes_validate.validate(job, KUBERNETES_VERSION, strict=True) == KUBERNETES_VERSION, step
         assert job["kind"] == "Job" and container(job)["image"] == IMAGE
+
+
+def test_every_generated_job_meets_the_restricted_pod_security_standard(step_jobs: dict[str, dict[str, Any]], run_job: dict[str, Any]) -> None:
+    """The run pod and every step pod, as dagster-k8s builds them from the chart's launcher settings and the
+    code location's context: restricted, a read-only root filesystem, and the two writable emptyDirs."""
+    for name, job in {**step_jobs, "(run)": run_job}.items():
+        spec = pod_spec(job)
+        assert restricted_violations(spec) == [], name
+        mounts = {mount["mountPath"] for mount in container(job)["volumeMounts"]}
+        assert {"/tmp", "/var/lib/yolo-assets"} <= mounts, name  # /tmp: compute log staging; the home: cache and scratch
+        assert job["spec"]["template"]["metadata"]["labels"]["yolo-assets/dagster"] == "true", name  # NetworkPolicy peer
 
 
 def test_the_assets_op_tags_are_the_settings_objects(step_tags: dict[str, Mapping[str, str]]) -> None:
@@ -346,26 +372,47 @@ def test_the_assets_op_tags_are_the_settings_objects(step_tags: dict[str, Mappin
         assert step_tags[step] == STEP_RESOURCES.op_tags(step)
 
 
-def test_each_step_asks_for_its_cpu_and_memory(step_jobs: dict[str, dict[str, Any]]) -> None:
+def test_each_step_asks_for_its_cpu_memory_and_disk(step_jobs: dict[str, dict[str, Any]]) -> None:
     for step, job in step_jobs.items():
-        size = STEP_RESOURCES.sizes.get(step, STEP_RESOURCES.sizes[DEFAULT_STEP])  # a step without a size: DEFAULT
+        sized = step if step in STEP_RESOURCES.sizes else DEFAULT_STEP  # a step without a size: DEFAULT
+        size = STEP_RESOURCES.sizes[sized]
+        expected = {"cpu": size.cpu, "memory": size.memory, "ephemeral-storage": STEP_RESOURCES.ephemeral_storage(sized)}
         resources = container(job)["resources"]
-        assert resources["requests"] == {"cpu": size.cpu, "memory": size.memory}, step
-        assert {k: resources["limits"][k] for k in ("cpu", "memory")} == {"cpu": size.cpu, "memory": size.memory}, step
+        assert resources["requests"] == expected, step
+        assert {k: resources["limits"][k] for k in expected} == expected, step
     assert container(step_jobs["labeled_batch"])["resources"]["requests"]["cpu"] == "2"
     assert container(step_jobs["processed_images"])["resources"]["requests"]["cpu"] == "4"
 
 
-def test_trained_weights_gets_a_gpu_shared_memory_and_the_gpu_pool(step_jobs: dict[str, dict[str, Any]]) -> None:
+def test_steps_that_read_a_dataset_have_disk_for_the_read_through_cache(step_jobs: dict[str, dict[str, Any]]) -> None:
+    """The cache (YOLO_ASSETS_CACHE_DIR, under the home emptyDir) is evicted down to
+    YOLO_ASSETS_CACHE_MAX_BYTES; a pod that writes past its ephemeral-storage limit is evicted."""
+    configmap = next(doc for doc in all_manifests() if doc["kind"] == "ConfigMap")["data"]
+    cache = int(configmap["YOLO_ASSETS_CACHE_MAX_BYTES"])
+    assert DEFAULT_CACHE_MAX_BYTES == S3ArtifactStore.model_fields["cache_max_bytes"].default == cache
+    for step in DATASET_STEPS:
+        disk = parse_quantity(container(step_jobs[step])["resources"]["limits"]["ephemeral-storage"])
+        assert disk == cache + parse_quantity(STEP_RESOURCES.sizes[step].scratch) and disk - cache >= 4 * 1024**3, step
+    for step, job in step_jobs.items():  # every pod's disk is bounded: the home and /tmp emptyDirs count against it
+        assert parse_quantity(container(job)["resources"]["limits"]["ephemeral-storage"]) > 0, step
+    smaller = StepResources.from_environment({"YOLO_ASSETS_CACHE_MAX_BYTES": str(4 * 1024**3)})
+    assert smaller.ephemeral_storage("trained_weights") == "12Gi" and smaller.ephemeral_storage("labeled_batch") == "8Gi"
+    with pytest.raises(ValueError, match="YOLO_ASSETS_CACHE_MAX_BYTES"):
+        StepResources.from_environment({"YOLO_ASSETS_CACHE_MAX_BYTES": "20GiB"})
+
+
+def test_trained_weights_gets_a_gpu_shared_memory_and_the_gpu_tolerations(step_jobs: dict[str, dict[str, Any]]) -> None:
     job = step_jobs["trained_weights"]
     spec, main = pod_spec(job), container(job)
     assert main["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert main["resources"]["requests"] == {"cpu": "8", "memory": "32Gi"}
+    assert {k: main["resources"]["requests"][k] for k in ("cpu", "memory")} == {"cpu": "6", "memory": "24Gi"}
     (shm,) = [v for v in spec["volumes"] if v["name"] == "dshm"]
-    assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "8Gi"}
+    assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "6Gi"}
     assert {"name": "dshm", "mountPath": "/dev/shm"} in main["volumeMounts"]
     assert parse_quantity(shm["emptyDir"]["sizeLimit"]) < parse_quantity(main["resources"]["limits"]["memory"])  # shm is memory
-    assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    # No node selector: the nvidia.com/gpu request alone places the pod on a node whose device plugin
+    # advertises a GPU; nvidia.com/gpu.present exists only with GPU Feature Discovery / the GPU Operator.
+    assert "nodeSelector" not in spec
     assert spec["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 
 
@@ -373,9 +420,62 @@ def test_only_gpu_steps_go_to_the_gpu_pool(step_jobs: dict[str, dict[str, Any]])
     for step, job in step_jobs.items():
         gpu = "nvidia.com/gpu" in container(job)["resources"]["limits"]
         assert gpu == (step == "trained_weights"), step  # evaluation_report: GPU only when a deployment asks
-        assert ("tolerations" in pod_spec(job)) == gpu and ("nodeSelector" in pod_spec(job)) == gpu, step
+        assert ("tolerations" in pod_spec(job)) == gpu and "nodeSelector" not in pod_spec(job), step
     # The evaluation runs ultralytics' dataloader too: /dev/shm, but on a CPU node by default.
     assert {"name": "dshm", "mountPath": "/dev/shm"} in container(step_jobs["evaluation_report"])["volumeMounts"]
+    # A deployment that wants a pool or a GPU model names it; the selector lands on GPU steps only.
+    pool = StepResources.from_environment({"YOLO_ASSETS_K8S_GPU_NODE_SELECTOR": "nvidia.com/gpu.product=NVIDIA-L4"})
+    assert pool.k8s_config("trained_weights")["pod_spec_config"]["node_selector"] == {"nvidia.com/gpu.product": "NVIDIA-L4"}
+    assert "pod_spec_config" not in pool.k8s_config("processed_images")
+
+
+# Common node shapes (vCPU, GiB of memory) and what the kubelet and the daemonsets of a GPU node take from
+# them. Kubelet reservations as EKS computes them (CPU: 6% of the first core, 1% of the second, 0.5% of
+# the next two, 0.25% of the rest; memory: 255 MiB + 11 MiB per pod, 29 pods, + 100 MiB eviction threshold),
+# the memory the instance does not report (~4%), and daemonsets: NVIDIA device plugin, GPU Feature
+# Discovery, DCGM exporter, CNI, kube-proxy, CSI node, a log agent (~0.5 vCPU, ~1 GiB requested).
+NODE_SHAPES = {"4 vCPU / 16 GiB": (4, 16), "8 vCPU / 32 GiB": (8, 32), "16 vCPU / 64 GiB": (16, 64)}
+DAEMONSETS = (0.5, 1.0)
+
+
+def allocatable(vcpus: int, gib: int) -> tuple[float, float]:
+    """What pods may request on a node of that shape after the kubelet's reservations and the daemonsets."""
+    rates = [0.06, 0.01, 0.005, 0.005] + [0.0025] * max(0, vcpus - 4)
+    cpu = vcpus - sum(rates[:vcpus]) - DAEMONSETS[0]
+    memory = gib * 0.96 - (255 + 11 * 29 + 100) / 1024 - DAEMONSETS[1]
+    return cpu, memory
+
+
+def fits(step: str, shape: tuple[int, int], settings: StepResources = STEP_RESOURCES) -> bool:
+    cpu, memory = allocatable(*shape)
+    size = settings.sizes[step]
+    return float(parse_quantity(size.cpu)) <= cpu and float(parse_quantity(size.memory)) / 1024**3 <= memory
+
+
+def test_default_sizes_fit_common_nodes_with_room_for_the_kubelet_and_daemonsets() -> None:
+    for step in STEP_RESOURCES.sizes:
+        assert fits(step, NODE_SHAPES["8 vCPU / 32 GiB"]), step  # trained_weights was 8 CPU / 32Gi: it fitted no such node
+    assert not fits("trained_weights", NODE_SHAPES["4 vCPU / 16 GiB"])
+    assert fits("evaluation_report", NODE_SHAPES["4 vCPU / 16 GiB"])  # YOLO_ASSETS_K8S_EVALUATION_REPORT_GPUS=1 on a small GPU node
+    # The README's override for a 4 vCPU / 16 GiB GPU node fits it.
+    small = StepResources.from_environment({
+        "YOLO_ASSETS_K8S_TRAINED_WEIGHTS_CPU": "3", "YOLO_ASSETS_K8S_TRAINED_WEIGHTS_MEMORY": "12Gi", "YOLO_ASSETS_K8S_TRAINED_WEIGHTS_SHM": "3Gi"})  # fmt: skip
+    assert fits("trained_weights", NODE_SHAPES["4 vCPU / 16 GiB"], small)
+
+
+def test_the_readme_node_shape_table_matches_the_defaults() -> None:
+    readme = (DEPLOY.parent / "README.md").read_text()
+    section = readme[readme.index("| node shape |"):]
+    rows = [line for line in section.splitlines()[2:] if line.startswith("|")][: len(NODE_SHAPES)]
+    listed = {}
+    for row in rows:
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        listed[cells[0]] = cells[2]
+    for shape, (vcpus, gib) in NODE_SHAPES.items():
+        steps = sorted(step for step in STEP_RESOURCES.sizes if step != DEFAULT_STEP and fits(step, (vcpus, gib)))
+        assert shape in listed, shape
+        named = sorted(re.findall(r"`(\w+)`", listed[shape]))
+        assert named == steps or (listed[shape].startswith("every step") and len(steps) == len(STEP_RESOURCES.sizes) - 1), (shape, named, steps)
 
 
 def test_evaluation_gpu_is_one_variable_away() -> None:
@@ -474,7 +574,7 @@ def test_the_k8s_executor_needs_shared_storage(tmp_path: Path, monkeypatch: pyte
 def test_every_deploy_manifest_is_valid_kubernetes() -> None:
     manifests = all_manifests()
     kinds = sorted(doc["kind"] for doc in manifests)
-    assert {"ConfigMap", "Deployment", "Role", "RoleBinding", "Secret", "Service", "ServiceAccount"} <= set(kinds)
+    assert {"ConfigMap", "Deployment", "Role", "RoleBinding", "Secret", "Service", "ServiceAccount", "NetworkPolicy", "Job"} <= set(kinds)
     assert {"PodDisruptionBudget", "HorizontalPodAutoscaler", "ScaledObject"} <= set(kinds)
     for doc in manifests:
         assert doc["metadata"]["namespace"] == NAMESPACE, doc["metadata"]["name"]  # one namespace, nothing cluster-wide
@@ -622,7 +722,8 @@ def test_helm_values_use_only_chart_keys(values: dict[str, Any]) -> None:
 
 def test_helm_values_wire_the_deploy_manifests(values: dict[str, Any], k8s_definitions: dg.Definitions) -> None:
     manifests = all_manifests()
-    secrets = {doc["metadata"]["name"] for doc in manifests if doc["kind"] == "Secret"}
+    # The Secrets the pods read by name: created by the operator (README); their keys are listed in the example.
+    secrets = {doc["metadata"]["name"] for doc in documents(EXAMPLES / "secrets.example.yaml") if doc["kind"] == "Secret"}
     configmaps = {doc["metadata"]["name"] for doc in manifests if doc["kind"] == "ConfigMap"}
     deployment = values["dagster-user-deployments"]["deployments"][0]
     launcher = values["runLauncher"]["config"]["k8sRunLauncher"]
@@ -631,10 +732,11 @@ def test_helm_values_wire_the_deploy_manifests(values: dict[str, Any], k8s_defin
     assert set(names(deployment["envConfigMaps"])) <= configmaps and set(names(launcher["envConfigMaps"])) <= configmaps
     assert values["global"]["serviceAccountName"] in {doc["metadata"]["name"] for doc in manifests if doc["kind"] == "ServiceAccount"}
     assert values["serviceAccount"]["create"] is False and values["rbacEnabled"] is False
+    assert values["dagster-user-deployments"]["rbacEnabled"] is False  # the subchart's own switch
     assert f"{deployment['image']['repository']}:{deployment['image']['tag']}" == IMAGE
     # The GPU queue: the tag limit names the sensor that launches every retraining.
     daemon = values["dagsterDaemon"]
-    (limit,) = daemon["runCoordinator"]["config"]["queuedRunCoordinator"]["tagConcurrencyLimits"]
+    (limit,) = values["concurrency"]["runs"]["tagConcurrencyLimits"]
     assert limit["key"] == "dagster/sensor_name" and limit["limit"] >= 1
     sensor = next(s for s in k8s_definitions.sensors or [] if s.name == limit["value"])
     assert isinstance(sensor, dg.AutomationConditionSensorDefinition)
@@ -642,7 +744,7 @@ def test_helm_values_wire_the_deploy_manifests(values: dict[str, Any], k8s_defin
     assert daemon["runRetries"]["enabled"] and daemon["runRetries"]["maxRetries"] >= 1 and daemon["runMonitoring"]["enabled"]
 
 
-def test_no_secret_value_in_deploy_docker_or_generated_jobs(step_jobs: dict[str, dict[str, Any]], tmp_path: Path) -> None:
+def test_no_secret_value_in_deploy_docker_or_generated_jobs(step_jobs: dict[str, dict[str, Any]], run_job: dict[str, Any]) -> None:
     for doc in all_manifests():
         if doc["kind"] == "Secret":  # templates: keys only
             assert all(value == "" for value in {**doc.get("data", {}), **doc.get("stringData", {})}.values()), doc["metadata"]["name"]
@@ -650,7 +752,7 @@ def test_no_secret_value_in_deploy_docker_or_generated_jobs(step_jobs: dict[str,
             for env in [e for c in pod["containers"] for e in c.get("env", [])]:
                 assert not (SECRET_NAME.search(env["name"]) and "value" in env), env["name"]
     texts = {str(p): p.read_text() for folder in (DEPLOY, DEPLOY.parent / "docker") for p in folder.rglob("*") if p.is_file()}
-    texts.update({step: json.dumps(job) for step, job in step_jobs.items()})
+    texts.update({step: json.dumps(job) for step, job in {**step_jobs, "(run)": run_job}.items()})
     for where, text in texts.items():
         for pattern in CREDENTIAL_PATTERNS:
             assert not pattern.search(text), (where, pattern.pattern)
@@ -664,5 +766,5 @@ def test_secret_values_in_the_environment_never_reach_a_step_job(
     settings = StepResources.from_environment({**os.environ, **SENTINELS})
     steps = settings.sizes.keys() - {DEFAULT_STEP}
     jobs = [build_step_job(step, settings.op_tags(step), values, run_launcher, executor_config) for step in steps]
-    text = json.dumps([jobs, step_jobs, executor_config])
+    text = json.dumps([jobs, step_jobs, build_run_job(values, run_launcher), executor_config])
     assert not [name for name, secret in SENTINELS.items() if secret in text]

@@ -25,7 +25,7 @@ K8S_STEPS = (
     "default", "labeled_batch", "processed_images", "trained_weights", "evaluation_report", "registered_model",
     "fresh_batch_evaluation",
 )
-K8S_SIZES = ("cpu", "memory", "gpus", "shm")
+K8S_SIZES = ("cpu", "memory", "gpus", "shm", "scratch")
 
 KNOWN_VARIABLES: frozenset[str] = frozenset((
     *(PREFIX + name for name in SETTINGS),
