@@ -236,6 +236,12 @@ def step_op_tags(step: str) -> dict[str, str]:
     return STEP_RESOURCES.op_tags(step)
 
 
+def gpus_requested(step: str, environ: Mapping[str, str] | None = None) -> int:
+    """The GPUs `step`'s pod asked for: its size under the k8s executor; none when steps run locally."""
+    choice = (os.environ if environ is None else environ).get(EXECUTOR_VARIABLE, "local")
+    return STEP_RESOURCES.sizes[step].gpus if choice == "k8s" else 0
+
+
 def executor_from_environment(environ: Mapping[str, str] | None = None) -> dg.ExecutorDefinition | None:
     """`k8s_job_executor` when `YOLO_ASSETS_EXECUTOR=k8s`; None (the local executor) otherwise."""
     choice = (os.environ if environ is None else environ).get(EXECUTOR_VARIABLE, "local")

@@ -24,7 +24,7 @@ from yolo_assets.assets.dataset import local_dataset
 from yolo_assets.assets.keys import CODE_VERSIONS, EVALUATION_REPORT, TRAINED_WEIGHTS
 from yolo_assets.assets.materializations import latest_data_version
 from yolo_assets.assets.retries import TRANSIENT_RETRY
-from yolo_assets.assets.training import TRAINING_SUMMARY, champion_weights, trained_weights, weights_path
+from yolo_assets.assets.training import TRAINING_SUMMARY, champion_weights, step_device, trained_weights, weights_path
 from yolo_assets.core.fileio import atomic_write_bytes
 from yolo_assets.core.versioning import cache_key, encoded_manifest
 from yolo_assets.detector.setup import resolve_device
@@ -102,7 +102,7 @@ def evaluate(
     """Validate the challenger (with plots) and the champion on the same val split; yields metrics.json's
     version and content, and how to store them with the plots and the Markdown report."""
     data_yaml = local_dataset(store, summary["dataset_version"])
-    imgsz, device = config.imgsz or summary["recipe"]["imgsz"], resolve_device(config.device)
+    imgsz, device = config.imgsz or summary["recipe"]["imgsz"], resolve_device(config.device)  # checked by the asset
     settings = {"imgsz": imgsz, "batch": config.batch, "device": device}
     workdir = workspace.workdir("eval", run_id)
 
@@ -171,10 +171,11 @@ def evaluation_report(
     champion_version = champion_weights(champion_model, artifact_store)
     if champion_version == weights_version:
         champion_version = None  # these weights are the champion already: nothing to compare against
+    device = step_device(config.device, "evaluation_report", context.log)
     key = cache_key(
         CODE_VERSIONS[EVALUATION_REPORT],
         {"weights": weights_version, "dataset": summary["dataset_version"], "champion": champion_version},
-        {**config.model_dump(), "device": resolve_device(config.device)},  # a CPU result is not a GPU one
+        {**config.model_dump(), "device": device},  # a CPU result is not a GPU one
     )
     report = artifact_store.cached(
         EVALUATION_REPORT,

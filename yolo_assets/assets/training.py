@@ -19,7 +19,7 @@ import dagster as dg
 from pydantic import Field
 
 from resources.artifact_store import ArtifactStore, Built
-from resources.kubernetes import step_op_tags
+from resources.kubernetes import gpus_requested, step_op_tags
 from resources.mlflow_tracking import MLflowResource, log_metrics, log_params
 from resources.model_policy import ModelPolicy
 from resources.trainer import TrainingDefaults, YoloWorkspace
@@ -33,7 +33,7 @@ from yolo_assets.core.fileio import atomic_write_bytes, object_relpath
 from yolo_assets.core.hashing import sha256_file
 from yolo_assets.core.versioning import cache_key
 from yolo_assets.detector.checkpoint import checkpoint_class_names, checkpoint_epoch
-from yolo_assets.detector.setup import resolve_device, ultralytics_version
+from yolo_assets.detector.setup import GpuUnavailable, cuda_report, resolve_device, ultralytics_version
 from yolo_assets.detector.train import train_detector
 
 TRAINING_SUMMARY = "training.json"
@@ -317,7 +317,7 @@ def trained_weights(
         if refusal:
             context.log.warning(f"training from scratch, not from champion {warm_start_from[:12]}: {refusal}")
             warm_start_from = None
-    device = resolve_device(config.device)
+    device = step_device(config.device, "trained_weights", context.log)
     recipe = config.recipe(device, warm_start_from)
     key = cache_key(CODE_VERSIONS[TRAINED_WEIGHTS], {"dataset": dataset_version}, recipe)
     checkpoint = TrainingCheckpoint(artifact_store, key)
@@ -356,6 +356,18 @@ def trained_weights(
             "mlflow_run_id": summary["mlflow_run_id"],
         },
     )
+
+
+def step_device(device: str, step: str, log: Any) -> str:
+    """The device `step` runs on: a step whose pod asked for a GPU (or whose config names a CUDA
+    device) fails at once, without retries, where CUDA is not usable; on a GPU, the log says which."""
+    try:
+        resolved = resolve_device(device, gpus_requested(step))
+    except GpuUnavailable as error:
+        raise dg.Failure(str(error), allow_retries=False) from None
+    if resolved not in ("cpu", "mps"):
+        log.info(f"{step} on CUDA: {cuda_report()}")
+    return resolved
 
 
 def retraction_changes(current: dict[str, Any], trained_on: dict[str, Any]) -> dict[str, list[str]]:

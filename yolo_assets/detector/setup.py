@@ -5,6 +5,7 @@ benchmarks and the MLflow pyfunc model.
 """
 
 import os
+import subprocess
 from pathlib import Path
 
 # Ultralytics reads these when it is first imported, so they are process environment set before that:
@@ -33,12 +34,41 @@ def ultralytics_version() -> str:
     return __version__
 
 
-def resolve_device(device: str) -> str:
-    """`auto` = the first CUDA device when there is one, else the CPU."""
-    if device != "auto":
-        return device
+class GpuUnavailable(RuntimeError):
+    """A step asked for a GPU and CUDA is not usable: it must not train for hours on the CPU instead."""
+
+
+def cuda_report() -> str:
+    """The torch build, CUDA runtime, driver and devices this process sees, in one line."""
     import torch
 
-    return "0" if torch.cuda.is_available() else "cpu"
+    parts = [f"torch {torch.__version__}", f"CUDA build {torch.version.cuda or 'none (a CPU-only torch)'}"]
+    try:
+        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                capture_output=True, text=True, timeout=10).stdout.split()
+        parts.append(f"driver {driver[0]}" if driver else "driver: nvidia-smi lists no GPU")
+    except (OSError, subprocess.SubprocessError):
+        parts.append("driver: no nvidia-smi")
+    if torch.cuda.is_available():
+        parts += [f"device 0: {torch.cuda.get_device_name(0)}", f"{torch.cuda.device_count()} device(s)"]
+    else:
+        parts.append("no usable CUDA device")
+    return ", ".join(parts)
 
 
+def resolve_device(device: str, gpus_requested: int = 0) -> str:
+    """`auto` = the first CUDA device when there is one, else the CPU. A step that asked for a GPU (its
+    pod's GPU limit, or an explicit CUDA device such as `0`) never falls back to the CPU: GpuUnavailable."""
+    if device in ("auto", "cpu", "mps") and not gpus_requested:
+        if device != "auto":
+            return device
+        import torch
+
+        return "0" if torch.cuda.is_available() else "cpu"
+    import torch
+
+    if device != "cpu" and not torch.cuda.is_available():
+        asked = f"{gpus_requested} GPU(s) in its pod" if gpus_requested else f"device {device!r}"
+        raise GpuUnavailable(f"this step asked for {asked} but CUDA is not usable here ({cuda_report()}); check the node's "
+                             "NVIDIA driver (>= 580 for the CUDA 13 torch build), the device plugin, and that the GPU image is used")
+    return "0" if device == "auto" else device
