@@ -3,7 +3,7 @@
 The ingest runs (`labeled_data_sensor`) materialise `labeled_batch` partitions only. This sensor
 compares the batches the dataset would include now (accepted, not retracted: the same selection
 `processed_images` makes) and the current retractions with what its latest version was built from,
-and requests one build when they differ and no ingest is queued or running. A burst of 50 batches is therefore one
+and requests one build when they differ and no ingest or training is queued or running. A burst of 50 batches is therefore one
 dataset version (one retrain candidate), built once the burst is ingested.
 
 The comparison is on state, not on "something changed since the last evaluation": a batch that
@@ -23,7 +23,7 @@ import dagster as dg
 from resources.artifact_store import ArtifactStore
 from yolo_assets.assets.dataset import dataset_is_current, wanted_dataset
 from yolo_assets.assets.ingest import BATCH_PARTITIONS
-from yolo_assets.assets.keys import BATCH_RETRACTIONS, CODE_VERSIONS, LABELED_BATCH, PROCESSED_IMAGES
+from yolo_assets.assets.keys import BATCH_RETRACTIONS, CODE_VERSIONS, LABELED_BATCH, PROCESSED_IMAGES, TRAINED_WEIGHTS
 from yolo_assets.assets.materializations import latest_data_version
 from yolo_assets.core.hashing import hash_json
 
@@ -39,10 +39,15 @@ def dataset_run_key(inputs: dict[str, str], retractions_version: str | None, lat
     return f"dataset@{hash_json({'batches': inputs, 'retractions': retractions_version, 'after': latest_build})[:16]}"
 
 
-def ingest_in_progress(instance: dg.DagsterInstance) -> bool:
-    """A run that will write a batch or the dataset is queued or running."""
+# A dataset version built while a training runs would be lost to automation: the training's own
+# materialisation, when it ends, counts as having handled that new version. The build waits for it.
+WAITS_FOR = {LABELED_BATCH, PROCESSED_IMAGES, TRAINED_WEIGHTS}
+
+
+def build_waits(instance: dg.DagsterInstance) -> bool:
+    """A run that will write a batch, the dataset or the weights is queued or running."""
     runs = instance.get_runs(filters=dg.RunsFilter(statuses=IN_PROGRESS))
-    return any({LABELED_BATCH, PROCESSED_IMAGES} & set(run.asset_selection or ()) for run in runs)
+    return any(WAITS_FOR & set(run.asset_selection or ()) for run in runs)
 
 
 def state_fingerprint(instance: dg.DagsterInstance, dataset: dg.EventLogRecord | None) -> str:
@@ -68,8 +73,8 @@ def state_fingerprint(instance: dg.DagsterInstance, dataset: dg.EventLogRecord |
 )
 def dataset_sensor(context: dg.SensorEvaluationContext, artifact_store: ArtifactStore) -> dg.SensorResult | dg.SkipReason:
     instance = context.instance
-    if ingest_in_progress(instance):
-        return dg.SkipReason("batches are still being ingested: the dataset waits for the whole burst")
+    if build_waits(instance):
+        return dg.SkipReason("batches are being ingested or a model trains: the dataset waits for them (one build per burst)")
     dataset = next(iter(instance.fetch_materializations(PROCESSED_IMAGES, limit=1).records), None)
     fingerprint = state_fingerprint(instance, dataset)  # before reading: a batch landing meanwhile changes it
     if context.cursor == fingerprint:
