@@ -13,6 +13,11 @@ class RunRecovery(dg.ConfigurableResource):
     window_s: float = 86400.0
     """Failed runs older than this (since they ended) are not attempted again."""
 
+    local_run_workers: bool = True
+    """With Dagster's default run launcher, the run processes are on the machine (and in the process
+    namespace) of the daemon: a run whose process is gone is marked failed, to be attempted again.
+    Set False where they are not (a daemon in another container than the code server)."""
+
     def delay_after(self, attempt: int) -> float:
         """Seconds to wait after attempt `attempt` (1 = the first run) failed."""
         return float(min(self.max_delay_s, self.first_delay_s * 2 ** (attempt - 1)))

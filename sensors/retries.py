@@ -20,7 +20,7 @@ from resources.artifact_store import ArtifactStore
 from resources.landing_zone import LandingZone
 from resources.mlflow_tracking import MLflowResource
 from resources.run_recovery import RunRecovery
-from yolo_assets.history.recovery import RETRY_PLAN_TAG, pending_retries, retry_run_key, retry_tags
+from yolo_assets.history.recovery import RETRY_PLAN_TAG, pending_retries, recover_dead_runs, retry_run_key, retry_tags
 
 PROBE_TIMEOUT_S = 2.0
 
@@ -63,6 +63,11 @@ def transient_failure_retry(
     mlflow: MLflowResource,
 ) -> dg.SensorResult | dg.SkipReason:
     now = time.time()
+    if run_recovery.local_run_workers and isinstance(context.instance.run_launcher, dg.DefaultRunLauncher):
+        # Runs in local processes: one killed (or left behind by a lost database) would stay STARTED
+        # for ever; it becomes a failed run to attempt again. Pods are watched by run monitoring instead.
+        for run_id in recover_dead_runs(context.instance):
+            context.log.warning(f"run {run_id}: its process is gone; marked failed")
     plans = pending_retries(context.instance, run_recovery, now)
     for plan in plans:  # shown on the failed run's page in the UI
         if plan.run.tags.get(RETRY_PLAN_TAG) != plan.describe():

@@ -15,6 +15,7 @@ from typing import Any
 import dagster as dg
 
 from resources.run_recovery import RunRecovery
+from yolo_assets.core.processes import alive
 
 ATTEMPT_TAG = "yolo_assets/attempt"
 RETRY_OF_TAG = "yolo_assets/retry_of"
@@ -153,3 +154,25 @@ def pending_retries(instance: dg.DagsterInstance, recovery: RunRecovery, now: fl
         if plan.next_at is not None and not superseded(instance, run, ended):
             plans.append(plan)
     return plans
+
+
+def recover_dead_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark runs whose process on this machine died (SIGKILL, OOM, reboot) as failed and free their
+    concurrency-pool slots, so a re-run is not left waiting for a `gpu` slot nobody will release.
+
+    What the daemon's run monitoring does for launchers that can check worker health, for the
+    embedded default where runs execute in local processes.
+    """
+    recovered = []
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+        start = next(
+            (e for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_START) if e.dagster_event),
+            None,
+        )
+        pid = start.dagster_event.pid if start and start.dagster_event else None
+        if not pid or alive(pid):
+            continue
+        instance.report_run_failed(run)
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        recovered.append(run.run_id)
+    return recovered

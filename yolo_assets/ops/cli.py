@@ -15,7 +15,7 @@ import yaml
 
 from resources.mlflow_tracking import MLFLOW_ENVIRONMENT
 from yolo_assets.core.home import HOME_ENV_VAR, dagster_home, ensure_home, home_dir, landing_dir, mlflow_dir, mlflow_tracking_uri
-from yolo_assets.core.settings_env import unknown_variable_warnings
+from yolo_assets.core.settings_env import KNOWN_VARIABLES, unknown_variable_warnings
 from yolo_assets.ops.tables import format_table
 
 if TYPE_CHECKING:
@@ -184,7 +184,8 @@ def cmd_stack(args: argparse.Namespace) -> int:
     home = _open_home(args)
     if args.action == "up":
         try:
-            state = stack.up(home, with_dagster=not args.no_dagster)
+            settings = {name: value for name, value in os.environ.items() if name in KNOWN_VARIABLES}
+            state = stack.up(home, with_dagster=not args.no_dagster, settings=settings)
         except ValueError as error:
             raise UserError(str(error)) from error
         env_file = stack.environment_file(home, state)
@@ -378,7 +379,7 @@ def cmd_retract(args: argparse.Namespace) -> int:
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
-    from yolo_assets.ops.runs import recover_dead_runs
+    from yolo_assets.history.recovery import recover_dead_runs
 
     _, _, instance = _context(args)
     recovered = recover_dead_runs(instance)

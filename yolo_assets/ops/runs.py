@@ -14,7 +14,7 @@ from typing import Any
 import dagster as dg
 
 from yolo_assets.history.lineage import innermost_error
-from yolo_assets.ops.services import alive
+from yolo_assets.history.recovery import recover_dead_runs
 
 # The daemon's own tags: runs launched here are deduplicated by run_key exactly like daemon runs.
 RUN_KEY_TAG = "dagster/run_key"
@@ -106,28 +106,6 @@ def alert_failure(defs: dg.Definitions, instance: dg.DagsterInstance, run_id: st
     if "alert_notifier" in (defs.resources or {}):
         with resolved_resource(defs, "alert_notifier") as notifier, resolved_resource(defs, "run_recovery") as recovery:
             send_failure_alert(instance, run_id, defs.resolve_asset_graph(), notifier, logging.getLogger("yolo_assets.alerts"), recovery)
-
-
-def recover_dead_runs(instance: dg.DagsterInstance) -> list[str]:
-    """Mark runs whose process on this machine died (SIGKILL, OOM, reboot) as failed and free their
-    concurrency-pool slots, so a re-run is not left waiting for a `gpu` slot nobody will release.
-
-    What the daemon's run monitoring does for launchers that can check worker health, for the
-    embedded default where runs execute in local processes.
-    """
-    recovered = []
-    for run in instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
-        start = next(
-            (e for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_START) if e.dagster_event),
-            None,
-        )
-        pid = start.dagster_event.pid if start and start.dagster_event else None
-        if not pid or alive(pid):
-            continue
-        instance.report_run_failed(run)
-        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
-        recovered.append(run.run_id)
-    return recovered
 
 
 # The daemon writes a heartbeat every 30 s; older than two intervals, it is gone.

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from yolo_assets.core.processes import alive
+
 BIN = Path(sys.executable).parent
 POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
 # What each server's children must not inherit from the caller: credentials are given explicitly.
@@ -62,20 +64,6 @@ def spawn(command: list[str], log: Path, env: dict[str, str], cwd: Path) -> int:
     with open(log, "ab") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
     return process.pid
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a child of this process that exited stays a zombie until it is reaped
-        finished, _ = os.waitpid(pid, os.WNOHANG)
-        return finished == 0
-    except ChildProcessError:
-        return True
 
 
 def stop_group(pid: int, graceful_seconds: float = 10.0) -> None:

@@ -12,6 +12,7 @@ import os
 import secrets
 import shutil
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -83,8 +84,9 @@ def client_environment(state: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def up(home: Path, with_dagster: bool = True) -> dict[str, Any]:
-    """Start what is not running yet; returns the state (ports, pids, credentials)."""
+def up(home: Path, with_dagster: bool = True, settings: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Start what is not running yet; returns the state (ports, pids, credentials). `settings`
+    (`YOLO_ASSETS_*` deployment settings) reach the Dagster processes it starts."""
     state = load_state(home)
     root = stack_dir(home)
     root.mkdir(parents=True, exist_ok=True)
@@ -117,7 +119,7 @@ def up(home: Path, with_dagster: bool = True) -> dict[str, Any]:
     state["dagster_home"] = str(use_production_instance(home))
     save_state(home, state)
     if with_dagster:
-        start_dagster(home, state)
+        start_dagster(home, state, settings or {})
     return state
 
 
@@ -135,8 +137,8 @@ def use_production_instance(home: Path) -> Path:
     return instance
 
 
-def start_dagster(home: Path, state: dict[str, Any]) -> None:
-    env = clean_environment(**client_environment(state))
+def start_dagster(home: Path, state: dict[str, Any], settings: Mapping[str, str]) -> None:
+    env = clean_environment(**{**settings, **client_environment(state)})  # the stack's own settings win
     processes = state.setdefault("dagster", {})
     port = processes.get("webserver_port") or free_ports(1)[0]
     commands = {
