@@ -6,16 +6,22 @@ YOLO_ASSETS_HOME ?= $(CURDIR)/.yolo-assets
 export YOLO_ASSETS_HOME
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint ui mlflow-ui bench stack clean-home
+.PHONY: install lock demo test test-fast lint ui mlflow-ui bench stack clean-home
 
 install: $(STAMP)
 
-# Re-install only when the packaging changes; pip serves torch from local disk here.
-$(STAMP): pyproject.toml
+# Re-install only when the packaging or the locked versions change; pip serves torch from local disk here.
+# constraints.txt pins every package to the versions tested (the Docker images install the same).
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e '.[test]'
+	$(BIN)/python -m pip install -c constraints.txt -e '.[test]'
 	touch $(STAMP)
+
+# After changing dependencies in pyproject.toml: install, test, then write the versions down.
+lock: install
+	{ sed -n '1,2p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v '^yolo-assets'; } > constraints.lock.tmp
+	mv constraints.lock.tmp constraints.txt
 
 demo: install
 	$(BIN)/yolo-assets demo

@@ -783,3 +783,12 @@ def test_a_gpu_step_that_sees_no_gpu_fails_at_once_instead_of_training_on_the_cp
     monkeypatch.delenv(EXECUTOR_VARIABLE)
     config = {"ops": {"trained_weights": {"config": {"device": "0", "epochs": 1}}}}  # an explicit CUDA device: the same
     assert "asked for device '0' but CUDA is not usable" in home.materialize("trained_weights", run_config=config).failure
+
+
+def test_the_images_install_the_locked_versions() -> None:
+    """The Docker images and `make install` share constraints.txt; torch, installed first in the image, too."""
+    dockerfile = (DEPLOY.parent / "docker" / "Dockerfile").read_text()
+    locked = dict(line.split("==", 1) for line in (DEPLOY.parent / "constraints.txt").read_text().splitlines() if "==" in line)
+    assert "pip install -c constraints.txt" in dockerfile and "-c constraints.txt" in (DEPLOY.parent / "Makefile").read_text()
+    for package, arg in (("torch", "TORCH_VERSION"), ("torchvision", "TORCHVISION_VERSION")):
+        assert f"ARG {arg}={locked[package]}\n" in dockerfile

@@ -1,0 +1,25 @@
+"""The chaos soak's short form (benchmarks/chaos_soak.py has the full one): the local stack under the
+daemon, SeaweedFS, PostgreSQL and the MLflow server each killed once for a while and the daemon killed
+once, while batches land; with no hand on it, everything ends ingested, built, trained and registered."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from chaos_soak import run_soak
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_short_soak_heals_every_outage_by_itself(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = run_soak(tmp_path / "home", batches=3, images=4, duration_s=300, seed=1, min_down_s=20, max_down_s=60, settle_s=1200)
+    events = "\n".join(result["events"])
+    assert result["batch_success_rate"] == 1.0, events
+    assert result["latest_dataset_holds_every_batch"] and result["latest_dataset_registered"], events
+    assert result["duplicate_run_keys"] == {} and result["incomplete_artifacts"] == [], result
+    assert result["trainings_per_dataset_version_max"] <= 1, result
+    assert result["passed"]
+    with capsys.disabled():
+        print({k: v for k, v in result.items() if k not in ("events", "faults")})
