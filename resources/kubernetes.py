@@ -28,6 +28,7 @@ EXECUTOR_VARIABLE = "YOLO_ASSETS_EXECUTOR"
 PREFIX = "YOLO_ASSETS_K8S_"
 NODE_SELECTOR_VARIABLE = f"{PREFIX}GPU_NODE_SELECTOR"
 TOLERATIONS_VARIABLE = f"{PREFIX}GPU_TOLERATIONS"
+CPU_IMAGE_VARIABLE = f"{PREFIX}CPU_IMAGE"
 GPU_RESOURCE = "nvidia.com/gpu"
 SHM_VOLUME = "dshm"
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
@@ -159,6 +160,9 @@ class StepResources:
     gpu_node_selector: Mapping[str, str]
     gpu_tolerations: tuple[Mapping[str, str], ...]
     cache_max_bytes: int = DEFAULT_CACHE_MAX_BYTES
+    cpu_image: str = ""
+    """The image of the steps that ask for no GPU (docker/Dockerfile, VARIANT=cpu: no CUDA libraries, a
+    smaller pull); empty: every step runs the run's own image (the code location's)."""
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> "StepResources":
@@ -185,6 +189,7 @@ class StepResources:
             gpu_node_selector=parse_node_selector(env.get(NODE_SELECTOR_VARIABLE, DEFAULT_NODE_SELECTOR)),
             gpu_tolerations=tuple(parse_tolerations(env.get(TOLERATIONS_VARIABLE, DEFAULT_TOLERATIONS))),
             cache_max_bytes=int(cache),
+            cpu_image=env.get(CPU_IMAGE_VARIABLE, "").strip(),
         )
 
     def ephemeral_storage(self, step: str) -> str:
@@ -203,6 +208,8 @@ class StepResources:
         if size.gpus:
             limits[GPU_RESOURCE] = str(size.gpus)  # extended resources: the request defaults to the limit
         container: dict[str, Any] = {"resources": {"requests": requests, "limits": limits}}
+        if not size.gpus and self.cpu_image:
+            container["image"] = self.cpu_image
         pod: dict[str, Any] = {}
         if size.shm:
             container["volume_mounts"] = [{"name": SHM_VOLUME, "mount_path": "/dev/shm"}]

@@ -14,6 +14,7 @@ import math
 import os
 import re
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -525,7 +526,8 @@ def test_the_training_dataloader_fits_its_cpu_limit() -> None:
     configmap = next(doc for doc in all_manifests() if doc["kind"] == "ConfigMap")["data"]
     settings = StepResources.from_environment(configmap)
     assert int(configmap["YOLO_ASSETS_TRAIN_WORKERS"]) < parse_quantity(settings.sizes["trained_weights"].cpu)
-    assert settings == STEP_RESOURCES  # the ConfigMap restates the defaults: the Jobs above are the cluster's
+    # The ConfigMap restates the defaults (and names the CPU image): the Jobs above are the cluster's.
+    assert replace(settings, cpu_image="") == STEP_RESOURCES
 
 
 def test_bad_step_settings_fail_when_the_code_location_loads() -> None:
@@ -770,21 +772,6 @@ def test_secret_values_in_the_environment_never_reach_a_step_job(
     assert not [name for name, secret in SENTINELS.items() if secret in text]
 
 
-def test_a_gpu_step_that_sees_no_gpu_fails_at_once_instead_of_training_on_the_cpu(home: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """This machine has no GPU: the training step, run as in its GPU pod, refuses clearly and is not retried."""
-    home.land("batch_a", 24, 71)  # enough images for a val split
-    assert all(o.success for o in home.tick())
-    monkeypatch.setenv(EXECUTOR_VARIABLE, "k8s")  # what the step pod's environment says (its executor was chosen at load)
-    failed = home.materialize("trained_weights")
-    assert not failed.success
-    assert "asked for 1 GPU(s) in its pod but CUDA is not usable here" in failed.failure and "driver" in failed.failure, failed.failure
-    assert home.instance.all_logs(failed.run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY) == []
-    assert home.instance.get_latest_materialization_event(dg.AssetKey("trained_weights")) is None
-    monkeypatch.delenv(EXECUTOR_VARIABLE)
-    config = {"ops": {"trained_weights": {"config": {"device": "0", "epochs": 1}}}}  # an explicit CUDA device: the same
-    assert "asked for device '0' but CUDA is not usable" in home.materialize("trained_weights", run_config=config).failure
-
-
 def test_the_images_install_the_locked_versions() -> None:
     """The Docker images and `make install` share constraints.txt; torch, installed first in the image, too."""
     dockerfile = (DEPLOY.parent / "docker" / "Dockerfile").read_text()
@@ -792,3 +779,15 @@ def test_the_images_install_the_locked_versions() -> None:
     assert "pip install -c constraints.txt" in dockerfile and "-c constraints.txt" in (DEPLOY.parent / "Makefile").read_text()
     for package, arg in (("torch", "TORCH_VERSION"), ("torchvision", "TORCHVISION_VERSION")):
         assert f"ARG {arg}={locked[package]}\n" in dockerfile
+
+
+def test_cpu_steps_can_run_the_cpu_image_and_the_gpu_step_keeps_the_runs_own() -> None:
+    from resources.kubernetes import CPU_IMAGE_VARIABLE, StepResources
+
+    configmap = yaml.safe_load((DEPLOY / "kubernetes" / "configmap.yaml").read_text())["data"]
+    resources = StepResources.from_environment({CPU_IMAGE_VARIABLE: configmap[CPU_IMAGE_VARIABLE]})
+    assert configmap[CPU_IMAGE_VARIABLE].endswith("-cpu")
+    for step, size in resources.sizes.items():
+        image = resources.k8s_config(step)["container_config"].get("image")
+        assert image == (None if size.gpus else configmap[CPU_IMAGE_VARIABLE]), step
+    assert "image" not in StepResources.from_environment({}).k8s_config("processed_images")["container_config"]

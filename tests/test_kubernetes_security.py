@@ -391,7 +391,7 @@ def test_one_dockerfile_builds_the_cpu_and_gpu_images_from_pinned_bases_with_dep
     lines = dockerfile.splitlines()
     first = {what: next(i for i, line in enumerate(lines) if line.startswith(what)) for what in (
         "COPY pyproject.toml", "COPY yolo_assets", "RUN pip install --no-deps .")}  # fmt: skip
-    dependencies = next(i for i, line in enumerate(lines) if "pip install -r /tmp/requirements.txt" in line)
+    dependencies = next(i for i, line in enumerate(lines) if "pip install -c constraints.txt -r /tmp/requirements.txt" in line)
     assert first["COPY pyproject.toml"] < dependencies < first["COPY yolo_assets"] < first["RUN pip install --no-deps ."]
     assert re.search(r"^USER 10001$", dockerfile, re.MULTILINE)  # the UID the manifests run as
     # The images the manifests name: the GPU variant for the code location, the CPU one for MLflow and serving.
