@@ -179,7 +179,7 @@ def run_soak(home: Path, batches: int, images: int, duration_s: float, seed: int
              settle_s: float = 1800.0, log: Callable[[str], None] = print) -> dict[str, Any]:
     """The soak on a fresh `home`; returns the report (with the fault log), the stack stopped afterwards."""
     ensure_home(home)
-    os.environ[HOME_ENV_VAR] = str(home)
+    saved = dict(os.environ)  # the stack's settings are this process's only while the soak runs
     soak = Soak(home, log)
     sources = [write_batch(home.parent / "upload" / f"line_{i:03d}", images, seed=5000 + seed * 100 + i) for i in range(batches)]
     names = [source.name for source in sources]
@@ -188,6 +188,7 @@ def run_soak(home: Path, batches: int, images: int, duration_s: float, seed: int
     timeline += [(fault.at_s, "kill", fault) for fault in faults] + [(fault.at_s + fault.down_s, "restore", fault) for fault in faults]
     timeline.sort(key=lambda event: event[0])
     try:
+        os.environ[HOME_ENV_VAR] = str(home)
         os.environ.update(stack.client_environment(soak.up()))
         soak.started = time.monotonic()  # the timeline starts once the stack is up
         soak.note(f"stack up; faults planned: {[(f.service, round(f.at_s), round(f.down_s)) for f in faults]}")
@@ -224,6 +225,8 @@ def run_soak(home: Path, batches: int, images: int, duration_s: float, seed: int
         return result
     finally:
         stack.down(home)
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def main() -> int:

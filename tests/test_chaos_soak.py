@@ -2,6 +2,7 @@
 daemon, SeaweedFS, PostgreSQL and the MLflow server each killed once for a while and the daemon killed
 once, while batches land; with no hand on it, everything ends ingested, built, trained and registered."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_a_short_soak_heals_every_outage_by_itself(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    environment = dict(os.environ)
     result = run_soak(tmp_path / "home", batches=3, images=4, duration_s=300, seed=1, min_down_s=20, max_down_s=60, settle_s=1200)
     events = "\n".join(result["events"])
     assert result["batch_success_rate"] == 1.0, events
@@ -21,5 +23,6 @@ def test_a_short_soak_heals_every_outage_by_itself(tmp_path: Path, capsys: pytes
     assert result["duplicate_run_keys"] == {} and result["incomplete_artifacts"] == [], result
     assert result["trainings_per_dataset_version_max"] <= 1, result
     assert result["passed"]
+    assert dict(os.environ) == environment  # the stack's settings do not outlive the soak (later tests' homes)
     with capsys.disabled():
         print({k: v for k, v in result.items() if k not in ("events", "faults")})
