@@ -139,10 +139,13 @@ def test_run_failure_sensor_posts_the_same_alert(failing_home: Home, receiver: R
     failure = next(e for e in failing_home.instance.all_logs(run.run_id) if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.RUN_FAILURE)
     with dg.build_run_status_sensor_context(
         sensor_name="run_failure_alert", dagster_instance=failing_home.instance, dagster_run=run,
-        dagster_event=failure.dagster_event, resources={"alert_notifier": failing_home.defs.resources["alert_notifier"]},
+        dagster_event=failure.dagster_event,
+        resources={key: failing_home.defs.resources[key] for key in ("alert_notifier", "run_recovery")},
     ) as context:
         run_failure_alert(context.for_run_failure())
     assert len(receiver.payloads) == 2 and receiver.payloads[1]["run_id"] == run.run_id
+    # A refused batch is never attempted again, and the alert says so.
+    assert receiver.payloads[1]["retry"].startswith("not retried (a deterministic failure)")
 
 
 def test_webhook_down_never_fails_and_without_url_the_alert_is_logged(home: Home, caplog: pytest.LogCaptureFixture) -> None:
