@@ -178,8 +178,8 @@ def passed(result: dict[str, Any]) -> bool:
 def run_soak(home: Path, batches: int, images: int, duration_s: float, seed: int, min_down_s: float = 10.0, max_down_s: float = 120.0,
              settle_s: float = 1800.0, log: Callable[[str], None] = print) -> dict[str, Any]:
     """The soak on a fresh `home`; returns the report (with the fault log), the stack stopped afterwards."""
+    saved = dict(os.environ)  # the stack's settings (and ensure_home's DAGSTER_HOME) are this process's only while the soak runs
     ensure_home(home)
-    saved = dict(os.environ)  # the stack's settings are this process's only while the soak runs
     soak = Soak(home, log)
     sources = [write_batch(home.parent / "upload" / f"line_{i:03d}", images, seed=5000 + seed * 100 + i) for i in range(batches)]
     names = [source.name for source in sources]

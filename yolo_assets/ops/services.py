@@ -121,6 +121,10 @@ class SeaweedFS:
         config = self.root / "s3.json"
         config.write_text(json.dumps(identities))
         config.chmod(0o600)
+        # Each bucket is a collection, and the master grows 7 volumes per collection by default: with the
+        # volume limit below, the 15th bucket's first PUT would fail (InternalError). One volume per growth
+        # suits one machine. `weed` reads master.toml from its working directory.
+        (self.root / "master.toml").write_text("[master.volume_growth]\ncopy_1 = 1\n")
         p = self.ports
         command = [
             str(BIN / "weed"), "server", f"-dir={self.root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
@@ -130,8 +134,8 @@ class SeaweedFS:
             "-s3", f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3_grpc']}", f"-s3.config={config}",
             # Fixed default ports would clash between instances; telemetry is on by default.
             "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
-            # 8 volumes (the default) fill up at the third bucket; volumes are sparse, so this costs no disk.
-            "-volume.max=100", "-master.volumeSizeLimitMB=256", "-volume.preStopSeconds=0",
+            # Volumes are sparse, so a high limit costs no disk; 8 (the default) fill up at the second bucket.
+            "-volume.max=400", "-master.volumeSizeLimitMB=256", "-volume.preStopSeconds=0",
             f"-filer.localSocket={self.root / 'sock' / 'filer.sock'}", f"-s3.localSocket={self.root / 'sock' / 's3.sock'}",
         ]
         self.pid = spawn(command, self.log, clean_environment(TMPDIR=str(self.root / "tmp")), self.root)
