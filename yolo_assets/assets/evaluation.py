@@ -27,7 +27,6 @@ from yolo_assets.assets.retries import TRANSIENT_RETRY
 from yolo_assets.assets.training import TRAINING_SUMMARY, champion_weights, step_device, trained_weights, weights_path
 from yolo_assets.core.fileio import atomic_write_bytes
 from yolo_assets.core.versioning import cache_key, encoded_manifest
-from yolo_assets.detector.setup import resolve_device
 from yolo_assets.detector.validate import validate_detector
 
 METRICS = "metrics.json"
@@ -98,11 +97,13 @@ def evaluate(
     champion_version: str | None,
     champion_model_version: str | None,
     run_id: str,
+    device: str,
 ) -> Iterator[Built[dict[str, Any]]]:
-    """Validate the challenger (with plots) and the champion on the same val split; yields metrics.json's
-    version and content, and how to store them with the plots and the Markdown report."""
+    """Validate the challenger (with plots) and the champion on the same val split, on `device` (as the
+    asset's `step_device` checked it); yields metrics.json's version and content, and how to store them
+    with the plots and the Markdown report."""
     data_yaml = local_dataset(store, summary["dataset_version"])
-    imgsz, device = config.imgsz or summary["recipe"]["imgsz"], resolve_device(config.device)  # checked by the asset
+    imgsz = config.imgsz or summary["recipe"]["imgsz"]
     settings = {"imgsz": imgsz, "batch": config.batch, "device": device}
     workdir = workspace.workdir("eval", run_id)
 
@@ -182,7 +183,7 @@ def evaluation_report(
         key,
         build=lambda: evaluate(
             artifact_store, yolo_workspace, config, weights_version, summary, champion_version,
-            champion_model.version if champion_model and champion_version else None, context.run.run_id,
+            champion_model.version if champion_model and champion_version else None, context.run.run_id, device,
         ),
         load=lambda version: artifact_store.read_json(EVALUATION_REPORT, version, METRICS),
         publish=lambda version, metrics: publish_evaluation(artifact_store, mlflow, summary["mlflow_run_id"], version, metrics),
