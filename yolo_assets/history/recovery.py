@@ -143,12 +143,15 @@ def pending_retries(instance: dg.DagsterInstance, recovery: RunRecovery, now: fl
         dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], updated_after=datetime.fromtimestamp(now - recovery.window_s, UTC)),
         limit=200,
     )
+    failed = [record for record in reversed(records)
+              if record.dagster_run.tags.get(DAGSTER_WILL_RETRY_TAG) != "true" and record.dagster_run.asset_selection]
+    # (Dagster retries the others itself, or they are not asset runs.) One query for the attempts made.
+    ids = [record.dagster_run.run_id for record in failed]
+    retried = {run.tags[RETRY_OF_TAG] for run in instance.get_runs(dg.RunsFilter(tags={RETRY_OF_TAG: ids}))} if ids else set()
     plans = []
-    for record in reversed(records):
+    for record in failed:
         run, ended = record.dagster_run, record.end_time or record.update_timestamp.timestamp()
-        if run.tags.get(DAGSTER_WILL_RETRY_TAG) == "true" or not run.asset_selection:
-            continue  # Dagster retries it itself; or not an asset run
-        if instance.get_runs(dg.RunsFilter(tags={RETRY_OF_TAG: run.run_id}), limit=1):
+        if run.run_id in retried:
             continue
         plan = retry_plan(instance, run, ended, recovery)
         if plan.next_at is not None and not superseded(instance, run, ended):
