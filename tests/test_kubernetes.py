@@ -212,12 +212,14 @@ def run_launcher(values: dict[str, Any], kubeconfig: Path) -> K8sRunLauncher:
 @pytest.fixture(scope="module")
 def k8s_definitions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dg.Definitions]:
     """The code location as the cluster loads it: the ConfigMap's settings and the Secrets' values
-    (sentinels) in its environment."""
+    (sentinels) in its environment while it loads, and only then: with the cluster's S3 settings left
+    in the environment, a later test could reach AWS."""
     configmap = next(doc for doc in all_manifests() if doc["kind"] == "ConfigMap")
     with pytest.MonkeyPatch.context() as patch:
         for name, value in {**configmap["data"], **SENTINELS}.items():
             patch.setenv(name, value)
-        yield build_definitions(tmp_path_factory.mktemp("home"))
+        definitions = build_definitions(tmp_path_factory.mktemp("home"))
+    yield definitions
 
 
 @pytest.fixture(scope="module")
