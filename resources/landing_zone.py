@@ -1,8 +1,8 @@
 """Where labeled batches land: the interface, archive handling, and the local folder (the S3 prefix
 is `s3_landing_zone.py`).
 
-A batch is a top-level folder that is complete once its `_SUCCESS` marker exists (uploaders write
-it last), or a single `.zip` / `.tar.gz` / `.tgz` / `.tar` archive file (complete by construction).
+What a batch is (a folder with its `_SUCCESS` marker last, or one archive file) is the landing
+contract, `yolo_assets/data/landing_contract.py`.
 """
 
 import os
@@ -22,12 +22,8 @@ from typing import Any
 import dagster as dg
 
 from yolo_assets.core.hashing import StatHashCache, hash_json
+from yolo_assets.data.landing_contract import ARCHIVE_SUFFIXES, SUCCESS_MARKER, VALID_BATCH_NAME
 from yolo_assets.data.quarantine import QuarantineReason, quarantine_entry
-
-SUCCESS_MARKER = "_SUCCESS"
-ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
-# Dagster partition keys must stay printable and unambiguous in selections.
-VALID_BATCH_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 @dataclass(frozen=True)

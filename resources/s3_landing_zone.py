@@ -22,9 +22,6 @@ from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
 from resources.landing_zone import (
-    ARCHIVE_SUFFIXES,
-    SUCCESS_MARKER,
-    VALID_BATCH_NAME,
     BatchListing,
     LandingZone,
     batch_files,
@@ -34,6 +31,7 @@ from resources.landing_zone import (
 )
 from yolo_assets.core.hashing import hash_json
 from yolo_assets.core.s3 import S3Prefix, count_requests, parallel
+from yolo_assets.data.landing_contract import ARCHIVE_SUFFIXES, SUCCESS_MARKER, VALID_BATCH_NAME
 from yolo_assets.data.quarantine import QuarantineReason, quarantine_entry
 
 

@@ -11,8 +11,9 @@ import dagster as dg
 import exports
 from helpers import Home
 
-from resources.landing_zone import SUCCESS_MARKER, LocalLandingZone
+from resources.landing_zone import LocalLandingZone
 from yolo_assets.core.home import hash_cache_path
+from yolo_assets.data.landing_contract import SUCCESS_MARKER
 from yolo_assets.data.splits import split_of
 
 

@@ -17,8 +17,8 @@ import numpy as np
 import yaml
 from PIL import Image, ImageDraw, ImageFilter
 
-from resources.landing_zone import SUCCESS_MARKER
 from yolo_assets.core.parallel import parallel_starmap
+from yolo_assets.data.landing_contract import SUCCESS_MARKER
 
 DEFECT_KINDS = ("scratch", "spot", "crack", "dent")
 DEFAULT_CLASSES = ("scratch", "spot", "crack")
