@@ -2,7 +2,7 @@
 
 Writes are atomic: an artifact is built in a private temporary folder and renamed into place in one
 step, so a crash never leaves a half-written artifact at a path that looks valid. `cached` is the one
-memoised path every asset takes (DESIGN.md rule 4): cache key -> stored artifact, or build -> record.
+memoised path every asset takes (README, "Versioning"): cache key -> stored artifact, or build -> record.
 """
 
 import json

@@ -51,7 +51,7 @@ def land_copy(home: Home, synthetic_batch_cache: Path) -> Callable[[str, int, in
     return land
 
 
-# The production services, started once per test session on free loopback ports (tests/servers.py).
+# The production services, started once per test session on free loopback ports (yolo_assets/ops/services.py).
 SENTINEL_S3_KEY = "sentinel-s3-access-4d2a"
 SENTINEL_S3_SECRET = "sentinel-s3-secret-9b71e0"
 SENTINEL_PG_PASSWORD = "sentinel-pg-password-37c5"

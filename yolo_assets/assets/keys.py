@@ -1,6 +1,6 @@
 """The assets' identities: keys and code versions, in the order one image travels through them.
 
-Bump an asset's code version when its logic changes what it produces (DESIGN.md rule 1): its cache
+Bump an asset's code version when its logic changes what it produces (README, "Versioning"): its cache
 key changes, so it is rebuilt, and Dagster shows it and everything downstream as stale.
 """
 

@@ -1,4 +1,4 @@
-"""DESIGN.md's versioning rules as pure functions: cache keys and data versions of JSON documents."""
+"""The versioning rules (README, "Versioning") as pure functions: cache keys and data versions of JSON documents."""
 
 from __future__ import annotations
 
