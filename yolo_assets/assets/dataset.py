@@ -405,6 +405,11 @@ def split_leakage_result(manifest: Mapping[str, Any]) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         check_name=SPLIT_LEAKAGE.name,
         passed=not leaks,
+        description=None if not leaks else (
+            f"Blocked: {len(leaks)} group(s) of identical images (by {', '.join(sorted({leak['identical_by'] for leak in leaks}))}) "
+            "sit in more than one split, so validation would score on training images. The run stops here, before training; "
+            "the leaks are listed below."
+        ),
         metadata={"num_leaks": len(leaks), "leaks": dg.MetadataValue.json(leaks[:50])},
     )
 

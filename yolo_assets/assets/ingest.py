@@ -143,9 +143,16 @@ def label_validity_passed(manifest: Mapping[str, Any], max_quarantined_fraction:
 
 def label_validity_result(manifest: Mapping[str, Any], max_quarantined_fraction: float) -> dg.AssetCheckResult:
     reasons = Counter(entry["reason"] for entry in manifest["quarantine"])
+    passed = label_validity_passed(manifest, max_quarantined_fraction)
+    top = ", ".join(f"{reason} x{n}" for reason, n in reasons.most_common(3))
     return dg.AssetCheckResult(
         check_name=LABEL_VALIDITY.name,
-        passed=label_validity_passed(manifest, max_quarantined_fraction),
+        passed=passed,
+        description=None if passed else (
+            f"Refused: {len(manifest['quarantine'])} of {len(manifest['items']) + len(manifest['quarantine'])} image/label pairs "
+            f"quarantined ({top or 'no usable item'}), more than max_quarantined_fraction {max_quarantined_fraction}. "
+            "The batch stays out of the dataset: fix the export and land it again (the quarantine table is on the asset)."
+        ),
         metadata={
             "quarantined_fraction": round(quarantined_fraction(manifest), 4),
             "max_quarantined_fraction": max_quarantined_fraction,
@@ -157,9 +164,15 @@ def label_validity_result(manifest: Mapping[str, Any], max_quarantined_fraction:
 
 
 def class_registry_result(new_classes: list[str], registry: list[str], policy: str) -> dg.AssetCheckResult:
+    passed = not new_classes or policy == "extend"
     return dg.AssetCheckResult(
         check_name=CLASS_REGISTRY.name,
-        passed=not new_classes or policy == "extend",
+        passed=passed,
+        description=None if passed else (
+            f"Refused: classes {', '.join(new_classes)} are not in the dataset's registry ({', '.join(registry)}) and "
+            "new_class_policy is reject. Relabel the batch with known classes and land it again, or set "
+            "YOLO_ASSETS_NEW_CLASS_POLICY=extend to add them."
+        ),
         metadata={
             "new_classes": dg.MetadataValue.json(new_classes),
             "registry": dg.MetadataValue.json(registry),
