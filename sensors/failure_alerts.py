@@ -35,11 +35,23 @@ def retry_line(instance: dg.DagsterInstance, run_id: str, recovery: RunRecovery)
     return retry_plan(instance, record.dagster_run, ended, recovery).describe()
 
 
+INCIDENT_HEADING = "Incident summary"
+
+
+def record_incident(instance: dg.DagsterInstance, run_id: str, lineage: dict[str, Any], retry: str) -> None:
+    """The incident summary (what `yolo-assets lineage RUN` prints) as an event of the failed run itself,
+    so the run's page in the UI explains it where a user looks first."""
+    run = instance.get_run_by_id(run_id)
+    if run is not None:
+        lines = summary_lines(lineage) + ([retry] if retry else [])
+        instance.report_engine_event(f"{INCIDENT_HEADING} (yolo-assets lineage {run_id[:8]}):\n" + "\n".join(lines), run)
+
+
 def send_failure_alert(
     instance: dg.DagsterInstance, run_id: str, asset_graph: Any, notifier: AlertNotifier, log: Any, recovery: RunRecovery
 ) -> None:
-    """Lineage of the failed run and what happens next -> payload -> webhook; an alert goes out even when
-    lineage cannot be read."""
+    """Lineage of the failed run and what happens next -> the run's own event log, and payload -> webhook;
+    an alert goes out even when lineage cannot be read."""
     try:
         lineage = run_lineage(instance, run_id, asset_graph)
     except Exception as error:
@@ -51,6 +63,11 @@ def send_failure_alert(
     except Exception as error:
         log.warning(f"retry plan of run {run_id} unavailable: {type(error).__name__}: {error}")
         retry = ""
+    if lineage["failed_steps"] or lineage["failed_checks"] or lineage["assets"]:
+        try:
+            record_incident(instance, run_id, lineage, retry)
+        except Exception as error:  # the alert matters more than the note on the run
+            log.warning(f"incident summary of run {run_id} not recorded: {type(error).__name__}: {error}")
     notifier.send(alert_payload(lineage, notifier.run_link(run_id), retry), log)
 
 

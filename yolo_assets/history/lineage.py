@@ -184,6 +184,11 @@ def run_lineage(instance: dg.DagsterInstance, run_id: str, asset_graph: Any | No
             entry["since_last_success"] = diff_since_last_success(
                 instance, asset, run, record.start_time if record else None, record.end_time if record else None, entry["code_version"]
             )
+            # A batch refused by its checks landed in the window too, but the dataset left it out: say so.
+            excluded = (metadata_value(done, "excluded_batches", {}) or {}) if done is not None else {}
+            for batch in entry["since_last_success"].get("new_batches", []):
+                if batch["batch"] in excluded:
+                    batch["excluded"] = excluded[batch["batch"]]
         assets.append(entry)
     return {
         "run_id": run_id,
@@ -233,8 +238,9 @@ def summary_lines(lineage: dict[str, Any]) -> list[str]:
         for batch in diff["new_batches"]:
             extra = f", new classes {batch['new_classes']}" if batch["new_classes"] else ""
             reasons = f" {json.dumps(batch['quarantine_reasons'])}" if batch["quarantine_reasons"] else ""
+            left_out = f"; left out of the dataset: {batch['excluded']}" if batch.get("excluded") else ""
             lines.append(f"    new batch {batch['batch']} {str(batch['data_version'])[:12]}: {batch['num_images']} images, "
-                         f"{batch['num_quarantined']} quarantined{reasons}{extra}")
+                         f"{batch['num_quarantined']} quarantined{reasons}{extra}{left_out}")
         if not (diff["inputs_changed"] or diff["code_version_changed"] or diff["config_changed"] or diff["new_batches"]):
             lines.append("    nothing: same inputs, code and config (a transient fault?)")
     return lines
