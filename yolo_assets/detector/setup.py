@@ -6,6 +6,7 @@ benchmarks and the MLflow pyfunc model.
 
 import os
 import subprocess
+from importlib.metadata import version
 from pathlib import Path
 
 # Ultralytics reads these when it is first imported, so they are process environment set before that:
@@ -29,9 +30,9 @@ def configure_ultralytics(config_dir: Path) -> None:
 
 
 def ultralytics_version() -> str:
-    from ultralytics import __version__
-
-    return __version__
+    """The installed distribution's version (what `ultralytics.__version__` says), without importing
+    ultralytics and torch, which takes seconds."""
+    return version("ultralytics")
 
 
 class GpuUnavailable(RuntimeError):
