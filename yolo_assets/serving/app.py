@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from yolo_assets.detector.serving import DEFAULT_MAX_PIXELS, BadImage, decode_picture
+from yolo_assets.detector.inference import DEFAULT_MAX_PIXELS, BadImage, decode_picture
 from yolo_assets.serving.models import LoadedModel, ModelPool
 
 REQUEST_KEY_HEADER = "x-request-key"

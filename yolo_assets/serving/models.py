@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image
 
-from yolo_assets.detector.serving import detect
+from yolo_assets.detector.inference import detect
 from yolo_assets.release.rollout import CANARY, CHAMPION, RolloutState
 
 log = logging.getLogger("yolo_assets.serve")
