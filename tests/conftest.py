@@ -5,14 +5,17 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from helpers import Home
 
 from resources.mlflow_tracking import MLFLOW_ENVIRONMENT
 from yolo_assets.core.home import HOME_ENV_VAR, dagster_home
 from yolo_assets.data.synth import write_batch
 from yolo_assets.ops.services import Postgres, SeaweedFS
+
+if TYPE_CHECKING:  # helpers imports the whole code location: only the tests that use a home pay for it
+    from helpers import Home
 
 # Before any test module imports mlflow: no telemetry from the tests' own MLflow clients.
 for _name, _value in MLFLOW_ENVIRONMENT.items():
@@ -20,7 +23,9 @@ for _name, _value in MLFLOW_ENVIRONMENT.items():
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Home]:
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator["Home"]:
+    from helpers import Home
+
     path = tmp_path / "home"
     monkeypatch.setenv(HOME_ENV_VAR, str(path))
     monkeypatch.setenv("DAGSTER_HOME", str(dagster_home(path)))
@@ -37,7 +42,7 @@ def synthetic_batch_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def land_copy(home: Home, synthetic_batch_cache: Path) -> Callable[[str, int, int], Path]:
+def land_copy(home: "Home", synthetic_batch_cache: Path) -> Callable[[str, int, int], Path]:
     """Land a synthetic batch, rendered once per session per (images, seed)."""
 
     def land(name: str, images: int, seed: int) -> Path:

@@ -18,9 +18,11 @@ from helpers import Home
 from PIL import Image
 
 from resources.dataset_policy import DatasetPolicy
-from yolo_assets.assets.keys import PROCESSED_IMAGES
-from yolo_assets.core.home import dagster_home
+from yolo_assets.assets.keys import BATCH_RETRACTIONS, PROCESSED_IMAGES
+from yolo_assets.assets.retractions import RETRACTIONS_POOL
+from yolo_assets.core.home import dagster_home, ensure_home
 from yolo_assets.data.splits import split_of
+from yolo_assets.definitions import build_definitions
 from yolo_assets.ops.cli import main
 
 BILLION_LAUGHS = (Path(__file__).parent / "unit" / "test_metadata_limits.py").read_text().split('BILLION_LAUGHS = """')[1].split('"""')[0]
@@ -377,3 +379,16 @@ def test_under_retraction_policy_demote_a_champion_that_saw_the_batch_leaves_ser
     registered = home.metadata("registered_model")
     assert (registered["model_version"], registered["already_registered"]) == (1, True)
     assert home.metadata("model_rollout")["champion"] == "1"
+
+
+def test_retractions_run_one_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each retraction rewrites the whole list: the asset is in a pool whose limit is 1 on the embedded
+    and on the production instance, so a second retraction waits instead of overwriting the first."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))  # ensure_home points it at the home; restored after
+    defs = build_definitions(ensure_home(tmp_path / "home"))
+    node = defs.resolve_assets_def(BATCH_RETRACTIONS).get_op_def_for_asset_key(BATCH_RETRACTIONS)
+    assert node.pool == RETRACTIONS_POOL
+    instance = dg.DagsterInstance.from_config(str(dagster_home(tmp_path / "home")))
+    assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+    production = yaml.safe_load((Path(__file__).parents[1] / "deploy" / "dagster.yaml").read_text())
+    assert production["concurrency"]["pools"]["default_limit"] == 1

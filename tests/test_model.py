@@ -23,7 +23,9 @@ from helpers import Home
 
 from resources.model_policy import ModelPolicy
 from yolo_assets.core.home import dagster_home
+from yolo_assets.detector.checkpoint import checkpoint_class_names
 from yolo_assets.detector.serving import DETECTION_COLUMNS
+from yolo_assets.detector.setup import configure_ultralytics
 from yolo_assets.ops.cli import main
 
 pytestmark = pytest.mark.slow
@@ -236,3 +238,14 @@ def test_model_lineage_goes_back_to_runs_config_dataset_and_batches(scenario: Sc
         assert batch["num_images"] == scenario.metadata("labeled_batch", batch["batch"])["num_images"] > 0
     assert main([*home, "lineage", "--model", f"{scenario.mlflow.model_name}/3"]) == 0
     assert "promotion_gate: failed" in capsys.readouterr().out
+
+
+def test_class_names_are_read_from_a_weights_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path / "ultralytics"))  # restored after the test
+    configure_ultralytics(tmp_path / "ultralytics")
+    from ultralytics import YOLO
+
+    model = YOLO("yolov8n.yaml")
+    model.model.names = {0: "scratch", 1: "dent", 2: "crack"}  # type: ignore[union-attr]
+    model.save(tmp_path / "weights.pt")
+    assert checkpoint_class_names(tmp_path / "weights.pt") == ["scratch", "dent", "crack"]

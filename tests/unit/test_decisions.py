@@ -1,7 +1,6 @@
 """The decisions the platform takes without any run: the promotion gate, label validity, dataset
 diffs, cache keys and the training recipe."""
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,8 +11,6 @@ from yolo_assets.assets.dataset import dataset_diff
 from yolo_assets.assets.ingest import label_validity_passed
 from yolo_assets.assets.training import TrainingConfig, warm_start_refusal
 from yolo_assets.core.versioning import cache_key, encoded_manifest
-from yolo_assets.detector.checkpoint import checkpoint_class_names
-from yolo_assets.detector.setup import configure_ultralytics
 from yolo_assets.release.gate import promotion_decision
 
 
@@ -110,12 +107,3 @@ def test_warm_start_needs_the_champions_classes_first_and_in_order() -> None:
     assert warm_start_refusal(["Scratch"], ["scratch"])  # names are compared as the dataset spells them
 
 
-def test_class_names_are_read_from_a_weights_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path / "ultralytics"))  # restored after the test
-    configure_ultralytics(tmp_path / "ultralytics")
-    from ultralytics import YOLO
-
-    model = YOLO("yolov8n.yaml")
-    model.model.names = {0: "scratch", 1: "dent", 2: "crack"}  # type: ignore[union-attr]
-    model.save(tmp_path / "weights.pt")
-    assert checkpoint_class_names(tmp_path / "weights.pt") == ["scratch", "dent", "crack"]

@@ -1,16 +1,8 @@
 """Retraction records: by batch name, and by content for the same content landed again."""
 
-from pathlib import Path
-
-import dagster as dg
 import pytest
-import yaml
 
-from yolo_assets.assets.keys import BATCH_RETRACTIONS
-from yolo_assets.assets.retractions import RETRACTIONS_POOL
-from yolo_assets.core.home import dagster_home, ensure_home
 from yolo_assets.data.retractions import RetractionError, checked_reason, retract, retracted_batches_of, retraction_of, unretract
-from yolo_assets.definitions import build_definitions
 
 
 def test_retract_and_unretract_a_batch() -> None:
@@ -57,19 +49,6 @@ def test_a_retraction_needs_a_short_printable_reason(reason: str) -> None:
 def test_unretracting_a_batch_that_is_not_retracted_says_so() -> None:
     with pytest.raises(RetractionError, match="is not retracted"):
         unretract([], "batch_b")
-
-
-def test_retractions_run_one_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each retraction rewrites the whole list: the asset is in a pool whose limit is 1 on the embedded
-    and on the production instance, so a second retraction waits instead of overwriting the first."""
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))  # ensure_home points it at the home; restored after
-    defs = build_definitions(ensure_home(tmp_path / "home"))
-    node = defs.resolve_assets_def(BATCH_RETRACTIONS).get_op_def_for_asset_key(BATCH_RETRACTIONS)
-    assert node.pool == RETRACTIONS_POOL
-    instance = dg.DagsterInstance.from_config(str(dagster_home(tmp_path / "home")))
-    assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
-    production = yaml.safe_load((Path(__file__).parents[2] / "deploy" / "dagster.yaml").read_text())
-    assert production["concurrency"]["pools"]["default_limit"] == 1
 
 
 def test_a_model_learned_from_the_batches_that_are_now_retracted_by_name_or_by_content() -> None:
