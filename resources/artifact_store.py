@@ -99,6 +99,10 @@ class ArtifactStore(dg.ConfigurableResource, ABC):
         the store does not hold either are skipped); returns how many were downloaded."""
         return 0
 
+    def publish_snapshot(self, namespace: str, name: str, snapshot: Path) -> None:
+        """Make `snapshot` (a stable copy of the object `name`, which changes in place under
+        `object_root`) durable as that object. A local store holds the object already."""
+
     def delete_objects(self, namespace: str, names: Iterable[str]) -> None:
         """Remove objects that are no longer needed (a finished training's checkpoint)."""
         for name in names:

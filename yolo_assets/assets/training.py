@@ -7,11 +7,12 @@ reproducible by `canonicalize_checkpoint`. One MLflow run per training, metrics 
 """
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from yolo_assets.assets.ingest import MANIFEST
 from yolo_assets.assets.keys import CODE_VERSIONS, FRESH_BATCH_EVALUATION, PROCESSED_IMAGES, TRAINED_WEIGHTS, code_versions_through
 from yolo_assets.assets.materializations import data_version_of, latest_data_version, latest_materialization, metadata_value
 from yolo_assets.assets.retries import TRAINING_RETRY
+from yolo_assets.core.background import LatestOnly
 from yolo_assets.core.fileio import atomic_write_bytes, object_relpath
 from yolo_assets.core.hashing import sha256_file
 from yolo_assets.core.versioning import cache_key
@@ -113,14 +115,21 @@ def champion_weights(champion: Any, store: ArtifactStore) -> str | None:
     return version if version and store.exists(TRAINED_WEIGHTS, version) else None
 
 
-@dataclass(frozen=True)
+@dataclass
 class TrainingCheckpoint:
     """What an interrupted training of a recipe resumes from, kept in the store under its cache key
     (so a training killed on one machine resumes on another): ultralytics' last.pt, and the MLflow
-    run it logs to."""
+    run it logs to.
+
+    Each epoch's checkpoint is uploaded in the background while the next epoch trains (newest wins:
+    epochs that end during an upload are coalesced into one more upload). The store's object is
+    always a complete checkpoint: an upload replaces it in one step, so a training killed at any moment
+    resumes from the last checkpoint that finished uploading."""
 
     store: ArtifactStore
     key: str
+    log: Any = None
+    _uploads: LatestOnly | None = field(default=None, init=False, repr=False)
 
     @property
     def names(self) -> list[str]:
@@ -138,8 +147,33 @@ class TrainingCheckpoint:
         self.store.fetch_objects(CHECKPOINTS, self.names)
 
     def weights_saved(self, _: Path) -> None:
-        """After every epoch (ultralytics wrote `weights`)."""
-        self.store.publish_objects(CHECKPOINTS, self.names[:1], replace=True)
+        """After every epoch (keep_checkpoint replaced `weights`): upload it, overlapping the next epoch."""
+        if self._uploads is None:
+            self._uploads = LatestOnly(self._upload_latest, self._upload_failed, name="checkpoint-upload")
+        self._uploads.request()
+
+    def _upload_latest(self) -> None:
+        # A second name for the file as it is now: keep_checkpoint replaces `weights`, never rewrites
+        # it, so the snapshot stays this epoch's checkpoint while the next one is written.
+        snapshot = self.weights.with_name(self.weights.name + ".uploading")
+        snapshot.unlink(missing_ok=True)
+        try:
+            os.link(self.weights, snapshot)
+        except OSError:  # a filesystem without hard links
+            shutil.copyfile(self.weights, snapshot)
+        try:
+            self.store.publish_snapshot(CHECKPOINTS, self.names[0], snapshot)
+        finally:
+            snapshot.unlink(missing_ok=True)
+
+    def _upload_failed(self, error: Exception) -> None:
+        if self.log is not None:  # the next epoch's upload tries again; a resume uses the last one stored
+            self.log.warning(f"checkpoint upload failed: {type(error).__name__}: {error}")
+
+    def wait_for_upload(self) -> None:
+        """The last epoch's checkpoint is in the store (or its upload failed and said so)."""
+        if self._uploads is not None:
+            self._uploads.wait()
 
     def save_run(self, run_id: str) -> None:
         atomic_write_bytes(self.run_file, json.dumps({"mlflow_run_id": run_id}).encode())
@@ -239,8 +273,10 @@ def run_training(
             on_checkpoint=checkpoint.weights_saved,
         )
     except Exception:
+        checkpoint.wait_for_upload()
         client.set_terminated(run_id, "FAILED")  # the checkpoint stays: a retry resumes from it
         raise
+    checkpoint.wait_for_upload()  # before it is discarded: a late upload would bring it back
     summary = {
         "mlflow_run_id": run_id,
         "dataset_version": dataset_version,
@@ -320,7 +356,7 @@ def trained_weights(
     device = step_device(config.device, "trained_weights", context.log)
     recipe = config.recipe(device, warm_start_from)
     key = cache_key(CODE_VERSIONS[TRAINED_WEIGHTS], {"dataset": dataset_version}, recipe)
-    checkpoint = TrainingCheckpoint(artifact_store, key)
+    checkpoint = TrainingCheckpoint(artifact_store, key, context.log)
 
     def build() -> AbstractContextManager[Built[dict[str, Any]]]:
         context.log.info(
