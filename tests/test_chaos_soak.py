@@ -3,12 +3,9 @@ daemon, SeaweedFS, PostgreSQL and the MLflow server each killed once for a while
 once, while batches land; with no hand on it, everything ends ingested, built, trained and registered."""
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from chaos_soak import run_soak
 
 pytestmark = pytest.mark.slow

@@ -17,6 +17,7 @@ import pytest
 import yaml
 from conftest import SENTINEL_S3_KEY, SENTINEL_S3_SECRET
 from helpers import REPO, ProductionHome, production_home, s3_client, subprocess_env
+from latency_proxy import LatencyProxy
 
 from yolo_assets.data.synth import write_batch
 from yolo_assets.detector.checkpoint import checkpoint_epoch
@@ -154,11 +155,28 @@ def test_the_mlflow_server_down_at_registration_fails_clearly_and_is_attempted_a
         assert len(home.resource("mlflow").client().search_model_versions("name='yolo-defect-detector'")) == 1
 
 
+def stored_checkpoint_epoch(home: ProductionHome, workdir: Path) -> int:
+    """The epoch of the checkpoint the store holds now (0 when none), read from S3 directly."""
+    client = s3_client(home)
+    listed = client.list_objects_v2(Bucket=home.bucket, Prefix="store/_objects/checkpoints/").get("Contents", [])
+    keys = [entry["Key"] for entry in listed if entry["Key"].endswith(".pt")]
+    if not keys:
+        return 0
+    target = workdir / f"stored-{uuid.uuid4().hex[:6]}.pt"
+    client.download_file(home.bucket, keys[0], str(target))
+    return checkpoint_epoch(target)
+
+
+@pytest.mark.parametrize("during_upload", [False, True], ids=["between-epochs", "during-a-checkpoint-upload"])
 def test_a_training_killed_on_one_machine_resumes_on_another_with_an_empty_cache(
-    seaweedfs: SeaweedFS, postgres: Postgres, own_mlflow: MlflowServer, tmp_path: Path
+    seaweedfs: SeaweedFS, postgres: Postgres, own_mlflow: MlflowServer, tmp_path: Path, during_upload: bool
 ) -> None:
+    """Each epoch's checkpoint is uploaded while the next epoch trains. Killed at any moment, even in
+    the middle of an upload (the first machine's uploads held to 2 MB/s by a proxy), the training
+    resumes on another machine from the last checkpoint the store holds complete."""
     epochs = 6
-    with production_home(tmp_path / "home", seaweedfs, postgres, own_mlflow.tracking_uri) as home:
+    with production_home(tmp_path / "home", seaweedfs, postgres, own_mlflow.tracking_uri) as home, \
+            LatencyProxy(seaweedfs.ports["s3"], delay_s=0.0, upload_bytes_per_s=2e6 if during_upload else None) as proxy:
         land(home, "line_a", 32, seed=26)
         assert all(o.success for o in home.tick())
         config = {"ops": {"trained_weights": {"config": {**TINY, "epochs": epochs}}}}
@@ -167,23 +185,22 @@ def test_a_training_killed_on_one_machine_resumes_on_another_with_an_empty_cache
                    "--select", "trained_weights", "-c", str(tmp_path / "train.yaml")]
         machines = {name: tmp_path / f"cache-{name}" for name in ("first", "second")}
         env = {name: subprocess_env(home.path, **home.settings, YOLO_ASSETS_CACHE_DIR=str(cache)) for name, cache in machines.items()}
+        env["first"]["YOLO_ASSETS_S3_ENDPOINT_URL"] = proxy.url
         checkpoints = machines["first"] / "_objects" / "checkpoints"
         with open(tmp_path / "first.log", "w") as log:
             first = subprocess.Popen(command, cwd=REPO, env=env["first"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        killed_after, deadline = 0, time.monotonic() + 240
+        stored, uploading, deadline = 0, False, time.monotonic() + 240
         while time.monotonic() < deadline and first.poll() is None:
-            saved = list(checkpoints.rglob("*.pt")) if checkpoints.exists() else []
-            try:
-                killed_after = checkpoint_epoch(saved[0]) if saved else 0
-            except Exception:  # caught between copy and rename: look again
-                killed_after = 0
-            if killed_after >= 2:
-                time.sleep(1.0)  # let the upload of that epoch's checkpoint finish
+            uploading = any(checkpoints.rglob("*.pt.uploading")) if checkpoints.exists() else False
+            stored = stored_checkpoint_epoch(home, tmp_path)
+            if stored >= 2 and (uploading if during_upload else not uploading):
                 os.killpg(first.pid, signal.SIGKILL)
                 break
             time.sleep(0.2)
         first.wait(30)
-        assert killed_after >= 2, (tmp_path / "first.log").read_text()[-3000:]
+        assert stored >= 2 and uploading == during_upload, (stored, uploading, (tmp_path / "first.log").read_text()[-3000:])
+        # The store holds a complete checkpoint, not half of the one that was being uploaded.
+        assert stored_checkpoint_epoch(home, tmp_path) >= stored
         assert main(["--home", str(home.path), "recover"]) == 0
         second = subprocess.run(command, cwd=REPO, env=env["second"], capture_output=True, text=True, timeout=300)
         assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
@@ -192,6 +209,6 @@ def test_a_training_killed_on_one_machine_resumes_on_another_with_an_empty_cache
         messages = [e.user_message for e in home.instance.all_logs(event.run_id)]
         resumed = [m for m in messages if m.startswith("resuming from epoch")]
         # From the last checkpoint the first machine uploaded, not an older one.
-        assert resumed and int(resumed[0].split()[3]) >= killed_after + 1, (killed_after, messages[-20:])
+        assert resumed and int(resumed[0].split()[3]) >= stored + 1, (stored, messages[-20:])
         started = [int(m.split()[1].split("/")[0]) for m in messages if m.startswith("epoch ")]
         assert min(started) > 1 and max(started) == epochs
