@@ -4,8 +4,11 @@ evaluates and registers a model, with no CLI involved."""
 import time
 from pathlib import Path
 
+import dagster as dg
 import pytest
 from helpers import Home, running_daemon, subprocess_env
+
+from yolo_assets.assets.materializations import data_version_of
 
 DEADLINE_S = 420
 
@@ -42,5 +45,10 @@ def test_daemon_ingests_a_landed_batch_and_registers_a_model(tmp_path: Path) -> 
     sensors = {run.tags.get("dagster/sensor_name") for run in runs}
     assert "labeled_data_sensor" in sensors
     assert any(run.tags.get("dagster/from_automation_condition") or run.tags.get("dagster/sensor_name") == "model_automation_sensor" for run in runs)
-    assert home.instance.get_run_by_id(tags["training_dagster_run_id"]) is not None
+    # The version names the run that trained it: a successful run that made exactly these weights.
+    training = home.instance.get_run_by_id(tags["training_dagster_run_id"])
+    assert training is not None and training.status == dg.DagsterRunStatus.SUCCESS
+    trained = home.instance.get_latest_materialization_event(dg.AssetKey("trained_weights"))
+    assert trained is not None and trained.run_id == training.run_id
+    assert trained.asset_materialization is not None and data_version_of(trained.asset_materialization) == tags["weights_version"]
     home.close()

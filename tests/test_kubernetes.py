@@ -369,10 +369,20 @@ def test_every_generated_job_meets_the_restricted_pod_security_standard(step_job
         assert job["spec"]["template"]["metadata"]["labels"]["yolo-assets/dagster"] == "true", name  # NetworkPolicy peer
 
 
-def test_the_assets_op_tags_are_the_settings_objects(step_tags: dict[str, Mapping[str, str]]) -> None:
-    """No second source: each sized asset's tag is exactly what StepResources builds."""
+@pytest.mark.xfail(strict=True, reason="known defect (issue 21, settings): op tags are fixed when the asset modules are "
+                   "imported, so definitions built later with other settings (here the ConfigMap's CPU image) keep the old tags")
+def test_the_assets_op_tags_are_what_the_cluster_settings_make(step_tags: dict[str, Mapping[str, str]]) -> None:
+    """No second source: each sized asset's tag is what StepResources makes of the ConfigMap's settings
+    (built here from the manifest, not the object the code location made)."""
+    configmap = next(doc for doc in all_manifests() if doc["kind"] == "ConfigMap")["data"]
+    cluster = StepResources.from_environment(configmap)
     for step in DEFAULT_SIZES.keys() - {DEFAULT_STEP}:
-        assert step_tags[step] == STEP_RESOURCES.op_tags(step)
+        assert step_tags[step] == cluster.op_tags(step), step
+
+
+def test_only_training_asks_for_a_gpu(step_tags: dict[str, Mapping[str, str]]) -> None:
+    gpu_steps = {step for step in step_tags if "nvidia.com/gpu" in json.dumps(dict(step_tags[step]))}
+    assert gpu_steps == {"trained_weights"}, gpu_steps
 
 
 def test_each_step_asks_for_its_cpu_memory_and_disk(step_jobs: dict[str, dict[str, Any]]) -> None:

@@ -22,6 +22,7 @@ import pytest
 from helpers import Home
 
 from resources.model_policy import ModelPolicy
+from yolo_assets.assets.materializations import data_version_of
 from yolo_assets.core.home import dagster_home
 from yolo_assets.detector.checkpoint import checkpoint_class_names
 from yolo_assets.detector.serving import DETECTION_COLUMNS
@@ -230,7 +231,10 @@ def test_model_lineage_goes_back_to_runs_config_dataset_and_batches(scenario: Sc
     assert lineage["version"] == 2 and "champion" in lineage["aliases"]
     assert lineage["dataset_version"] == v2.tags["dataset_version"]
     assert lineage["training_config"]["epochs"] in (GOOD["epochs"], str(GOOD["epochs"]))
-    assert scenario.instance.get_run_by_id(lineage["training_dagster_run_id"]) is not None
+    training = scenario.instance.get_run_by_id(lineage["training_dagster_run_id"])
+    assert training is not None and training.status == dg.DagsterRunStatus.SUCCESS
+    made = [e.asset_materialization for e in scenario.instance.all_logs(training.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)]
+    assert [data_version_of(m) for m in made if m and m.asset_key == dg.AssetKey("trained_weights")] == [v2.tags["weights_version"]]
     assert [b["batch"] for b in lineage["batches"]] == ["batch_a", "batch_b"]
     for batch in lineage["batches"]:  # each batch: the run that ingested it, and what it held
         ingest_run = scenario.instance.get_run_by_id(batch["ingest_run_id"])

@@ -72,7 +72,10 @@ def test_definitions_load_like_dagster_dev(home: Home) -> None:
     assert {c.name for c in graph.asset_check_keys} == {
         "label_validity", "class_registry", "split_leakage", "near_duplicates", "retrain_gate", "promotion_gate", "fresh_data_drift"
     }
-    assert graph.get(dg.AssetKey("trained_weights")).automation_condition is not None
+    # Training follows a new dataset version, once its blocking checks passed (the condition as loaded).
+    condition = graph.get(dg.AssetKey("trained_weights")).automation_condition
+    assert condition is not None
+    assert [child.get_label() for child in condition.children] == ["new dataset version with enough new images", "first build once the inputs exist"]
 
 
 def test_cli_tick_then_status_json(home: Home, land_copy, capsys: pytest.CaptureFixture[str]) -> None:
