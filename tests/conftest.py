@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from sentinels import SENTINEL_PG_PASSWORD, SENTINEL_S3_KEY, SENTINEL_S3_SECRET
 
 from resources.mlflow_tracking import MLFLOW_ENVIRONMENT
 from yolo_assets.core.home import HOME_ENV_VAR, dagster_home
@@ -57,9 +58,6 @@ def land_copy(home: "Home", synthetic_batch_cache: Path) -> Callable[[str, int, 
 
 
 # The production services, started once per test session on free loopback ports (yolo_assets/ops/services.py).
-SENTINEL_S3_KEY = "sentinel-s3-access-4d2a"
-SENTINEL_S3_SECRET = "sentinel-s3-secret-9b71e0"
-SENTINEL_PG_PASSWORD = "sentinel-pg-password-37c5"
 
 
 @pytest.fixture(scope="session")

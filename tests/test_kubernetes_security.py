@@ -370,7 +370,7 @@ def test_the_repository_context_holds_what_the_dockerfile_copies_and_no_secret()
     assert sources and all(not ignored(source, RULES) and (REPO / source).exists() for source in sources)
     context = build_context(REPO, RULES)
     assert not [f for f in context if f.startswith((".venv", ".yolo-assets", ".git/", "tests/", "deploy/")) or "__pycache__" in f]
-    from conftest import SENTINEL_PG_PASSWORD, SENTINEL_S3_KEY, SENTINEL_S3_SECRET
+    from sentinels import SENTINEL_PG_PASSWORD, SENTINEL_S3_KEY, SENTINEL_S3_SECRET
     from test_kubernetes import CREDENTIAL_PATTERNS, SENTINELS
 
     secrets = [*SENTINELS.values(), SENTINEL_PG_PASSWORD, SENTINEL_S3_KEY, SENTINEL_S3_SECRET]

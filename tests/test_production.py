@@ -13,9 +13,9 @@ from pathlib import Path
 import dagster as dg
 import psycopg2
 import pytest
-from conftest import SENTINEL_PG_PASSWORD, SENTINEL_S3_SECRET
 from dagster._core.remote_representation.external_data import RepositorySnap
 from helpers import DAGSTER_DB_PASSWORD, REPO, ProductionHome, production_home
+from sentinels import SENTINEL_PG_PASSWORD, SENTINEL_S3_SECRET
 
 from resources.mlflow_tracking import MLFLOW_ENVIRONMENT
 from yolo_assets.core.s3 import request_counts

@@ -15,9 +15,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
-from conftest import SENTINEL_S3_KEY, SENTINEL_S3_SECRET
 from helpers import REPO, ProductionHome, production_home, s3_client, subprocess_env
 from latency_proxy import LatencyProxy
+from sentinels import SENTINEL_S3_KEY, SENTINEL_S3_SECRET
 
 from yolo_assets.data.synth import write_batch
 from yolo_assets.detector.checkpoint import checkpoint_epoch
