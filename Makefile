@@ -26,9 +26,10 @@ lock: install
 demo: install
 	$(BIN)/yolo-assets demo
 
-# Static checks, then every test (real Dagster instance and daemon, ultralytics training, MLflow).
+# Static checks, then every test (real Dagster instance and daemon, ultralytics training, MLflow);
+# the 15 slowest tests are listed at the end.
 test: lint
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 # The unit layer alone: pure functions, no instance, no training; seconds.
 test-fast: install

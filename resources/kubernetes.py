@@ -4,25 +4,19 @@
 (dagster-k8s `k8s_job_executor`); unset or `local`, Dagster's default executor runs the steps as
 processes of the run, as on a laptop.
 
-Each asset's `dagster-k8s/config` op tag is built from ONE settings object, `StepResources`, read
-from the environment (`YOLO_ASSETS_K8S_*`) when the code location loads: a tag must exist when the job
-is built, and the executor reads it from the op in the run pod, which loads the same code with the same
-ConfigMap. Nothing here needs a Dagster run or a cluster.
+Each step's pod config comes from ONE settings object, `StepResources`, read from the environment
+(`YOLO_ASSETS_K8S_*`) when the definitions are built (never when a module is imported): the executor
+carries it as `per_step_k8s_config`, keyed by the asset's op name, and the run pod, which builds the
+same definitions from the same ConfigMap, launches each step's Job with it. A step reads its own GPU
+request (`gpus_requested`) from the environment it runs in. Nothing here needs a Dagster run or a cluster.
 """
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 import dagster as dg
-
-# dagster-k8s's op tag (`dagster_k8s.job.USER_DEFINED_K8S_CONFIG_KEY`). dagster-k8s and the Kubernetes
-# client are imported only where a cluster is involved: importing them costs ~0.45 s, which every code
-# location load (each run worker, each CLI call) paid on a laptop. tests/test_kubernetes.py reads the
-# tags back with dagster-k8s's own `get_user_defined_k8s_config`.
-K8S_CONFIG_TAG = "dagster-k8s/config"
 
 EXECUTOR_VARIABLE = "YOLO_ASSETS_EXECUTOR"
 PREFIX = "YOLO_ASSETS_K8S_"
@@ -154,7 +148,7 @@ def _binary_quantity(size: int) -> str:
 
 @dataclass(frozen=True)
 class StepResources:
-    """Every step's pod size and where GPU steps may run: the one source of the op tags."""
+    """Every step's pod size and where GPU steps may run: the one source of the step pods' config."""
 
     sizes: Mapping[str, PodSize]
     gpu_node_selector: Mapping[str, str]
@@ -220,33 +214,29 @@ class StepResources:
             pod["tolerations"] = [dict(t) for t in self.gpu_tolerations]
         return {"container_config": container, **({"pod_spec_config": pod} if pod else {})}
 
-    def op_tags(self, step: str) -> dict[str, str]:
-        return {K8S_CONFIG_TAG: json.dumps(self.k8s_config(step), sort_keys=True)}
-
     def executor_config(self) -> dict[str, Any]:
-        """`k8s_job_executor`'s config. Its step config lies under every op tag (deep-merged): the
-        DEFAULT size, and no service account token, since step pods never call the Kubernetes API
-        (only the run pod launches and watches Jobs). Owner references tie a run's step Jobs to its
-        run pod: a run pod that dies takes its steps with it, and the retried run never races an
-        orphaned training."""
+        """`k8s_job_executor`'s config. `step_k8s_config` is every step's base: the DEFAULT size, and
+        no service account token, since step pods never call the Kubernetes API (only the run pod
+        launches and watches Jobs). `per_step_k8s_config` (deep-merged over it, by op name) sizes each
+        step of `DEFAULT_SIZES`. Owner references tie a run's step Jobs to its run pod: a run pod that
+        dies takes its steps with it, and the retried run never races an orphaned training."""
         step_config = self.k8s_config(DEFAULT_STEP)
         step_config["pod_spec_config"] = {**step_config.get("pod_spec_config", {}), "automount_service_account_token": False}
-        return {"step_k8s_config": step_config, "enable_owner_references": True}
-
-
-# Read once, when the code location loads (the assets' decorators call `step_op_tags`).
-STEP_RESOURCES = StepResources.from_environment()
-
-
-def step_op_tags(step: str) -> dict[str, str]:
-    """The op tags of `step`'s asset: its `dagster-k8s/config`, which only the k8s executor reads."""
-    return STEP_RESOURCES.op_tags(step)
+        # The base must name no image: per-step configs deep-merge over it, and a GPU step, which names
+        # none, would inherit the CPU image. Unsized steps (small bookkeeping) run the run's own image.
+        step_config["container_config"].pop("image", None)
+        per_step = {step: self.k8s_config(step) for step in self.sizes if step != DEFAULT_STEP}
+        return {"step_k8s_config": step_config, "per_step_k8s_config": per_step, "enable_owner_references": True}
 
 
 def gpus_requested(step: str, environ: Mapping[str, str] | None = None) -> int:
-    """The GPUs `step`'s pod asked for: its size under the k8s executor; none when steps run locally."""
-    choice = (os.environ if environ is None else environ).get(EXECUTOR_VARIABLE, "local")
-    return STEP_RESOURCES.sizes[step].gpus if choice == "k8s" else 0
+    """The GPUs `step`'s pod asked for: its size under the k8s executor (the step's own environment,
+    the same ConfigMap its Job was built from); none when steps run locally."""
+    env = os.environ if environ is None else environ
+    if env.get(EXECUTOR_VARIABLE, "local") != "k8s":
+        return 0
+    sizes = StepResources.from_environment(env).sizes
+    return sizes.get(step, sizes[DEFAULT_STEP]).gpus
 
 
 def executor_from_environment(environ: Mapping[str, str] | None = None) -> dg.ExecutorDefinition | None:
@@ -258,4 +248,4 @@ def executor_from_environment(environ: Mapping[str, str] | None = None) -> dg.Ex
         raise ValueError(f"{EXECUTOR_VARIABLE} must be local or k8s, not {choice!r}")
     from dagster_k8s import k8s_job_executor
 
-    return k8s_job_executor.configured(STEP_RESOURCES.executor_config())
+    return k8s_job_executor.configured(StepResources.from_environment(environ).executor_config())

@@ -48,7 +48,6 @@ from resources.kubernetes import (
     DEFAULT_SIZES,
     DEFAULT_STEP,
     EXECUTOR_VARIABLE,
-    STEP_RESOURCES,
     StepResources,
 )
 from resources.s3_artifact_store import S3ArtifactStore
@@ -58,6 +57,8 @@ from yolo_assets.definitions import STORAGE_VARIABLE, TRACKING_URI_VARIABLE, bui
 # The Kubernetes minor the manifests must be valid for (the oldest we support; kubernetes-validate
 # 1.37.0 holds the schemas of 1.25-1.37, in a strict variant that refuses unknown fields).
 KUBERNETES_VERSION = "1.33"
+# The step sizes with no YOLO_ASSETS_K8S_* variable set.
+DEFAULTS = StepResources.from_environment({})
 RELEASE = NAMESPACE = "yolo-assets"
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 VALUES = DEPLOY / "values.yaml"
@@ -171,6 +172,11 @@ def all_manifests() -> list[dict[str, Any]]:
     return [doc for path in manifest_files() for doc in documents(path)]
 
 
+def cluster_settings() -> dict[str, str]:
+    """The ConfigMap's settings: the environment of every pod the chart starts."""
+    return dict(next(doc for doc in all_manifests() if doc["kind"] == "ConfigMap")["data"])
+
+
 def serving(kind: str) -> dict[str, Any]:
     """The one manifest of `kind` named SERVE, anywhere in deploy/."""
     (doc,) = [doc for doc in all_manifests() if doc["kind"] == kind and doc["metadata"]["name"] == SERVE]
@@ -214,9 +220,8 @@ def k8s_definitions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dg.Def
     """The code location as the cluster loads it: the ConfigMap's settings and the Secrets' values
     (sentinels) in its environment while it loads, and only then: with the cluster's S3 settings left
     in the environment, a later test could reach AWS."""
-    configmap = next(doc for doc in all_manifests() if doc["kind"] == "ConfigMap")
     with pytest.MonkeyPatch.context() as patch:
-        for name, value in {**configmap["data"], **SENTINELS}.items():
+        for name, value in {**cluster_settings(), **SENTINELS}.items():
             patch.setenv(name, value)
         definitions = build_definitions(tmp_path_factory.mktemp("home"))
     yield definitions
@@ -353,9 +358,15 @@ def container(job: Mapping[str, Any]) -> dict[str, Any]:
 
 def test_every_step_job_is_valid_kubernetes(step_jobs: dict[str, dict[str, Any]], run_job: dict[str, Any]) -> None:
     assert {"labeled_batch", "processed_images", "trained_weights", "evaluation_report", "registered_model"} <= set(step_jobs)
+    cpu_image = cluster_settings()["YOLO_ASSETS_K8S_CPU_IMAGE"]
     for step, job in {**step_jobs, "(run)": run_job}.items():
         assert kubernetes_validate.validate(job, KUBERNETES_VERSION, strict=True) == KUBERNETES_VERSION, step
-        assert job["kind"] == "Job" and container(job)["image"] == IMAGE
+        # The run, the GPU step and the unsized steps run the code location's (CUDA) image; the sized
+        # CPU-only steps the CPU image.
+        gpu = "nvidia.com/gpu" in container(job).get("resources", {}).get("limits", {})
+        cpu_only = step in DEFAULT_SIZES and not gpu
+        assert job["kind"] == "Job" and container(job)["image"] == (cpu_image if cpu_only else IMAGE), step
+    assert container(step_jobs["trained_weights"])["image"] == IMAGE and container(step_jobs["labeled_batch"])["image"] == cpu_image
 
 
 def test_every_generated_job_meets_the_restricted_pod_security_standard(step_jobs: dict[str, dict[str, Any]], run_job: dict[str, Any]) -> None:
@@ -369,27 +380,28 @@ def test_every_generated_job_meets_the_restricted_pod_security_standard(step_job
         assert job["spec"]["template"]["metadata"]["labels"]["yolo-assets/dagster"] == "true", name  # NetworkPolicy peer
 
 
-@pytest.mark.xfail(strict=True, reason="known defect (issue 21, settings): op tags are fixed when the asset modules are "
-                   "imported, so definitions built later with other settings (here the ConfigMap's CPU image) keep the old tags")
-def test_the_assets_op_tags_are_what_the_cluster_settings_make(step_tags: dict[str, Mapping[str, str]]) -> None:
-    """No second source: each sized asset's tag is what StepResources makes of the ConfigMap's settings
-    (built here from the manifest, not the object the code location made)."""
-    configmap = next(doc for doc in all_manifests() if doc["kind"] == "ConfigMap")["data"]
-    cluster = StepResources.from_environment(configmap)
-    for step in DEFAULT_SIZES.keys() - {DEFAULT_STEP}:
-        assert step_tags[step] == cluster.op_tags(step), step
+def test_each_steps_pod_config_is_what_the_cluster_settings_make(step_tags: dict[str, Mapping[str, str]], executor_config: dict[str, Any]) -> None:
+    """No second source: the executor built with the definitions carries each sized step's config as
+    StepResources makes it of the ConfigMap's settings (built here from the manifest), and no asset
+    restates it in an op tag fixed at import."""
+    cluster = StepResources.from_environment(cluster_settings())
+    carried = {step: UserDefinedDagsterK8sConfig.from_dict(config) for step, config in executor_config["per_step_k8s_config"].items()}
+    assert carried == {step: UserDefinedDagsterK8sConfig.from_dict(cluster.k8s_config(step)) for step in DEFAULT_SIZES.keys() - {DEFAULT_STEP}}
+    assert executor_config["per_step_k8s_config"]["registered_model"]["container_config"]["image"] == cluster_settings()["YOLO_ASSETS_K8S_CPU_IMAGE"]
+    assert not [step for step, tags in step_tags.items() if "dagster-k8s/config" in tags]
 
 
-def test_only_training_asks_for_a_gpu(step_tags: dict[str, Mapping[str, str]]) -> None:
-    gpu_steps = {step for step in step_tags if "nvidia.com/gpu" in json.dumps(dict(step_tags[step]))}
+def test_only_training_asks_for_a_gpu(step_jobs: dict[str, dict[str, Any]]) -> None:
+    gpu_steps = {step for step, job in step_jobs.items() if "nvidia.com/gpu" in container(job)["resources"]["limits"]}
     assert gpu_steps == {"trained_weights"}, gpu_steps
 
 
 def test_each_step_asks_for_its_cpu_memory_and_disk(step_jobs: dict[str, dict[str, Any]]) -> None:
+    cluster = StepResources.from_environment(cluster_settings())
     for step, job in step_jobs.items():
-        sized = step if step in STEP_RESOURCES.sizes else DEFAULT_STEP  # a step without a size: DEFAULT
-        size = STEP_RESOURCES.sizes[sized]
-        expected = {"cpu": size.cpu, "memory": size.memory, "ephemeral-storage": STEP_RESOURCES.ephemeral_storage(sized)}
+        sized = step if step in cluster.sizes else DEFAULT_STEP  # a step without a size: DEFAULT
+        size = cluster.sizes[sized]
+        expected = {"cpu": size.cpu, "memory": size.memory, "ephemeral-storage": cluster.ephemeral_storage(sized)}
         resources = container(job)["resources"]
         assert resources["requests"] == expected, step
         assert {k: resources["limits"][k] for k in expected} == expected, step
@@ -400,12 +412,12 @@ def test_each_step_asks_for_its_cpu_memory_and_disk(step_jobs: dict[str, dict[st
 def test_steps_that_read_a_dataset_have_disk_for_the_read_through_cache(step_jobs: dict[str, dict[str, Any]]) -> None:
     """The cache (YOLO_ASSETS_CACHE_DIR, under the home emptyDir) is evicted down to
     YOLO_ASSETS_CACHE_MAX_BYTES; a pod that writes past its ephemeral-storage limit is evicted."""
-    configmap = next(doc for doc in all_manifests() if doc["kind"] == "ConfigMap")["data"]
+    configmap = cluster_settings()
     cache = int(configmap["YOLO_ASSETS_CACHE_MAX_BYTES"])
     assert DEFAULT_CACHE_MAX_BYTES == S3ArtifactStore.model_fields["cache_max_bytes"].default == cache
     for step in DATASET_STEPS:
         disk = parse_quantity(container(step_jobs[step])["resources"]["limits"]["ephemeral-storage"])
-        assert disk == cache + parse_quantity(STEP_RESOURCES.sizes[step].scratch) and disk - cache >= 4 * 1024**3, step
+        assert disk == cache + parse_quantity(DEFAULT_SIZES[step].scratch) and disk - cache >= 4 * 1024**3, step
     for step, job in step_jobs.items():  # every pod's disk is bounded: the home and /tmp emptyDirs count against it
         assert parse_quantity(container(job)["resources"]["limits"]["ephemeral-storage"]) > 0, step
     smaller = StepResources.from_environment({"YOLO_ASSETS_CACHE_MAX_BYTES": str(4 * 1024**3)})
@@ -459,14 +471,14 @@ def allocatable(vcpus: int, gib: int) -> tuple[float, float]:
     return cpu, memory
 
 
-def fits(step: str, shape: tuple[int, int], settings: StepResources = STEP_RESOURCES) -> bool:
+def fits(step: str, shape: tuple[int, int], settings: StepResources = DEFAULTS) -> bool:
     cpu, memory = allocatable(*shape)
     size = settings.sizes[step]
     return float(parse_quantity(size.cpu)) <= cpu and float(parse_quantity(size.memory)) / 1024**3 <= memory
 
 
 def test_default_sizes_fit_common_nodes_with_room_for_the_kubelet_and_daemonsets() -> None:
-    for step in STEP_RESOURCES.sizes:
+    for step in DEFAULTS.sizes:
         assert fits(step, NODE_SHAPES["8 vCPU / 32 GiB"]), step  # trained_weights was 8 CPU / 32Gi: it fitted no such node
     assert not fits("trained_weights", NODE_SHAPES["4 vCPU / 16 GiB"])
     assert fits("evaluation_report", NODE_SHAPES["4 vCPU / 16 GiB"])  # YOLO_ASSETS_K8S_EVALUATION_REPORT_GPUS=1 on a small GPU node
@@ -485,10 +497,10 @@ def test_the_readme_node_shape_table_matches_the_defaults() -> None:
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         listed[cells[0]] = cells[2]
     for shape, (vcpus, gib) in NODE_SHAPES.items():
-        steps = sorted(step for step in STEP_RESOURCES.sizes if step != DEFAULT_STEP and fits(step, (vcpus, gib)))
+        steps = sorted(step for step in DEFAULTS.sizes if step != DEFAULT_STEP and fits(step, (vcpus, gib)))
         assert shape in listed, shape
         named = sorted(re.findall(r"`(\w+)`", listed[shape]))
-        assert named == steps or (listed[shape].startswith("every step") and len(steps) == len(STEP_RESOURCES.sizes) - 1), (shape, named, steps)
+        assert named == steps or (listed[shape].startswith("every step") and len(steps) == len(DEFAULTS.sizes) - 1), (shape, named, steps)
 
 
 def test_evaluation_gpu_is_one_variable_away() -> None:
@@ -535,11 +547,11 @@ def test_the_ingest_pool_follows_the_pods_cpu_limit(step_jobs: dict[str, dict[st
 
 
 def test_the_training_dataloader_fits_its_cpu_limit() -> None:
-    configmap = next(doc for doc in all_manifests() if doc["kind"] == "ConfigMap")["data"]
+    configmap = cluster_settings()
     settings = StepResources.from_environment(configmap)
     assert int(configmap["YOLO_ASSETS_TRAIN_WORKERS"]) < parse_quantity(settings.sizes["trained_weights"].cpu)
     # The ConfigMap restates the defaults (and names the CPU image): the Jobs above are the cluster's.
-    assert replace(settings, cpu_image="") == STEP_RESOURCES
+    assert replace(settings, cpu_image="") == DEFAULTS
 
 
 def test_bad_step_settings_fail_when_the_code_location_loads() -> None:
@@ -779,7 +791,7 @@ def test_secret_values_in_the_environment_never_reach_a_step_job(
     pods get them from the Secrets by name."""
     settings = StepResources.from_environment({**os.environ, **SENTINELS})
     steps = settings.sizes.keys() - {DEFAULT_STEP}
-    jobs = [build_step_job(step, settings.op_tags(step), values, run_launcher, executor_config) for step in steps]
+    jobs = [build_step_job(step, {}, values, run_launcher, {**executor_config, **settings.executor_config()}) for step in steps]
     text = json.dumps([jobs, step_jobs, build_run_job(values, run_launcher), executor_config])
     assert not [name for name, secret in SENTINELS.items() if secret in text]
 

@@ -21,7 +21,6 @@ import yaml
 
 from resources.artifact_store import ArtifactStore, Built
 from resources.dataset_policy import DatasetPolicy
-from resources.kubernetes import step_op_tags
 from yolo_assets.assets.ingest import BLOBS, MANIFEST, BatchVersion, labeled_batch, latest_batch_versions
 from yolo_assets.assets.keys import CODE_VERSIONS, LABELED_BATCH, PROCESSED_IMAGES
 from yolo_assets.assets.materializations import latest_data_version, metadata_value
@@ -444,7 +443,6 @@ class BuiltDataset(NamedTuple):
     retry_policy=TRANSIENT_RETRY,
     deps=[labeled_batch],
     code_version=CODE_VERSIONS[PROCESSED_IMAGES],
-    op_tags=step_op_tags("processed_images"),
     check_specs=[SPLIT_LEAKAGE, NEAR_DUPLICATES],
     group_name="data",
     kinds={"python"},

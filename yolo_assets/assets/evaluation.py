@@ -16,7 +16,6 @@ import dagster as dg
 from PIL import Image
 
 from resources.artifact_store import ArtifactStore, Built
-from resources.kubernetes import step_op_tags
 from resources.mlflow_tracking import MLflowResource, log_metrics
 from resources.trainer import YoloWorkspace
 from yolo_assets.assets.automation import FOLLOW_UPSTREAM
@@ -149,7 +148,6 @@ def publish_evaluation(store: ArtifactStore, mlflow: MLflowResource, mlflow_run_
     retry_policy=TRANSIENT_RETRY,
     deps=[trained_weights],
     code_version=CODE_VERSIONS[EVALUATION_REPORT],
-    op_tags=step_op_tags("evaluation_report"),
     group_name="model",
     automation_condition=FOLLOW_UPSTREAM,
     kinds={"pytorch", "mlflow"},

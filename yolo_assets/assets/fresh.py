@@ -23,7 +23,6 @@ import dagster as dg
 import yaml
 
 from resources.artifact_store import ArtifactStore, Built
-from resources.kubernetes import step_op_tags
 from resources.mlflow_tracking import MLflowResource
 from resources.model_policy import ModelPolicy
 from resources.trainer import YoloWorkspace
@@ -167,7 +166,6 @@ def scores_metadata(scores: dict[str, Any]) -> dict[str, Any]:
     partitions_def=batch_partitions,
     deps=[labeled_batch],
     code_version=CODE_VERSIONS[FRESH_BATCH_EVALUATION],
-    op_tags=step_op_tags("fresh_batch_evaluation"),
     check_specs=[FRESH_DATA_DRIFT],
     group_name="release",
     kinds={"pytorch", "mlflow"},

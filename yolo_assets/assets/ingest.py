@@ -17,7 +17,6 @@ import dagster as dg
 
 from resources.artifact_store import ArtifactStore, Built
 from resources.dataset_policy import DatasetPolicy
-from resources.kubernetes import step_op_tags
 from resources.landing_zone import LandingZone
 from yolo_assets.assets.keys import CODE_VERSIONS, LABELED_BATCH, PROCESSED_IMAGES
 from yolo_assets.assets.materializations import code_version_of, data_version_of, latest_materialization, metadata_value
@@ -209,7 +208,6 @@ def class_registry(instance: dg.DagsterInstance) -> list[str]:
     retry_policy=TRANSIENT_RETRY,
     partitions_def=batch_partitions,
     code_version=CODE_VERSIONS[LABELED_BATCH],
-    op_tags=step_op_tags("labeled_batch"),
     check_specs=[LABEL_VALIDITY, CLASS_REGISTRY],
     group_name="data",
     kinds={"python"},

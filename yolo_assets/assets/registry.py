@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 
 from resources.artifact_store import ArtifactStore
-from resources.kubernetes import step_op_tags
 from resources.mlflow_tracking import MLflowResource
 from resources.model_policy import ModelPolicy
 from resources.trainer import YoloWorkspace
@@ -85,7 +84,6 @@ def register(
     retry_policy=TRANSIENT_RETRY,
     deps=[evaluation_report],
     code_version=CODE_VERSIONS[REGISTERED_MODEL],
-    op_tags=step_op_tags("registered_model"),
     check_specs=[PROMOTION_GATE],
     group_name="model",
     automation_condition=FOLLOW_UPSTREAM,

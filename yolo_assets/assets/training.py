@@ -20,7 +20,7 @@ import dagster as dg
 from pydantic import Field
 
 from resources.artifact_store import ArtifactStore, Built
-from resources.kubernetes import gpus_requested, step_op_tags
+from resources.kubernetes import gpus_requested
 from resources.mlflow_tracking import MLflowResource, log_metrics, log_params
 from resources.model_policy import ModelPolicy
 from resources.trainer import TrainingDefaults, YoloWorkspace
@@ -317,7 +317,6 @@ def publish_training(store: ArtifactStore, mlflow: MLflowResource, checkpoint: T
     deps=[processed_images],
     code_version=CODE_VERSIONS[TRAINED_WEIGHTS],
     pool="gpu",  # one training per device on a machine; in a cluster, the run queue caps trainings
-    op_tags=step_op_tags("trained_weights"),  # its pod in a cluster: GPU, /dev/shm, the GPU pool
     group_name="model",
     automation_condition=RETRAIN_ON_NEW_DATA,
     kinds={"pytorch"},
