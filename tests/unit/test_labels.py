@@ -1,12 +1,13 @@
 """YOLO label parsing and item inspection: every malformed line has its reason code."""
 
 import io
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from yolo_assets.data.labels import image_problem, inspect_item, parse_label
+from yolo_assets.data.labels import InspectionRules, image_problem, inspect_item, parse_label
 from yolo_assets.data.quarantine import QuarantineReason, quarantine_entry, quarantine_table
 
 
@@ -67,12 +68,13 @@ def test_an_accepted_item_is_copied_into_the_blobs_and_a_rejected_one_is_not(tmp
     (tmp_path / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n")
     (tmp_path / "b.txt").write_text("0 0.5 0.5 0.2 0.2\n")
     blobs = tmp_path / "blobs"
-    accepted = inspect_item(str(tmp_path), "a.jpg", "a.txt", None, 3, 10**6, 0.01, "background", str(blobs))
+    rules = InspectionRules(num_classes=3, max_pixels=10**6, coordinate_tolerance=0.01, missing_label="background", blob_root=str(blobs))
+    accepted = inspect_item(str(tmp_path), "a.jpg", "a.txt", None, rules)
     assert accepted["reason"] is None and (accepted["width"], accepted["height"]) == (32, 24)
     assert (blobs / accepted["image_sha"][:2] / accepted["image_sha"]).read_bytes() == (tmp_path / "a.jpg").read_bytes()
-    orphan = inspect_item(str(tmp_path), None, "b.txt", None, 3, 10**6, 0.01, "background", str(tmp_path / "none"))
+    orphan = inspect_item(str(tmp_path), None, "b.txt", None, replace(rules, blob_root=str(tmp_path / "none")))
     assert orphan["reason"] == QuarantineReason.IMAGE_MISSING and not (tmp_path / "none").exists()
-    unlabeled = inspect_item(str(tmp_path), "a.jpg", None, None, 3, 10**6, 0.01, "quarantine", str(blobs))
+    unlabeled = inspect_item(str(tmp_path), "a.jpg", None, None, replace(rules, missing_label="quarantine"))
     assert unlabeled["reason"] == QuarantineReason.LABEL_MISSING
 
 

@@ -27,7 +27,7 @@ from yolo_assets.core.parallel import parallel_starmap
 from yolo_assets.core.versioning import cache_key, manifest_version
 from yolo_assets.data.duplicates import resolve_duplicates
 from yolo_assets.data.formats import BatchFormatError, class_key, read_batch
-from yolo_assets.data.labels import inspect_item
+from yolo_assets.data.labels import InspectionRules, inspect_item
 from yolo_assets.data.quarantine import QuarantineReason, quarantine_entry, quarantine_table
 
 BLOBS = "blobs"
@@ -73,15 +73,13 @@ def build_manifest(
     root: Path, config: LabeledBatchConfig, policy: DatasetPolicy, store: ArtifactStore, rejected_members: list[dict[str, Any]]
 ) -> dict[str, Any]:
     layout = read_batch(root, policy.read_limits())
+    rules = InspectionRules(
+        num_classes=len(layout.class_names), max_pixels=config.max_image_pixels, coordinate_tolerance=policy.coordinate_tolerance,
+        missing_label=policy.missing_label, blob_root=str(store.object_root(BLOBS)),
+        max_label_bytes=policy.max_label_bytes, max_label_boxes=policy.max_label_boxes,
+    )
     results = parallel_starmap(
-        inspect_item,
-        [
-            (str(root), item.image, item.label, item.label_text, len(layout.class_names), config.max_image_pixels,
-             policy.coordinate_tolerance, policy.missing_label, str(store.object_root(BLOBS)),
-             policy.max_label_bytes, policy.max_label_boxes)
-            for item in layout.items
-        ],
-        config.workers,
+        inspect_item, [(str(root), item.image, item.label, item.label_text, rules) for item in layout.items], config.workers
     )
     accepted, quarantine = [], [*rejected_members, *layout.quarantine]
     fixes: Counter[str] = Counter()

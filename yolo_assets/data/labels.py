@@ -7,6 +7,7 @@ silently. `inspect_item` runs in worker processes, so it takes and returns plain
 import io
 import math
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -131,27 +132,31 @@ def label_problem(data: bytes, max_bytes: int, max_boxes: int) -> str:
     return ""
 
 
-def inspect_item(
-    root: str,
-    image: str | None,
-    label: str | None,
-    label_text: str | None,
-    num_classes: int,
-    max_pixels: int,
-    tolerance: float,
-    missing_label: str,
-    blob_root: str,
-    max_label_bytes: int = 1024**2,
-    max_label_boxes: int = 10_000,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class InspectionRules:
+    """What every item of a batch is checked against (plain data: it travels to the worker processes)."""
+
+    num_classes: int
+    max_pixels: int
+    coordinate_tolerance: float
+    missing_label: str
+    """`background` or `quarantine` (DatasetPolicy.missing_label)."""
+    blob_root: str
+    """Where accepted image and label bytes are copied, content-addressed."""
+    max_label_bytes: int = 1024**2
+    max_label_boxes: int = 10_000
+
+
+def inspect_item(root: str, image: str | None, label: str | None, label_text: str | None, rules: InspectionRules) -> dict[str, Any]:
     """Validate one item; accepted image and label bytes are copied into the content-addressed blob store."""
+    max_label_bytes, missing_label = rules.max_label_bytes, rules.missing_label
     result: dict[str, Any] = {"image": image, "label": label, "reason": None, "detail": "", "fixes": {}}
     if label is not None:
         with open(Path(root) / label, "rb") as handle:
             label_bytes = handle.read(max_label_bytes + 1)  # never more than the cap in memory
     else:
         label_bytes = (label_text or "").encode()
-    too_large = label_problem(label_bytes, max_label_bytes, max_label_boxes)
+    too_large = label_problem(label_bytes, max_label_bytes, rules.max_label_boxes)
     if too_large:
         return {**result, "reason": QuarantineReason.LABEL_TOO_LARGE, "detail": too_large}
     if label is not None or label_text is not None:
@@ -161,20 +166,20 @@ def inspect_item(
     if label is None and label_text is None and missing_label == "quarantine":
         return {**result, "reason": QuarantineReason.LABEL_MISSING, "detail": "image has no label file (missing_label=quarantine)"}
     image_bytes = (Path(root) / image).read_bytes()
-    decoded, reason, detail = image_problem(image_bytes, max_pixels)
+    decoded, reason, detail = image_problem(image_bytes, rules.max_pixels)
     if reason:
         return {**result, "reason": reason, "detail": detail}
     try:
         text = label_bytes.decode("utf-8-sig")  # a byte-order mark is harmless
     except UnicodeDecodeError:
         return {**result, "reason": QuarantineReason.LABEL_NOT_TEXT, "detail": "label file is not UTF-8 text"}
-    boxes, reason, detail, fixes = parse_label(text, num_classes, tolerance)
+    boxes, reason, detail, fixes = parse_label(text, rules.num_classes, rules.coordinate_tolerance)
     if reason:
         return {**result, "reason": reason, "detail": detail}
     image_sha = sha256_bytes(image_bytes)
     for sha, data in ((image_sha, image_bytes), (result.get("label_sha"), label_bytes)):
         if sha:
-            blob = object_file(Path(blob_root), sha)
+            blob = object_file(Path(rules.blob_root), sha)
             if not blob.exists():
                 atomic_write_bytes(blob, data)
     assert decoded is not None
