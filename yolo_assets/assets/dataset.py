@@ -22,10 +22,9 @@ import yaml
 from resources.artifact_store import ArtifactStore, Built
 from resources.dataset_policy import DatasetPolicy
 from yolo_assets.assets.ingest import BLOBS, MANIFEST, BatchVersion, labeled_batch, latest_batch_versions
-from yolo_assets.assets.keys import CODE_VERSIONS, LABELED_BATCH, PROCESSED_IMAGES
+from yolo_assets.assets.keys import CODE_VERSIONS, LABELED_BATCH, PROCESSED_IMAGES, identity
 from yolo_assets.assets.materializations import latest_data_version, metadata_value
 from yolo_assets.assets.retractions import RETRACTIONS_VERSION, Retractions, current_retractions
-from yolo_assets.assets.retries import TRANSIENT_RETRY
 from yolo_assets.core.fileio import atomic_write_bytes, link_or_copy, object_relpath
 from yolo_assets.core.hashing import hash_json
 from yolo_assets.core.parallel import parallel_starmap
@@ -439,15 +438,9 @@ class BuiltDataset(NamedTuple):
 
 
 @dg.asset(
-    key=PROCESSED_IMAGES,
-    retry_policy=TRANSIENT_RETRY,
+    **identity(PROCESSED_IMAGES),
     deps=[labeled_batch],
-    code_version=CODE_VERSIONS[PROCESSED_IMAGES],
     check_specs=[SPLIT_LEAKAGE, NEAR_DUPLICATES],
-    group_name="data",
-    kinds={"python"},
-    owners=["team:data"],
-    tags={"domain": "dataset"},
     description="Union of accepted batches: stable train/val split, preprocessed once per image, ultralytics-ready.",
 )
 def processed_images(

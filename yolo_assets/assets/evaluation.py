@@ -20,9 +20,8 @@ from resources.mlflow_tracking import MLflowResource, log_metrics
 from resources.trainer import YoloWorkspace
 from yolo_assets.assets.automation import FOLLOW_UPSTREAM
 from yolo_assets.assets.dataset import local_dataset
-from yolo_assets.assets.keys import CODE_VERSIONS, EVALUATION_REPORT, TRAINED_WEIGHTS
+from yolo_assets.assets.keys import CODE_VERSIONS, EVALUATION_REPORT, TRAINED_WEIGHTS, identity
 from yolo_assets.assets.materializations import latest_data_version
-from yolo_assets.assets.retries import TRANSIENT_RETRY
 from yolo_assets.assets.training import TRAINING_SUMMARY, champion_weights, step_device, trained_weights, weights_path
 from yolo_assets.core.fileio import atomic_write_bytes
 from yolo_assets.core.versioning import cache_key, encoded_manifest
@@ -144,15 +143,9 @@ def publish_evaluation(store: ArtifactStore, mlflow: MLflowResource, mlflow_run_
 
 
 @dg.asset(
-    key=EVALUATION_REPORT,
-    retry_policy=TRANSIENT_RETRY,
+    **identity(EVALUATION_REPORT),
     deps=[trained_weights],
-    code_version=CODE_VERSIONS[EVALUATION_REPORT],
-    group_name="model",
     automation_condition=FOLLOW_UPSTREAM,
-    kinds={"pytorch", "mlflow"},
-    owners=["team:ml"],
-    tags={"domain": "evaluation"},
     description="mAP50, mAP50-95, P, R, per-class AP, PR curve and confusion matrix, versus the champion on the same val split.",
 )
 def evaluation_report(

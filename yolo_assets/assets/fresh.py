@@ -29,9 +29,8 @@ from resources.trainer import YoloWorkspace
 from yolo_assets.assets.dataset import ProcessedImagesConfig, label_text, preprocess_missing
 from yolo_assets.assets.evaluation import HEADLINE, EvaluationConfig
 from yolo_assets.assets.ingest import MANIFEST, batch_partitions, labeled_batch
-from yolo_assets.assets.keys import CODE_VERSIONS, FRESH_BATCH_EVALUATION, LABELED_BATCH, REGISTERED_MODEL, TRAINED_WEIGHTS
+from yolo_assets.assets.keys import CODE_VERSIONS, FRESH_BATCH_EVALUATION, LABELED_BATCH, REGISTERED_MODEL, TRAINED_WEIGHTS, identity
 from yolo_assets.assets.materializations import data_version_of, latest_materialization
-from yolo_assets.assets.retries import TRANSIENT_RETRY
 from yolo_assets.assets.training import TRAINING_SUMMARY, weights_path
 from yolo_assets.core.fileio import atomic_write_bytes, link_or_copy
 from yolo_assets.core.versioning import cache_key, encoded_manifest
@@ -161,16 +160,10 @@ def scores_metadata(scores: dict[str, Any]) -> dict[str, Any]:
 
 
 @dg.asset(
-    key=FRESH_BATCH_EVALUATION,
-    retry_policy=TRANSIENT_RETRY,
+    **identity(FRESH_BATCH_EVALUATION),
     partitions_def=batch_partitions,
     deps=[labeled_batch],
-    code_version=CODE_VERSIONS[FRESH_BATCH_EVALUATION],
     check_specs=[FRESH_DATA_DRIFT],
-    group_name="release",
-    kinds={"pytorch", "mlflow"},
-    owners=["team:ml"],
-    tags={"domain": "release"},
     description="The champion (and canary) scored on all of a fresh batch's accepted images, before any model trains on it.",
 )
 def fresh_batch_evaluation(

@@ -18,9 +18,8 @@ import dagster as dg
 from resources.artifact_store import ArtifactStore, Built
 from resources.dataset_policy import DatasetPolicy
 from resources.landing_zone import LandingZone
-from yolo_assets.assets.keys import CODE_VERSIONS, LABELED_BATCH, PROCESSED_IMAGES
+from yolo_assets.assets.keys import CODE_VERSIONS, LABELED_BATCH, PROCESSED_IMAGES, identity
 from yolo_assets.assets.materializations import code_version_of, data_version_of, latest_materialization, metadata_value
-from yolo_assets.assets.retries import TRANSIENT_RETRY
 from yolo_assets.core.fileio import atomic_write_bytes, object_relpath
 from yolo_assets.core.hashing import canonical_json
 from yolo_assets.core.parallel import parallel_starmap
@@ -202,15 +201,9 @@ def class_registry(instance: dg.DagsterInstance) -> list[str]:
 
 
 @dg.asset(
-    key=LABELED_BATCH,
-    retry_policy=TRANSIENT_RETRY,
+    **identity(LABELED_BATCH),
     partitions_def=batch_partitions,
-    code_version=CODE_VERSIONS[LABELED_BATCH],
     check_specs=[LABEL_VALIDITY, CLASS_REGISTRY],
-    group_name="data",
-    kinds={"python"},
-    owners=["team:data"],
-    tags={"domain": "ingest"},
     description="One landed batch, normalised to a manifest; bad pairs quarantined with a reason.",
 )
 def labeled_batch(

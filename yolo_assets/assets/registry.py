@@ -19,15 +19,14 @@ from yolo_assets.assets.automation import FOLLOW_UPSTREAM
 from yolo_assets.assets.evaluation import METRICS, evaluation_report
 from yolo_assets.assets.ingest import MANIFEST
 from yolo_assets.assets.keys import (
-    CODE_VERSIONS,
     EVALUATION_REPORT,
     PROCESSED_IMAGES,
     REGISTERED_MODEL,
     TRAINED_WEIGHTS,
     code_versions_through,
+    identity,
 )
 from yolo_assets.assets.materializations import latest_data_version
-from yolo_assets.assets.retries import TRANSIENT_RETRY
 from yolo_assets.assets.training import TRAINING_SUMMARY, weights_path
 from yolo_assets.core.hashing import hash_json
 from yolo_assets.data.retractions import retracted_batches_of
@@ -80,16 +79,10 @@ def register(
 
 
 @dg.asset(
-    key=REGISTERED_MODEL,
-    retry_policy=TRANSIENT_RETRY,
+    **identity(REGISTERED_MODEL),
     deps=[evaluation_report],
-    code_version=CODE_VERSIONS[REGISTERED_MODEL],
     check_specs=[PROMOTION_GATE],
-    group_name="model",
     automation_condition=FOLLOW_UPSTREAM,
-    kinds={"mlflow"},
-    owners=["team:ml"],
-    tags={"domain": "registry"},
     description="MLflow registry version of the evaluated weights; offered to model_rollout when the promotion gate passes.",
 )
 def registered_model(

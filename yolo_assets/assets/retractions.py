@@ -18,9 +18,8 @@ import dagster as dg
 
 from resources.artifact_store import ArtifactStore, Built
 from yolo_assets.assets.ingest import BATCH_PARTITIONS
-from yolo_assets.assets.keys import BATCH_RETRACTIONS, CODE_VERSIONS, LABELED_BATCH
+from yolo_assets.assets.keys import BATCH_RETRACTIONS, CODE_VERSIONS, LABELED_BATCH, identity
 from yolo_assets.assets.materializations import data_version_of, latest_data_version, metadata_value
-from yolo_assets.assets.retries import TRANSIENT_RETRY
 from yolo_assets.core.versioning import cache_key, encoded_manifest
 from yolo_assets.data.retractions import RetractionError, retract, unretract
 
@@ -61,16 +60,10 @@ def latest_batch_content(instance: dg.DagsterInstance, batch: str) -> tuple[str 
 
 
 @dg.asset(
-    key=BATCH_RETRACTIONS,
-    retry_policy=TRANSIENT_RETRY,
-    code_version=CODE_VERSIONS[BATCH_RETRACTIONS],
+    **identity(BATCH_RETRACTIONS),
     # Each retraction reads the whole list and writes the next one: two at once would lose one. The
     # instance's pool limit (1) runs them one after the other.
     pool=RETRACTIONS_POOL,
-    group_name="data",
-    kinds={"python"},
-    owners=["team:data"],
-    tags={"domain": "dataset"},
     description="Batches taken out of the dataset after ingestion, with reason and time; run from the launchpad with {batch, reason}.",
 )
 def batch_retractions(

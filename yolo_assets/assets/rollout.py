@@ -22,11 +22,10 @@ from resources.artifact_store import ArtifactStore
 from resources.mlflow_tracking import MLflowResource
 from resources.model_policy import DEMOTE, ModelPolicy
 from yolo_assets.assets.fresh import HOLDS, REGRESSES, fresh_batch_evaluation
-from yolo_assets.assets.keys import CODE_VERSIONS, FRESH_BATCH_EVALUATION, MODEL_ROLLOUT, REGISTERED_MODEL
+from yolo_assets.assets.keys import FRESH_BATCH_EVALUATION, MODEL_ROLLOUT, REGISTERED_MODEL, identity
 from yolo_assets.assets.materializations import latest_materialization, metadata_value
 from yolo_assets.assets.registry import registered_model
 from yolo_assets.assets.retractions import current_retractions
-from yolo_assets.assets.retries import TRANSIENT_RETRY
 from yolo_assets.core.hashing import hash_json
 from yolo_assets.data.retractions import retracted_batches_of
 from yolo_assets.release.rollout import ROLLOUT_TAG, RolloutState, RolloutStore, check_steps, hold, offer, promote, roll_back, withdraw
@@ -136,17 +135,11 @@ def rollout_alert(state: RolloutState, run_link: str) -> dict[str, Any]:
 
 
 @dg.asset(
-    key=MODEL_ROLLOUT,
-    retry_policy=TRANSIENT_RETRY,
+    **identity(MODEL_ROLLOUT),
     deps=[registered_model, fresh_batch_evaluation],
-    code_version=CODE_VERSIONS[MODEL_ROLLOUT],
     output_required=False,  # no change, no materialisation: the asset's history is the rollout log
-    group_name="release",
     automation_condition=ROLLOUT_ON_REGISTRATION,
     pool="model_rollout",  # one writer of the rollout state at a time (limit 1, as every pool here)
-    kinds={"mlflow"},
-    owners=["team:ml"],
-    tags={"domain": "release"},
     description="Gray release: canary at 10/50/100 % on fresh-batch evidence, then champion; rolled back when it regresses.",
 )
 def model_rollout(

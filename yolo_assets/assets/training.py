@@ -27,9 +27,15 @@ from resources.trainer import TrainingDefaults, YoloWorkspace
 from yolo_assets.assets.automation import RETRAIN_ON_NEW_DATA
 from yolo_assets.assets.dataset import local_dataset, processed_images
 from yolo_assets.assets.ingest import MANIFEST
-from yolo_assets.assets.keys import CODE_VERSIONS, FRESH_BATCH_EVALUATION, PROCESSED_IMAGES, TRAINED_WEIGHTS, code_versions_through
+from yolo_assets.assets.keys import (
+    CODE_VERSIONS,
+    FRESH_BATCH_EVALUATION,
+    PROCESSED_IMAGES,
+    TRAINED_WEIGHTS,
+    code_versions_through,
+    identity,
+)
 from yolo_assets.assets.materializations import data_version_of, latest_data_version, latest_materialization, metadata_value
-from yolo_assets.assets.retries import TRAINING_RETRY
 from yolo_assets.core.background import LatestOnly
 from yolo_assets.core.fileio import atomic_write_bytes, object_relpath
 from yolo_assets.core.hashing import sha256_file
@@ -312,16 +318,10 @@ def publish_training(store: ArtifactStore, mlflow: MLflowResource, checkpoint: T
 
 
 @dg.asset(
-    key=TRAINED_WEIGHTS,
-    retry_policy=TRAINING_RETRY,
+    **identity(TRAINED_WEIGHTS),
     deps=[processed_images],
-    code_version=CODE_VERSIONS[TRAINED_WEIGHTS],
     pool="gpu",  # one training per device on a machine; in a cluster, the run queue caps trainings
-    group_name="model",
     automation_condition=RETRAIN_ON_NEW_DATA,
-    kinds={"pytorch"},
-    owners=["team:ml"],
-    tags={"domain": "training"},
     description="YOLO weights trained on the current processed_images version (MLflow run per training).",
 )
 def trained_weights(
