@@ -169,7 +169,7 @@ def child_bare_train(spec: dict[str, Any]) -> dict[str, Any]:
 def child_ours_train(spec: dict[str, Any]) -> dict[str, Any]:
     from yolo_assets.assets.keys import TRAINED_WEIGHTS
     from yolo_assets.assets.materializations import latest_data_version
-    from yolo_assets.assets.training import TRAINING_SUMMARY
+    from yolo_assets.assets.training import read_training_summary
     from yolo_assets.ops.runs import resolved_resource
 
     with opened_home(Path(spec["home"])) as (defs, instance):
@@ -182,7 +182,7 @@ def child_ours_train(spec: dict[str, Any]) -> dict[str, Any]:
         version = latest_data_version(instance, TRAINED_WEIGHTS)
         assert version
         with resolved_resource(defs, "artifact_store") as store:
-            summary = store.read_json(TRAINED_WEIGHTS, version, TRAINING_SUMMARY)
+            summary = read_training_summary(store, version)
             epochs = epoch_seconds(store.local_path(TRAINED_WEIGHTS, version) / "results.csv")
             data = dataset_yaml(defs, instance)
         final = summary["final_metrics"]

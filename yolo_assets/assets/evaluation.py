@@ -22,7 +22,7 @@ from yolo_assets.assets.automation import FOLLOW_UPSTREAM
 from yolo_assets.assets.dataset import local_dataset
 from yolo_assets.assets.keys import CODE_VERSIONS, EVALUATION_REPORT, TRAINED_WEIGHTS, identity
 from yolo_assets.assets.materializations import latest_data_version
-from yolo_assets.assets.training import TRAINING_SUMMARY, champion_weights, step_device, trained_weights, weights_path
+from yolo_assets.assets.training import TrainingSummary, champion_weights, read_training_summary, step_device, trained_weights, weights_path
 from yolo_assets.core.fileio import atomic_write_bytes
 from yolo_assets.core.versioning import cache_key, encoded_manifest
 from yolo_assets.detector.validate import validate_detector
@@ -91,7 +91,7 @@ def evaluate(
     workspace: YoloWorkspace,
     config: EvaluationConfig,
     weights_version: str,
-    summary: dict[str, Any],
+    summary: TrainingSummary,
     champion_version: str | None,
     champion_model_version: str | None,
     run_id: str,
@@ -158,7 +158,7 @@ def evaluation_report(
     weights_version = latest_data_version(context.instance, TRAINED_WEIGHTS)
     if weights_version is None:
         raise dg.Failure("trained_weights has never been materialised: nothing to evaluate", allow_retries=False)
-    summary = artifact_store.read_json(TRAINED_WEIGHTS, weights_version, TRAINING_SUMMARY)
+    summary = read_training_summary(artifact_store, weights_version)
     champion_model = mlflow.alias_version("champion")
     champion_version = champion_weights(champion_model, artifact_store)
     if champion_version == weights_version:

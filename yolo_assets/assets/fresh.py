@@ -31,7 +31,7 @@ from yolo_assets.assets.evaluation import HEADLINE, EvaluationConfig
 from yolo_assets.assets.ingest import MANIFEST, batch_partitions, labeled_batch
 from yolo_assets.assets.keys import CODE_VERSIONS, FRESH_BATCH_EVALUATION, LABELED_BATCH, REGISTERED_MODEL, TRAINED_WEIGHTS, identity
 from yolo_assets.assets.materializations import data_version_of, latest_materialization
-from yolo_assets.assets.training import TRAINING_SUMMARY, weights_path
+from yolo_assets.assets.training import read_training_summary, weights_path
 from yolo_assets.core.fileio import atomic_write_bytes, link_or_copy
 from yolo_assets.core.versioning import cache_key, encoded_manifest
 from yolo_assets.data.preprocess import cached_image, preprocess_namespace
@@ -114,7 +114,7 @@ def score_batch(
         for route, model in models.items():
             weights = weights_path(store, model["weights_version"])
             data_yaml, unknown = write_scoring_folder(workdir / f"{route}-data", items, image_root, checkpoint_class_names(weights))
-            imgsz = config.imgsz or int(store.read_json(TRAINED_WEIGHTS, model["weights_version"], TRAINING_SUMMARY)["recipe"]["imgsz"])
+            imgsz = config.imgsz or int(read_training_summary(store, model["weights_version"])["recipe"]["imgsz"])
             metrics = validate_detector(weights, data_yaml, workdir / route, imgsz=imgsz, batch=config.batch, device=config.device, plots=False)
             scores[route] = {**model, **metrics, "imgsz": imgsz, "boxes_of_unknown_classes": unknown}
     finally:

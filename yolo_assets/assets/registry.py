@@ -22,12 +22,11 @@ from yolo_assets.assets.keys import (
     EVALUATION_REPORT,
     PROCESSED_IMAGES,
     REGISTERED_MODEL,
-    TRAINED_WEIGHTS,
     code_versions_through,
     identity,
 )
 from yolo_assets.assets.materializations import latest_data_version
-from yolo_assets.assets.training import TRAINING_SUMMARY, weights_path
+from yolo_assets.assets.training import TrainingSummary, read_training_summary, weights_path
 from yolo_assets.core.hashing import hash_json
 from yolo_assets.data.retractions import retracted_batches_of
 from yolo_assets.release.gate import promotion_decision
@@ -62,7 +61,7 @@ def champion_retracted_batches(mlflow: MLflowResource, store: ArtifactStore, met
 
 
 def register(
-    mlflow: MLflowResource, store: ArtifactStore, summary: dict[str, Any], metrics: dict[str, Any], tags: dict[str, str]
+    mlflow: MLflowResource, store: ArtifactStore, summary: TrainingSummary, metrics: dict[str, Any], tags: dict[str, str]
 ) -> "ModelVersion":
     from resources.mlflow_tracking import import_mlflow
 
@@ -96,7 +95,7 @@ def registered_model(
     if evaluation_version is None:
         raise dg.Failure("evaluation_report has never been materialised: nothing to register", allow_retries=False)
     metrics = artifact_store.read_json(EVALUATION_REPORT, evaluation_version, METRICS)
-    summary = artifact_store.read_json(TRAINED_WEIGHTS, metrics["weights_version"], TRAINING_SUMMARY)
+    summary = read_training_summary(artifact_store, metrics["weights_version"])
     passed, reasons = promotion_decision(metrics, model_policy)
     tainted = champion_retracted_batches(mlflow, artifact_store, metrics)
     if tainted:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import dagster as dg
 from pydantic import Field
@@ -45,6 +45,25 @@ from yolo_assets.detector.setup import GpuUnavailable, cuda_report, resolve_devi
 from yolo_assets.detector.train import train_detector
 
 TRAINING_SUMMARY = "training.json"
+
+
+class TrainingSummary(TypedDict):
+    """`training.json`, stored with the weights: what made them. Written by `run_training`, read by
+    evaluation, registration and fresh-batch scoring through `read_training_summary`."""
+
+    mlflow_run_id: str
+    dataset_version: str
+    input_batches: dict[str, str]
+    """batch -> the labeled_batch data version trained on"""
+    recipe: dict[str, Any]
+    """TrainingConfig.recipe: everything that determines the weights (the cache key's config part)"""
+    final_metrics: dict[str, float]
+    train_seconds: float
+    dagster_run_id: str
+
+
+def read_training_summary(store: ArtifactStore, weights_version: str) -> TrainingSummary:
+    return cast(TrainingSummary, store.read_json(TRAINED_WEIGHTS, weights_version, TRAINING_SUMMARY))
 CHECKPOINTS = "checkpoints"
 KEPT_FILES = ("results.csv", "args.yaml", "results.png", "labels.jpg", "BoxPR_curve.png", "BoxF1_curve.png",
               "confusion_matrix.png", "confusion_matrix_normalized.png", "val_batch0_pred.jpg", "train_batch0.jpg")
@@ -235,7 +254,7 @@ def run_training(
     recipe: dict[str, Any],
     input_batches: dict[str, str],
     checkpoint: TrainingCheckpoint,
-) -> Iterator[Built[dict[str, Any]]]:
+) -> Iterator[Built[TrainingSummary]]:
     """Train; yields the weights' data version, the training summary and how to store the run's files.
 
     The checkpoint lives in the store under the cache key: a retried or re-launched training of the
@@ -283,7 +302,7 @@ def run_training(
         client.set_terminated(run_id, "FAILED")  # the checkpoint stays: a retry resumes from it
         raise
     checkpoint.wait_for_upload()  # before it is discarded: a late upload would bring it back
-    summary = {
+    summary: TrainingSummary = {
         "mlflow_run_id": run_id,
         "dataset_version": dataset_version,
         "input_batches": input_batches,
@@ -305,7 +324,7 @@ def run_training(
     shutil.rmtree(rundir, ignore_errors=True)
 
 
-def publish_training(store: ArtifactStore, mlflow: MLflowResource, checkpoint: TrainingCheckpoint, version: str, summary: dict[str, Any]) -> None:
+def publish_training(store: ArtifactStore, mlflow: MLflowResource, checkpoint: TrainingCheckpoint, version: str, summary: TrainingSummary) -> None:
     """The stored files go to the training's MLflow run, which is then finished; the resumable
     checkpoint is no longer needed."""
     client = mlflow.client()
@@ -357,7 +376,7 @@ def trained_weights(
     key = cache_key(CODE_VERSIONS[TRAINED_WEIGHTS], {"dataset": dataset_version}, recipe)
     checkpoint = TrainingCheckpoint(artifact_store, key, context.log)
 
-    def build() -> AbstractContextManager[Built[dict[str, Any]]]:
+    def build() -> AbstractContextManager[Built[TrainingSummary]]:
         context.log.info(
             f"training {recipe['model'] if not warm_start_from else 'from champion ' + warm_start_from[:12]} "
             f"for {recipe['epochs']} epochs on dataset {dataset_version[:12]} ({splits}) on {device}"
@@ -368,7 +387,7 @@ def trained_weights(
         TRAINED_WEIGHTS,
         key,
         build,
-        load=lambda version: artifact_store.read_json(TRAINED_WEIGHTS, version, TRAINING_SUMMARY),
+        load=lambda version: read_training_summary(artifact_store, version),
         publish=lambda version, summary: publish_training(artifact_store, mlflow, checkpoint, version, summary),
     )
     if weights.cache_hit:
