@@ -211,7 +211,7 @@ def child_bare_eval(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def child_ours_eval(spec: dict[str, Any]) -> dict[str, Any]:
-    from yolo_assets.assets.evaluation import METRICS
+    from yolo_assets.assets.evaluation import read_evaluation_metrics
     from yolo_assets.assets.keys import EVALUATION_REPORT
     from yolo_assets.assets.materializations import latest_data_version
     from yolo_assets.ops.runs import resolved_resource
@@ -223,7 +223,7 @@ def child_ours_eval(spec: dict[str, Any]) -> dict[str, Any]:
         version = latest_data_version(instance, EVALUATION_REPORT)
         assert version
         with resolved_resource(defs, "artifact_store") as store:
-            metrics = store.read_json(EVALUATION_REPORT, version, METRICS)
+            metrics = read_evaluation_metrics(store, version)
     assert metrics["champion"], "the evaluation had no champion to validate"
     return {"seconds": seconds, "window": [started, time.time()], "mAP50-95": metrics["challenger"]["mAP50-95"],
             "champion_mAP50-95": metrics["champion"]["mAP50-95"]}

@@ -10,7 +10,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import dagster as dg
 from PIL import Image
@@ -28,6 +28,26 @@ from yolo_assets.core.versioning import cache_key, encoded_manifest
 from yolo_assets.detector.validate import validate_detector
 
 METRICS = "metrics.json"
+
+
+class EvaluationMetrics(TypedDict):
+    """`metrics.json`, the evaluation report's data: both models scored on the same val split. Written by
+    `evaluate`, read by the promotion gate and registration through `read_evaluation_metrics`."""
+
+    weights_version: str
+    dataset_version: str
+    num_val_images: int
+    champion_weights_version: str | None
+    champion_model_version: str | None
+    settings: dict[str, Any]
+    """imgsz, batch and device of the validation"""
+    challenger: dict[str, Any]
+    """validate_detector's scores: mAP50, mAP50-95, precision, recall, per_class"""
+    champion: dict[str, Any] | None
+
+
+def read_evaluation_metrics(store: ArtifactStore, version: str) -> EvaluationMetrics:
+    return cast(EvaluationMetrics, store.read_json(EVALUATION_REPORT, version, METRICS))
 REPORT_PLOTS = ("BoxPR_curve.png", "confusion_matrix.png")
 HEADLINE = ("mAP50", "mAP50-95", "precision", "recall")
 
@@ -43,7 +63,7 @@ def _delta(new: float, old: float | None) -> str:
     return "" if old is None else f"{new - old:+.3f}"
 
 
-def render_report(metrics: dict[str, Any], plot_links: dict[str, str]) -> str:
+def render_report(metrics: EvaluationMetrics, plot_links: dict[str, str]) -> str:
     """Markdown: headline metrics, per-class AP (challenger vs champion), PR curve, confusion matrix."""
     challenger, champion = metrics["challenger"], metrics["champion"]
     lines = [
@@ -51,7 +71,7 @@ def render_report(metrics: dict[str, Any], plot_links: dict[str, str]) -> str:
         "",
         f"Val split of dataset `{metrics['dataset_version'][:12]}` ({metrics['num_val_images']} images). "
         + (
-            f"Champion: model version {metrics['champion_model_version']} (weights `{metrics['champion_weights_version'][:12]}`), evaluated on the same split."
+            f"Champion: model version {metrics['champion_model_version']} (weights `{(metrics['champion_weights_version'] or '')[:12]}`), evaluated on the same split."
             if champion
             else "No champion yet."
         ),
@@ -96,7 +116,7 @@ def evaluate(
     champion_model_version: str | None,
     run_id: str,
     device: str,
-) -> Iterator[Built[dict[str, Any]]]:
+) -> Iterator[Built[EvaluationMetrics]]:
     """Validate the challenger (with plots) and the champion on the same val split, on `device` (as the
     asset's `step_device` checked it); yields metrics.json's version and content, and how to store them
     with the plots and the Markdown report."""
@@ -111,7 +131,7 @@ def evaluate(
     challenger = validate(weights_version, "challenger", plots=True)
     champion = validate(champion_version, "champion", plots=False) if champion_version else None
     val_list = data_yaml.parent / "val.txt"
-    metrics = {
+    metrics: EvaluationMetrics = {
         "weights_version": weights_version,
         "dataset_version": summary["dataset_version"],
         "num_val_images": sum(1 for line in val_list.read_text().splitlines() if line.strip()),
@@ -134,7 +154,7 @@ def evaluate(
     shutil.rmtree(workdir, ignore_errors=True)
 
 
-def publish_evaluation(store: ArtifactStore, mlflow: MLflowResource, mlflow_run_id: str, version: str, metrics: dict[str, Any]) -> None:
+def publish_evaluation(store: ArtifactStore, mlflow: MLflowResource, mlflow_run_id: str, version: str, metrics: EvaluationMetrics) -> None:
     """The headline metrics and the stored report go to the training's MLflow run."""
     client = mlflow.client()
     log_metrics(client, mlflow_run_id, {f"eval/{name}": metrics["challenger"][name] for name in HEADLINE})
@@ -176,7 +196,7 @@ def evaluation_report(
             artifact_store, yolo_workspace, config, weights_version, summary, champion_version,
             champion_model.version if champion_model and champion_version else None, context.run.run_id, device,
         ),
-        load=lambda version: artifact_store.read_json(EVALUATION_REPORT, version, METRICS),
+        load=lambda version: read_evaluation_metrics(artifact_store, version),
         publish=lambda version, metrics: publish_evaluation(artifact_store, mlflow, summary["mlflow_run_id"], version, metrics),
     )
     stored = artifact_store.local_path(EVALUATION_REPORT, report.version)

@@ -7,7 +7,7 @@ champion on fresh-batch evidence). Fail: alias `challenger`, and the champion st
 """
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
@@ -16,7 +16,7 @@ from resources.mlflow_tracking import MLflowResource
 from resources.model_policy import ModelPolicy
 from resources.trainer import YoloWorkspace
 from yolo_assets.assets.automation import FOLLOW_UPSTREAM
-from yolo_assets.assets.evaluation import METRICS, evaluation_report
+from yolo_assets.assets.evaluation import EvaluationMetrics, evaluation_report, read_evaluation_metrics
 from yolo_assets.assets.ingest import MANIFEST
 from yolo_assets.assets.keys import (
     EVALUATION_REPORT,
@@ -50,7 +50,7 @@ def find_version(mlflow: MLflowResource, weights_version: str) -> "ModelVersion 
     return max(versions, key=lambda v: int(v.version)) if versions else None
 
 
-def champion_retracted_batches(mlflow: MLflowResource, store: ArtifactStore, metrics: dict[str, Any]) -> list[str]:
+def champion_retracted_batches(mlflow: MLflowResource, store: ArtifactStore, metrics: EvaluationMetrics) -> list[str]:
     """The batches the champion compared in `metrics` learned from that the challenger's dataset retracted."""
     if not metrics["champion_model_version"]:
         return []
@@ -61,7 +61,7 @@ def champion_retracted_batches(mlflow: MLflowResource, store: ArtifactStore, met
 
 
 def register(
-    mlflow: MLflowResource, store: ArtifactStore, summary: TrainingSummary, metrics: dict[str, Any], tags: dict[str, str]
+    mlflow: MLflowResource, store: ArtifactStore, summary: TrainingSummary, metrics: EvaluationMetrics, tags: dict[str, str]
 ) -> "ModelVersion":
     from resources.mlflow_tracking import import_mlflow
 
@@ -94,7 +94,7 @@ def registered_model(
     evaluation_version = latest_data_version(context.instance, EVALUATION_REPORT)
     if evaluation_version is None:
         raise dg.Failure("evaluation_report has never been materialised: nothing to register", allow_retries=False)
-    metrics = artifact_store.read_json(EVALUATION_REPORT, evaluation_version, METRICS)
+    metrics = read_evaluation_metrics(artifact_store, evaluation_version)
     summary = read_training_summary(artifact_store, metrics["weights_version"])
     passed, reasons = promotion_decision(metrics, model_policy)
     tainted = champion_retracted_batches(mlflow, artifact_store, metrics)

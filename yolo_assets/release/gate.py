@@ -1,6 +1,7 @@
 """The promotion rule, one for every comparison of two models on the same images: the offline gate
 (challenger vs champion on the val split) and the gray release (canary vs champion on a fresh batch)."""
 
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 
@@ -10,7 +11,7 @@ class GatePolicy(Protocol):
     first_model_min_map50: float
 
 
-def promotion_decision(metrics: dict[str, Any], policy: GatePolicy) -> tuple[bool, list[str]]:
+def promotion_decision(metrics: Mapping[str, Any], policy: GatePolicy) -> tuple[bool, list[str]]:
     """(passed, reasons) for the challenger in `metrics` against the champion evaluated beside it
     (`{"challenger": scores, "champion": scores | None}`, scores as `validate_detector` returns them)."""
     challenger, champion = metrics["challenger"], metrics["champion"]
