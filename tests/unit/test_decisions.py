@@ -7,10 +7,10 @@ import pytest
 
 from resources.model_policy import ModelPolicy
 from resources.trainer import TrainingDefaults
-from yolo_assets.assets.dataset import dataset_diff
 from yolo_assets.assets.ingest import label_validity_passed
 from yolo_assets.assets.training import TrainingConfig, warm_start_refusal
 from yolo_assets.core.versioning import cache_key, encoded_manifest
+from yolo_assets.data.dataset_manifest import dataset_diff
 from yolo_assets.release.gate import promotion_decision
 
 

@@ -6,46 +6,39 @@ as the data grows. Preprocessing goes through the per-image cache, so adding k i
 """
 
 import json
-import os
-import shutil
 import time
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import dagster as dg
-import yaml
 
 from resources.artifact_store import ArtifactStore, Built
 from resources.dataset_policy import DatasetPolicy
-from yolo_assets.assets.ingest import BLOBS, MANIFEST, BatchVersion, labeled_batch, latest_batch_versions
-from yolo_assets.assets.keys import CODE_VERSIONS, LABELED_BATCH, PROCESSED_IMAGES, identity
+from yolo_assets.assets.ingest import BatchVersion, labeled_batch, latest_batch_versions, read_batch_manifest
+from yolo_assets.assets.keys import CODE_VERSIONS, PROCESSED_IMAGES, identity
 from yolo_assets.assets.materializations import latest_data_version, metadata_value
 from yolo_assets.assets.retractions import RETRACTIONS_VERSION, Retractions, current_retractions
-from yolo_assets.core.fileio import atomic_write_bytes, link_or_copy, object_relpath
-from yolo_assets.core.hashing import hash_json
-from yolo_assets.core.parallel import parallel_starmap
-from yolo_assets.core.versioning import cache_key, encoded_manifest
+from yolo_assets.core.fileio import atomic_write_bytes
+from yolo_assets.core.versioning import MANIFEST, cache_key, encoded_manifest
+from yolo_assets.data.dataset_files import (
+    RECORD_FIELDS,
+    SPLITS,
+    local_lists,
+    pair_key,
+    preprocess_missing,
+    write_lists,
+    write_pairs,
+)
+from yolo_assets.data.dataset_manifest import DatasetManifest, DatasetRow, dataset_diff
 from yolo_assets.data.duplicates import reconcile_classes, union_of_batches
 from yolo_assets.data.formats import class_key
-from yolo_assets.data.preprocess import (
-    PREPROCESS_FIELDS,
-    cache_entry_names,
-    cached_image,
-    cached_record,
-    preprocess_namespace,
-    preprocess_one,
-)
+from yolo_assets.data.preprocess import PREPROCESS_FIELDS, preprocess_namespace
 from yolo_assets.data.quarantine import quarantine_table
 from yolo_assets.data.retractions import retraction_of
 from yolo_assets.data.splits import assign_splits, near_duplicate_pairs
-
-SPLITS = ("train", "val", "test")
-DATASET_ITEMS = "dataset-items"
-DATASET_LISTS = "dataset-lists"
 
 SPLIT_LEAKAGE = dg.AssetCheckSpec(
     "split_leakage",
@@ -80,12 +73,9 @@ class ProcessedImagesConfig(dg.Config):
         return self.model_dump(exclude={"workers"})
 
 
-RECORD_FIELDS = ("width", "height", "file_sha", "pixel_sha", "dhash")
-
-
 class StoredDataset(NamedTuple):
     version: str
-    manifest: dict[str, Any]
+    manifest: DatasetManifest
 
 
 def previous_dataset(instance: dg.DagsterInstance, store: ArtifactStore) -> StoredDataset | None:
@@ -94,10 +84,15 @@ def previous_dataset(instance: dg.DagsterInstance, store: ArtifactStore) -> Stor
     version = latest_data_version(instance, PROCESSED_IMAGES)
     if not version or not store.exists(PROCESSED_IMAGES, version):
         return None
-    return StoredDataset(version, store.read_json(PROCESSED_IMAGES, version, MANIFEST))
+    return StoredDataset(version, read_dataset_manifest(store, version))
 
 
-def reusable_rows(previous: dict[str, Any] | None, config: ProcessedImagesConfig) -> dict[str, dict[str, Any]]:
+def read_dataset_manifest(store: ArtifactStore, version: str) -> DatasetManifest:
+    """The manifest of dataset version `version` (written by `write_dataset`)."""
+    return cast(DatasetManifest, store.read_json(PROCESSED_IMAGES, version, MANIFEST))
+
+
+def reusable_rows(previous: DatasetManifest | None, config: ProcessedImagesConfig) -> dict[str, DatasetRow]:
     """Rows of the previous dataset, by image hash, when it was built with the same preprocessing.
 
     Their per-image records and item folders are reused as they are: an incremental build reads
@@ -112,36 +107,7 @@ def reusable_rows(previous: dict[str, Any] | None, config: ProcessedImagesConfig
     return {row["sha"]: row for row in previous["items"]}
 
 
-def preprocess_missing(
-    store: ArtifactStore,
-    items: dict[str, dict[str, Any]],
-    config: ProcessedImagesConfig,
-    known: dict[str, dict[str, Any]] | None = None,
-) -> tuple[dict[str, dict[str, Any]], int]:
-    """Cache records for every item; decodes only the images not cached for these settings (on any
-    machine: a remote store is asked for the records this one lacks)."""
-    namespace = preprocess_namespace(config.preprocess_settings())
-    cache_root = store.object_root(namespace)
-    known = known or {}
-    store.fetch_objects(namespace, [cache_entry_names(sha)[1] for sha in items if sha not in known])
-    records = {sha: known.get(sha) or cached_record(cache_root, sha) for sha in items}
-    missing = sorted(sha for sha, record in records.items() if record is None or any(f not in record for f in RECORD_FIELDS))
-    store.fetch_objects(BLOBS, [object_relpath(sha) for sha in missing])
-    settings = config.preprocess_settings()
-    fresh = parallel_starmap(
-        preprocess_one,
-        [
-            (str(store.object_path(BLOBS, sha)), str(cache_root), sha, settings["max_side"], settings["jpeg_quality"], settings["max_image_pixels"])
-            for sha in missing
-        ],
-        config.workers,
-    )
-    store.publish_objects(namespace, [name for sha in missing for name in cache_entry_names(sha)])
-    complete: dict[str, dict[str, Any]] = {**{sha: r for sha, r in records.items() if r is not None}, **dict(zip(missing, fresh))}
-    return complete, len(missing)
-
-
-def split_anchors(previous: dict[str, Any] | None, config: ProcessedImagesConfig, policy: DatasetPolicy) -> dict[str, str]:
+def split_anchors(previous: DatasetManifest | None, config: ProcessedImagesConfig, policy: DatasetPolicy) -> dict[str, str]:
     """The split every image had in the previous dataset version, when that version split the same
     way (our hash split, same val_fraction): images keep it, near-duplicates join it."""
     if not previous or policy.honour_export_split or previous.get("policy", {}).get("honour_export_split"):
@@ -151,26 +117,21 @@ def split_anchors(previous: dict[str, Any] | None, config: ProcessedImagesConfig
     return {row["sha"]: row["split"] for row in previous["items"]}
 
 
-def pair_key(namespace: str, sha: str, labels: list[list[Any]]) -> str:
-    """Content address of an image/label pair: the preprocessed image and its label text."""
-    return hash_json([namespace, sha, labels])
-
-
 def build_manifest(
     classes: list[str],
     items: dict[str, dict[str, Any]],
-    records: dict[str, dict[str, Any]],
+    records: Mapping[str, Mapping[str, Any]],
     pairs: list[tuple[str, str, int]],
     config: ProcessedImagesConfig,
     policy: DatasetPolicy,
-    reusable: dict[str, dict[str, Any]],
+    reusable: dict[str, DatasetRow],
     anchors: dict[str, str] | None = None,
     retracted: dict[str, str] | None = None,
-) -> dict[str, Any]:
+) -> DatasetManifest:
     splits = assign_splits(items, pairs, config.val_fraction, policy.honour_export_split, anchors)
     namespace = preprocess_namespace(config.preprocess_settings())
     class_id = {class_key(name, policy.case_sensitive_classes): i for i, name in enumerate(classes)}
-    rows = []
+    rows: list[DatasetRow] = []
     for sha in sorted(items):
         item, record = items[sha], records[sha]
         labels = [[class_id[class_key(box[0], policy.case_sensitive_classes)], *box[1:]] for box in item["boxes"]]
@@ -202,129 +163,20 @@ def build_manifest(
     }
 
 
-def label_text(labels: list[list[float]]) -> str:
-    return "".join(f"{int(l[0])} {l[1]:.6f} {l[2]:.6f} {l[3]:.6f} {l[4]:.6f}\n" for l in labels)
-
-
-def pair_files(row: dict[str, Any]) -> list[str]:
-    """The two files of a dataset row's image/label pair, relative to the dataset-items root."""
-    folder = object_relpath(row["pair"])
-    return [f"{folder}/images/{row['sha']}.jpg", f"{folder}/labels/{row['sha']}.txt"]
-
-
-def ensure_item_folder(store: ArtifactStore, cache_root: Path, row: dict[str, Any]) -> None:
-    """Write the content-addressed pair `<pair>/images/<sha>.jpg` + `<pair>/labels/<sha>.txt` unless
-    it is there.
-
-    Ultralytics finds a label by swapping the last `/images/` of the image path for `/labels/`, so
-    dataset versions can list these shared pairs instead of re-linking every image: a new version
-    costs O(new items) file operations plus two list files.
-    """
-    sha, folder = row["sha"], store.object_path(DATASET_ITEMS, row["pair"])
-    if os.path.exists(f"{folder}/images/{sha}.jpg"):
-        return
-    staging = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}")
-    os.makedirs(f"{staging}/images")
-    os.mkdir(f"{staging}/labels")
-    with open(f"{staging}/labels/{sha}.txt", "w") as label_file:
-        label_file.write(label_text(row["labels"]))
-    link_or_copy(cached_image(cache_root, sha), f"{staging}/images/{sha}.jpg")
-    try:
-        os.rename(staging, folder)  # atomic: the pair appears complete or not at all
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)  # a concurrent writer committed the same pair
-
-
-def write_dataset(staging: Path, store: ArtifactStore, manifest: dict[str, Any], encoded: bytes, listed: set[str]) -> None:
-    """The ultralytics-ready dataset: data.yaml naming train.txt / val.txt image lists, and the manifest.
-
-    Pairs in `listed` belong to a committed earlier version, so they exist: only the others are
-    checked and written (before the lists that name them).
-    """
-    namespace = preprocess_namespace({name: manifest["settings"][name] for name in PREPROCESS_FIELDS})
-    cache_root, items_root = store.object_root(namespace), store.object_root(DATASET_ITEMS)
-    new_pairs = [row for row in manifest["items"] if row["pair"] not in listed]
-    store.fetch_objects(namespace, [cache_entry_names(row["sha"])[0] for row in new_pairs])
-    for row in new_pairs:
-        ensure_item_folder(store, cache_root, row)
-    store.publish_objects(DATASET_ITEMS, [name for row in new_pairs for name in pair_files(row)])
-    write_lists(staging, manifest, items_root)
+def write_dataset(staging: Path, store: ArtifactStore, manifest: DatasetManifest, encoded: bytes, listed: set[str]) -> None:
+    """The ultralytics-ready dataset: its new pairs made durable first, then data.yaml naming the
+    train.txt / val.txt image lists, and the manifest."""
+    write_lists(staging, manifest, write_pairs(store, manifest, listed))
     atomic_write_bytes(staging / MANIFEST, encoded, durable=True)
 
 
-def write_lists(folder: Path, manifest: dict[str, Any], items_root: Path) -> Path:
-    """data.yaml and the train/val(/test) image lists ultralytics reads, naming the pairs under
-    `items_root`; returns data.yaml."""
-    lists: dict[str, list[str]] = {split: [] for split in SPLITS}
-    for row in manifest["items"]:
-        lists[row["split"]].append(f"{items_root}/{pair_files(row)[0]}")
-    for split, paths in lists.items():
-        if paths or split != "test":
-            (folder / f"{split}.txt").write_text("".join(f"{path}\n" for path in paths))
-    data_yaml: dict[str, Any] = {"train": "train.txt", "val": "val.txt"}  # resolved next to this file
-    if lists["test"]:
-        data_yaml["test"] = "test.txt"
-    data_yaml.update({"nc": len(manifest["classes"]), "names": dict(enumerate(manifest["classes"]))})
-    (folder / "data.yaml").write_text(yaml.safe_dump(data_yaml, sort_keys=False))
-    return folder / "data.yaml"
-
-
 def local_dataset(store: ArtifactStore, version: str) -> Path:
-    """data.yaml of a dataset version whose every image and label is on this machine: what a
-    remote store lacks here is fetched (once per machine, not once per training). The stored lists
-    name the dataset-items root of the machine that built the version; where this machine's root
-    differs, lists of its own are written beside its object mirror."""
+    """data.yaml of a dataset version whose every image and label is on this machine."""
     folder = store.local_path(PROCESSED_IMAGES, version)
-    manifest = json.loads((folder / MANIFEST).read_text())
-    store.fetch_objects(DATASET_ITEMS, [name for row in manifest["items"] for name in pair_files(row)])
-    items_root = store.object_root(DATASET_ITEMS)
-    with open(folder / "train.txt") as train, open(folder / "val.txt") as val:
-        first = train.readline() or val.readline()  # one path tells where the lists are rooted
-    if first.startswith(f"{items_root}/"):
-        return folder / "data.yaml"
-    rerooted = store.object_root(DATASET_LISTS) / version
-    if not (rerooted / "data.yaml").exists():
-        staging = rerooted.with_name(f".{version}.{uuid.uuid4().hex}")
-        staging.mkdir(parents=True)
-        write_lists(staging, manifest, items_root)
-        try:
-            os.rename(staging, rerooted)
-        except OSError:
-            shutil.rmtree(staging, ignore_errors=True)  # another process wrote the same lists first
-    return rerooted / "data.yaml"
+    return local_lists(store, folder, cast(DatasetManifest, json.loads((folder / MANIFEST).read_text())), version)
 
 
-def dataset_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """Images added / removed / relabeled between two dataset manifests, and box counts per class."""
-
-    def named(manifest: dict[str, Any], row: dict[str, Any]) -> list[list[Any]]:
-        return sorted([manifest["classes"][int(l[0])], *l[1:]] for l in row["labels"])
-
-    before = {row["sha"]: row for row in old["items"]}
-    after = {row["sha"]: row for row in new["items"]}
-    same_classes = old["classes"] == new["classes"]
-    added, removed = sorted(after.keys() - before.keys()), sorted(before.keys() - after.keys())
-    relabeled = sorted(
-        sha
-        for sha in before.keys() & after.keys()
-        if (not same_classes or before[sha]["labels"] != after[sha]["labels"])
-        and named(old, before[sha]) != named(new, after[sha])
-    )
-    per_class: dict[str, dict[str, int]] = {}
-    for shas, manifest, rows, field in ((added, new, after, "added"), (removed, old, before, "removed"), (relabeled, new, after, "relabeled")):
-        for sha in shas:
-            for name in {box[0] for box in named(manifest, rows[sha])} or {"(background)"}:
-                per_class.setdefault(name, {"added": 0, "removed": 0, "relabeled": 0})[field] += 1
-    return {
-        "added": len(added),
-        "removed": len(removed),
-        "relabeled": len(relabeled),
-        "images_per_class": per_class,
-        "examples": {"added": added[:5], "removed": removed[:5], "relabeled": relabeled[:5]},
-    }
-
-
-def dataset_metadata(manifest: dict[str, Any]) -> dict[str, Any]:
+def dataset_metadata(manifest: DatasetManifest) -> dict[str, Any]:
     splits = Counter(item["split"] for item in manifest["items"])
     boxes = Counter(manifest["classes"][int(l[0])] for item in manifest["items"] for l in item["labels"])
     return {
@@ -384,7 +236,7 @@ def dataset_is_current(latest: dg.AssetMaterialization | None, wanted: WantedDat
     return wanted.inputs == metadata_value(latest, "input_batches") and wanted.retractions.version == built_with_retractions
 
 
-def split_leakage_result(manifest: Mapping[str, Any]) -> dg.AssetCheckResult:
+def split_leakage_result(manifest: DatasetManifest) -> dg.AssetCheckResult:
     leaks: list[dict[str, Any]] = []
     for field in ("sha", "pixel_sha"):
         first_split: dict[str, str] = {}
@@ -412,7 +264,7 @@ def split_leakage_result(manifest: Mapping[str, Any]) -> dg.AssetCheckResult:
     )
 
 
-def near_duplicates_result(manifest: Mapping[str, Any], max_distance: int) -> dg.AssetCheckResult:
+def near_duplicates_result(manifest: DatasetManifest, max_distance: int) -> dg.AssetCheckResult:
     """Near-duplicates are expected (augmented copies); across splits they leak, so that warns.
     The pairs are the ones the split assignment used, listed in the manifest."""
     items = {item["sha"]: item for item in manifest["items"]}
@@ -432,7 +284,7 @@ def near_duplicates_result(manifest: Mapping[str, Any], max_distance: int) -> dg
 
 
 class BuiltDataset(NamedTuple):
-    manifest: dict[str, Any]
+    manifest: DatasetManifest
     num_processed: int
     union_metadata: dict[str, Any]
 
@@ -475,7 +327,7 @@ def processed_images(
     )
 
     def build() -> nullcontext[Built[BuiltDataset]]:
-        batch_manifests = ((b.partition, artifact_store.read_json(LABELED_BATCH, b.data_version, MANIFEST)) for b in included)
+        batch_manifests = ((b.partition, read_batch_manifest(artifact_store, b.data_version)) for b in included)
         union_classes, items, duplicates, conflicts = union_of_batches(
             batch_manifests, dataset_policy.case_sensitive_classes, dataset_policy.label_conflicts,
             dataset_policy.label_match_tolerance, registry=classes,
@@ -483,7 +335,7 @@ def processed_images(
         for conflict in conflicts:
             context.log.warning(f"left out {conflict['image']}: {conflict['reason']} ({conflict['detail']})")
         reusable = reusable_rows(previous.manifest if previous else None, config)
-        records, num_processed = preprocess_missing(artifact_store, items, config, reusable)
+        records, num_processed = preprocess_missing(artifact_store, items, config.preprocess_settings(), config.workers, reusable)
         pairs = near_duplicate_pairs(records, dataset_policy.near_duplicate_distance)
         anchors = split_anchors(previous.manifest if previous else None, config, dataset_policy)
         manifest = build_manifest(union_classes, items, records, pairs, config, dataset_policy, reusable, anchors, retracted_versions)
@@ -497,7 +349,7 @@ def processed_images(
         ))
 
     def load(version: str) -> BuiltDataset:
-        stored = previous.manifest if previous and previous.version == version else artifact_store.read_json(PROCESSED_IMAGES, version, MANIFEST)
+        stored = previous.manifest if previous and previous.version == version else read_dataset_manifest(artifact_store, version)
         return BuiltDataset(stored, 0, {})
 
     dataset = artifact_store.cached(PROCESSED_IMAGES, key, build, load)

@@ -26,14 +26,17 @@ from resources.artifact_store import ArtifactStore, Built
 from resources.mlflow_tracking import MLflowResource
 from resources.model_policy import ModelPolicy
 from resources.trainer import YoloWorkspace
-from yolo_assets.assets.dataset import ProcessedImagesConfig, label_text, preprocess_missing
+from yolo_assets.assets.dataset import ProcessedImagesConfig
 from yolo_assets.assets.evaluation import HEADLINE, EvaluationConfig
-from yolo_assets.assets.ingest import MANIFEST, batch_partitions, labeled_batch
+from yolo_assets.assets.ingest import batch_partitions, labeled_batch, read_batch_manifest
 from yolo_assets.assets.keys import CODE_VERSIONS, FRESH_BATCH_EVALUATION, LABELED_BATCH, REGISTERED_MODEL, TRAINED_WEIGHTS, identity
 from yolo_assets.assets.materializations import data_version_of, latest_materialization
 from yolo_assets.assets.training import read_training_summary, weights_path
 from yolo_assets.core.fileio import atomic_write_bytes, link_or_copy
 from yolo_assets.core.versioning import cache_key, encoded_manifest
+from yolo_assets.data.batch_manifest import BatchItem, BatchManifest
+from yolo_assets.data.dataset_files import preprocess_missing
+from yolo_assets.data.dataset_manifest import label_text
 from yolo_assets.data.preprocess import cached_image, preprocess_namespace
 from yolo_assets.detector.checkpoint import checkpoint_class_names
 from yolo_assets.detector.setup import resolve_device
@@ -78,7 +81,7 @@ def live_models(mlflow: MLflowResource, store: ArtifactStore, batch: str) -> tup
     return models, not_scored
 
 
-def write_scoring_folder(folder: Path, items: list[dict[str, Any]], image_root: Path, class_names: list[str]) -> tuple[Path, int]:
+def write_scoring_folder(folder: Path, items: list[BatchItem], image_root: Path, class_names: list[str]) -> tuple[Path, int]:
     """An ultralytics val set of the batch for a model predicting `class_names`: its images (links into
     the preprocessing cache) and labels in that model's class ids. Boxes of classes the model does not
     know are left out (returned: how many), they cannot count for or against it."""
@@ -100,13 +103,13 @@ def write_scoring_folder(folder: Path, items: list[dict[str, Any]], image_root: 
 
 
 def score_batch(
-    store: ArtifactStore, workspace: YoloWorkspace, config: EvaluationConfig, manifest: dict[str, Any],
+    store: ArtifactStore, workspace: YoloWorkspace, config: EvaluationConfig, manifest: BatchManifest,
     models: dict[str, dict[str, Any]], run_id: str,
 ) -> dict[str, Any]:
     """Each model's metrics on the batch's accepted images, preprocessed through the shared cache."""
     preprocess = ProcessedImagesConfig()
     items = manifest["items"]
-    _, decoded = preprocess_missing(store, {item["image_sha"]: item for item in items}, preprocess)
+    _, decoded = preprocess_missing(store, [item["image_sha"] for item in items], preprocess.preprocess_settings(), preprocess.workers)
     image_root = store.object_root(preprocess_namespace(preprocess.preprocess_settings()))
     workdir = workspace.workdir("fresh", run_id)
     scores: dict[str, Any] = {}
@@ -189,7 +192,7 @@ def fresh_batch_evaluation(
     )
 
     def build() -> nullcontext[Built[dict[str, Any]]]:
-        manifest = artifact_store.read_json(LABELED_BATCH, version, MANIFEST)
+        manifest = read_batch_manifest(artifact_store, version)
         scored = score_batch(artifact_store, yolo_workspace, config, manifest, models, context.run.run_id) if models else {}
         result = {"batch": batch, "batch_version": version, "num_images": len(manifest["items"]), "scores": scored.get("models", {}),
                   "not_scored": not_scored, "num_processed": scored.get("num_processed", 0)}

@@ -4,14 +4,12 @@ Accepted image and label bytes are copied into the store's content-addressed blo
 assets never read the (mutable) landing zone again; quarantined files are kept beside the manifest.
 """
 
-import json
-import shutil
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import dagster as dg
 
@@ -20,17 +18,16 @@ from resources.dataset_policy import DatasetPolicy
 from resources.landing_zone import LandingZone
 from yolo_assets.assets.keys import CODE_VERSIONS, LABELED_BATCH, PROCESSED_IMAGES, identity
 from yolo_assets.assets.materializations import code_version_of, data_version_of, latest_materialization, metadata_value
-from yolo_assets.core.fileio import atomic_write_bytes, object_relpath
-from yolo_assets.core.hashing import canonical_json
+from yolo_assets.core.fileio import object_relpath
 from yolo_assets.core.parallel import parallel_starmap
-from yolo_assets.core.versioning import cache_key, manifest_version
+from yolo_assets.core.versioning import MANIFEST, cache_key, manifest_version
+from yolo_assets.data.batch_manifest import BatchItem, BatchManifest, write_batch_artifact
+from yolo_assets.data.dataset_files import BLOBS
 from yolo_assets.data.duplicates import resolve_duplicates
 from yolo_assets.data.formats import BatchFormatError, class_key, read_batch
 from yolo_assets.data.labels import InspectionRules, inspect_item
-from yolo_assets.data.quarantine import QuarantineReason, quarantine_entry, quarantine_table
+from yolo_assets.data.quarantine import QuarantineEntry, quarantine_entry, quarantine_table
 
-BLOBS = "blobs"
-MANIFEST = "manifest.json"
 REJECTED = "rejected"
 MAX_REASON_CHARS = 500
 
@@ -51,6 +48,11 @@ CLASS_REGISTRY = dg.AssetCheckSpec(
 )
 
 
+def read_batch_manifest(store: ArtifactStore, version: str) -> BatchManifest:
+    """The manifest of batch version `version` (written by `write_batch_artifact`)."""
+    return cast(BatchManifest, store.read_json(LABELED_BATCH, version, MANIFEST))
+
+
 class BatchChangedWhileRead(Exception):
     """The batch's content hash after reading differs from the one its version is keyed by: what was
     read may mix two uploads. Not a data error: the retry policy reads it again."""
@@ -69,8 +71,8 @@ class LabeledBatchConfig(dg.Config):
 
 
 def build_manifest(
-    root: Path, config: LabeledBatchConfig, policy: DatasetPolicy, store: ArtifactStore, rejected_members: list[dict[str, Any]]
-) -> dict[str, Any]:
+    root: Path, config: LabeledBatchConfig, policy: DatasetPolicy, store: ArtifactStore, rejected_members: list[QuarantineEntry]
+) -> BatchManifest:
     layout = read_batch(root, policy.read_limits())
     rules = InspectionRules(
         num_classes=len(layout.class_names), max_pixels=config.max_image_pixels, coordinate_tolerance=policy.coordinate_tolerance,
@@ -80,7 +82,8 @@ def build_manifest(
     results = parallel_starmap(
         inspect_item, [(str(root), item.image, item.label, item.label_text, rules) for item in layout.items], config.workers
     )
-    accepted, quarantine = [], [*rejected_members, *layout.quarantine]
+    accepted: list[BatchItem] = []
+    quarantine = [*rejected_members, *layout.quarantine]
     fixes: Counter[str] = Counter()
     for item, result in zip(layout.items, results):
         if result["reason"]:
@@ -107,24 +110,6 @@ def build_manifest(
         "quarantine": quarantine + duplicates,
         "notes": {**layout.notes, **fixes},
     }
-
-
-def write_batch_artifact(staging: Path, root: Path, manifest: dict[str, Any]) -> None:
-    atomic_write_bytes(staging / MANIFEST, canonical_json(manifest), durable=True)
-    (staging / "quarantine.json").write_text(json.dumps(manifest["quarantine"], indent=1))
-    (staging / "quarantine.md").write_text(quarantine_table(manifest["quarantine"], limit=None))
-    for entry in manifest["quarantine"]:  # keep the bad files themselves: nothing is lost
-        # An oversized label stays in the landing zone only: copying it would bloat every artifact read.
-        oversized = entry["reason"] == QuarantineReason.LABEL_TOO_LARGE
-        for relative in (entry["image"], None if oversized else entry["label"]):
-            if not relative:
-                continue
-            source = root / relative
-            # Never follow a link (it may point outside the batch); never copy a folder.
-            if not source.is_symlink() and source.is_file() and source.resolve().is_relative_to(root.resolve()):
-                target = staging / "quarantine" / relative
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(root / relative, target)
 
 
 def quarantined_fraction(manifest: Mapping[str, Any]) -> float:
@@ -177,7 +162,7 @@ def class_registry_result(new_classes: list[str], registry: list[str], policy: s
     )
 
 
-def batch_metadata(manifest: dict[str, Any], config: LabeledBatchConfig) -> dict[str, Any]:
+def batch_metadata(manifest: BatchManifest, config: LabeledBatchConfig) -> dict[str, Any]:
     reasons = Counter(entry["reason"] for entry in manifest["quarantine"])
     boxes = Counter(box[0] for item in manifest["items"] for box in item["boxes"])
     return {
@@ -220,7 +205,7 @@ def labeled_batch(
     )
 
     @contextmanager
-    def build() -> Iterator[Built[dict[str, Any]]]:
+    def build() -> Iterator[Built[BatchManifest]]:
         # The batch stays open until its quarantined files are copied into the artifact.
         with landing_zone.open_batch(batch) as (root, rejected_members):
             try:
@@ -243,7 +228,7 @@ def labeled_batch(
             yield Built(manifest_version(manifest), manifest, lambda staging: write_batch_artifact(staging, root, manifest))
 
     stored = artifact_store.cached(
-        LABELED_BATCH, key, build, load=lambda version: artifact_store.read_json(LABELED_BATCH, version, MANIFEST)
+        LABELED_BATCH, key, build, load=lambda version: read_batch_manifest(artifact_store, version)
     )
     manifest = stored.summary
     if stored.cache_hit:

@@ -16,11 +16,10 @@ from resources.mlflow_tracking import MLflowResource
 from resources.model_policy import ModelPolicy
 from resources.trainer import YoloWorkspace
 from yolo_assets.assets.automation import FOLLOW_UPSTREAM
+from yolo_assets.assets.dataset import read_dataset_manifest
 from yolo_assets.assets.evaluation import EvaluationMetrics, evaluation_report, read_evaluation_metrics
-from yolo_assets.assets.ingest import MANIFEST
 from yolo_assets.assets.keys import (
     EVALUATION_REPORT,
-    PROCESSED_IMAGES,
     REGISTERED_MODEL,
     code_versions_through,
     identity,
@@ -55,7 +54,7 @@ def champion_retracted_batches(mlflow: MLflowResource, store: ArtifactStore, met
     if not metrics["champion_model_version"]:
         return []
     champion = mlflow.client().get_model_version(mlflow.model_name, metrics["champion_model_version"])
-    retracted = store.read_json(PROCESSED_IMAGES, metrics["dataset_version"], MANIFEST).get("retracted_batches", {})
+    retracted = read_dataset_manifest(store, metrics["dataset_version"]).get("retracted_batches", {})
     records = [{"batch": batch, "data_version": version} for batch, version in retracted.items()]
     return retracted_batches_of(json.loads(champion.tags.get("batches", "{}")), records)
 

@@ -25,8 +25,7 @@ from resources.mlflow_tracking import MLflowResource, log_metrics, log_params
 from resources.model_policy import ModelPolicy
 from resources.trainer import TrainingDefaults, YoloWorkspace
 from yolo_assets.assets.automation import RETRAIN_ON_NEW_DATA
-from yolo_assets.assets.dataset import local_dataset, processed_images
-from yolo_assets.assets.ingest import MANIFEST
+from yolo_assets.assets.dataset import local_dataset, processed_images, read_dataset_manifest
 from yolo_assets.assets.keys import (
     CODE_VERSIONS,
     FRESH_BATCH_EVALUATION,
@@ -40,6 +39,7 @@ from yolo_assets.core.background import LatestOnly
 from yolo_assets.core.fileio import atomic_write_bytes, object_relpath
 from yolo_assets.core.hashing import sha256_file
 from yolo_assets.core.versioning import cache_key
+from yolo_assets.data.dataset_manifest import DatasetManifest
 from yolo_assets.detector.checkpoint import checkpoint_class_names, checkpoint_epoch
 from yolo_assets.detector.setup import GpuUnavailable, cuda_report, resolve_device, ultralytics_version
 from yolo_assets.detector.train import train_detector
@@ -64,6 +64,8 @@ class TrainingSummary(TypedDict):
 
 def read_training_summary(store: ArtifactStore, weights_version: str) -> TrainingSummary:
     return cast(TrainingSummary, store.read_json(TRAINED_WEIGHTS, weights_version, TRAINING_SUMMARY))
+
+
 CHECKPOINTS = "checkpoints"
 KEPT_FILES = ("results.csv", "args.yaml", "results.png", "labels.jpg", "BoxPR_curve.png", "BoxF1_curve.png",
               "confusion_matrix.png", "confusion_matrix_normalized.png", "val_batch0_pred.jpg", "train_batch0.jpg")
@@ -424,7 +426,7 @@ def step_device(device: str, step: str, log: Any) -> str:
     return resolved
 
 
-def retraction_changes(current: dict[str, Any], trained_on: dict[str, Any]) -> dict[str, list[str]]:
+def retraction_changes(current: DatasetManifest, trained_on: DatasetManifest) -> dict[str, list[str]]:
     """Batches retracted or unretracted between two dataset manifests: a retraining trigger of its own,
     whatever min_new_images says (a retraction adds no image, yet its labels must leave the model)."""
     now, then = current.get("retracted_batches", {}), trained_on.get("retracted_batches", {})
@@ -448,8 +450,8 @@ def retrain_gate(
         return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={"reason": "no dataset yet"})
     if not trained_on or not artifact_store.exists(PROCESSED_IMAGES, trained_on):
         return dg.AssetCheckResult(passed=True, metadata={"reason": "no trained model yet", "min_new_images": model_policy.min_new_images})
-    current_manifest = artifact_store.read_json(PROCESSED_IMAGES, current, MANIFEST)
-    trained_manifest = artifact_store.read_json(PROCESSED_IMAGES, trained_on, MANIFEST)
+    current_manifest = read_dataset_manifest(artifact_store, current)
+    trained_manifest = read_dataset_manifest(artifact_store, trained_on)
     new_images = len({i["sha"] for i in current_manifest["items"]} - {i["sha"] for i in trained_manifest["items"]})
     drifted = drifted_batches_since_training(context.instance)
     retractions = retraction_changes(current_manifest, trained_manifest)

@@ -7,6 +7,9 @@ from typing import Any
 
 from yolo_assets.core.hashing import canonical_json, hash_json, sha256_bytes
 
+# The file a batch's or a dataset version's manifest is stored as in its artifact.
+MANIFEST = "manifest.json"
+
 
 def cache_key(code_version: str, inputs: Any, config: Mapping[str, Any]) -> str:
     """Rule 4: hash(code_version, input data versions, config) names a unique output."""

@@ -12,8 +12,9 @@ from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from yolo_assets.data.batch_manifest import BatchItem, BatchManifest
 from yolo_assets.data.formats import class_key
-from yolo_assets.data.quarantine import QuarantineReason, quarantine_entry
+from yolo_assets.data.quarantine import QuarantineEntry, QuarantineReason, quarantine_entry
 
 LAST_WRITER_WINS = "last_writer_wins"
 DEFAULT_TOLERANCE = 1e-4
@@ -50,13 +51,14 @@ def same_labels(a: Sequence[Sequence[Any]], b: Sequence[Sequence[Any]], toleranc
 
 
 def resolve_duplicates(
-    items: list[dict[str, Any]], label_conflicts: str, tolerance: float = DEFAULT_TOLERANCE
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    items: list[BatchItem], label_conflicts: str, tolerance: float = DEFAULT_TOLERANCE
+) -> tuple[list[BatchItem], list[QuarantineEntry]]:
     """Within one batch: (kept items, quarantine entries for the other copies)."""
-    by_sha: dict[str, list[dict[str, Any]]] = {}
+    by_sha: dict[str, list[BatchItem]] = {}
     for item in items:
         by_sha.setdefault(item["image_sha"], []).append(item)
-    kept, quarantine = [], []
+    kept: list[BatchItem] = []
+    quarantine: list[QuarantineEntry] = []
     for copies in by_sha.values():
         if len(copies) == 1:
             kept.append(copies[0])
@@ -93,12 +95,12 @@ def reconcile_classes(registry: Iterable[str], batch_classes: Iterable[Iterable[
 
 
 def union_of_batches(
-    batches: Iterable[tuple[str, dict[str, Any]]],
+    batches: Iterable[tuple[str, BatchManifest]],
     case_sensitive: bool,
     label_conflicts: str,
     tolerance: float = DEFAULT_TOLERANCE,
     registry: Sequence[str] = (),
-) -> tuple[list[str], dict[str, dict[str, Any]], int, list[dict[str, Any]]]:
+) -> tuple[list[str], dict[str, dict[str, Any]], int, list[QuarantineEntry]]:
     """Across batches, given (partition, batch manifest) in landing order: class names reconciled by
     name (`reconcile_classes`, after the `registry`) and items keyed by image hash, in order of first
     appearance.

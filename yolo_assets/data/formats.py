@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from yolo_assets.data.quarantine import QuarantineReason, quarantine_entry
+from yolo_assets.data.quarantine import QuarantineEntry, QuarantineReason, quarantine_entry
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 FORMAT_FILE = "yolo-assets.yaml"
@@ -115,7 +115,7 @@ class BatchLayout:
     class_names: list[str]
     items: list[BatchItem]
     # Entries found while reading (links leaving the batch, COCO annotations without an image...).
-    quarantine: list[dict[str, Any]] = field(default_factory=list)
+    quarantine: list[QuarantineEntry] = field(default_factory=list)
     notes: dict[str, Any] = field(default_factory=dict)
 
 
@@ -153,7 +153,7 @@ class _Files:
             p for p in self.paths if p.suffix.lower() in IMAGE_SUFFIXES and (under is None or p.is_relative_to(under))
         )
 
-    def quarantine(self) -> list[dict[str, Any]]:
+    def quarantine(self) -> list[QuarantineEntry]:
         return [
             quarantine_entry(path, None, QuarantineReason.SYMLINK_OUTSIDE_BATCH, "symbolic link to a file outside the batch: not read")
             for path in self.escaping_links

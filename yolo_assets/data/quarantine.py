@@ -4,8 +4,9 @@ Codes are stable (users filter on them) and appear in manifests, metadata and `q
 plain strings. Every item that cannot be used is kept with one of these; nothing is dropped silently.
 """
 
+from collections.abc import Sequence
 from enum import StrEnum
-from typing import Any
+from typing import TypedDict
 
 
 class QuarantineReason(StrEnum):
@@ -35,13 +36,22 @@ class QuarantineReason(StrEnum):
     ANNOTATION_ORPHAN = "annotation_orphan"
 
 
-def quarantine_entry(image: str | None, label: str | None, reason: QuarantineReason, detail: str) -> dict[str, Any]:
+class QuarantineEntry(TypedDict):
+    """One quarantined item, as stored in a batch manifest's `quarantine` list and `quarantine.json`."""
+
+    image: str | None  # relative to the batch
+    label: str | None
+    reason: str  # a QuarantineReason code, as a plain str
+    detail: str
+
+
+def quarantine_entry(image: str | None, label: str | None, reason: QuarantineReason, detail: str) -> QuarantineEntry:
     """One quarantined item: its image and label paths (relative to the batch), why, and details."""
     # The code as a plain str: entries go to JSON, metadata and tables, never as an enum member.
     return {"image": image, "label": label, "reason": str(reason), "detail": detail}
 
 
-def quarantine_table(entries: list[dict[str, Any]], limit: int | None = 50) -> str:
+def quarantine_table(entries: Sequence[QuarantineEntry], limit: int | None = 50) -> str:
     """Markdown table of quarantine entries (the metadata shows the first `limit`)."""
     if not entries:
         return "No quarantined items.\n"

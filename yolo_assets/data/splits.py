@@ -20,7 +20,7 @@ def split_of(image_sha: str, val_fraction: float) -> str:
 MAX_BUCKET = 16
 
 
-def near_duplicate_pairs(records: dict[str, dict[str, Any]], max_distance: int) -> list[tuple[str, str, int]]:
+def near_duplicate_pairs(records: Mapping[str, Mapping[str, Any]], max_distance: int) -> list[tuple[str, str, int]]:
     """Pairs of images whose perceptual hashes differ in at most `max_distance` bits, sorted.
 
     Band the 64-bit hash into max_distance + 1 chunks: two hashes that close agree exactly on at
