@@ -59,11 +59,14 @@ class LatencyProxy:
             client_writer.close()
             return
         request_sent = asyncio.Event()  # set by a request, cleared by the start of its response
-        await asyncio.gather(
-            self._pump(client_reader, server_writer, upstream=True, request_sent=request_sent),
-            self._pump(server_reader, client_writer, upstream=False, request_sent=request_sent),
-            return_exceptions=True,
-        )
+        try:
+            await asyncio.gather(
+                self._pump(client_reader, server_writer, upstream=True, request_sent=request_sent),
+                self._pump(server_reader, client_writer, upstream=False, request_sent=request_sent),
+                return_exceptions=True,
+            )
+        except asyncio.CancelledError:  # the proxy stops: ending quietly keeps asyncio from logging each one
+            return
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream: bool, request_sent: asyncio.Event) -> None:
         try:

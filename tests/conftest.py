@@ -12,6 +12,7 @@ from sentinels import SENTINEL_PG_PASSWORD, SENTINEL_S3_KEY, SENTINEL_S3_SECRET
 
 from resources.mlflow_tracking import MLFLOW_ENVIRONMENT
 from yolo_assets.core.home import HOME_ENV_VAR, dagster_home
+from yolo_assets.core.processes import restore_interrupts
 from yolo_assets.data.synth import write_batch
 from yolo_assets.ops.services import Postgres, SeaweedFS
 
@@ -21,6 +22,9 @@ if TYPE_CHECKING:  # helpers imports the whole code location: only the tests tha
 # Before any test module imports mlflow: no telemetry from the tests' own MLflow clients.
 for _name, _value in MLFLOW_ENVIRONMENT.items():
     os.environ.setdefault(_name, _value)
+# A suite started in the background (`make test &`, CI runners) would otherwise make every server and
+# compute-log `tail` started after the first in-process run ignore SIGTERM (see restore_interrupts).
+restore_interrupts()
 
 
 @pytest.fixture

@@ -1,6 +1,8 @@
 """Processes on this machine (no Dagster)."""
 
 import os
+import signal
+import threading
 
 
 def alive(pid: int) -> bool:
@@ -15,3 +17,12 @@ def alive(pid: int) -> bool:
         return finished == 0
     except ChildProcessError:
         return True
+
+
+def restore_interrupts() -> None:
+    """Give SIGINT its default handler again where the process was started with it ignored (a shell
+    ignores SIGINT in the commands it starts with `&`). Dagster's in-process execution copies SIGINT's
+    handler to SIGTERM, so an ignored SIGINT would make SIGTERM ignored too, and every process started
+    afterwards (servers, `tail` for compute logs) would ignore SIGTERM: stopping it would hang."""
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
