@@ -20,7 +20,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import dagster as dg
-from bench_s3 import KEY, SECRET, open_home, s3_settings
+from bench_s3 import KEY, SECRET, land, open_home, s3_settings
 from latency_proxy import LatencyProxy
 
 from yolo_assets.assets.training import TrainingCheckpoint
@@ -44,8 +44,9 @@ def train(home: Path, settings: dict[str, str], batch: Path, config: dict[str, A
     """Ingest and build (not timed), then one training; its train_seconds (the ultralytics loop and
     the checkpoints, without set-up)."""
     defs, instance = open_home(home, settings)
-    shutil.copytree(batch, home / "landing" / batch.name)
-    assert all(outcome.success for outcome in tick(defs, instance, home, automation=False))
+    land(defs, batch, batch.name)  # into the home's landing zone: its folder, or the S3 prefix
+    ingested = tick(defs, instance, home, automation=False)
+    assert ingested and all(outcome.success for outcome in ingested)
     with synchronous_checkpoints() if synchronous else nullcontext():
         outcome = execute(defs, instance, [dg.AssetKey("trained_weights")], run_config={"ops": {"trained_weights": {"config": config}}})
     assert outcome.success, outcome.failure

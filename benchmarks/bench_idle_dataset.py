@@ -31,14 +31,19 @@ from sensors.dataset import dataset_sensor
 from yolo_assets.assets.ingest import BATCH_PARTITIONS, LabeledBatchConfig, batch_metadata
 from yolo_assets.assets.keys import CODE_VERSIONS, LABELED_BATCH, PROCESSED_IMAGES
 from yolo_assets.core.home import dagster_home, ensure_home
+from yolo_assets.data.batch_manifest import BatchItem, BatchManifest
 from yolo_assets.data.quarantine import QuarantineReason, quarantine_entry
 from yolo_assets.definitions import build_definitions
 
 CLASSES = ["scratch", "spot", "crack"]
 
 
-def batch_manifest(index: int) -> dict[str, Any]:
-    items = [{"boxes": [[CLASSES[(index + i) % 3], 0.5, 0.5, 0.2, 0.2]] if i % 5 else []} for i in range(20)]
+def batch_manifest(index: int) -> BatchManifest:
+    items: list[BatchItem] = [
+        {"source": f"images/{i}.jpg", "label_source": f"labels/{i}.txt", "image_sha": f"{index:032x}{i:032x}", "label_sha": None,
+         "width": 64, "height": 64, "split_hint": None, "boxes": [[CLASSES[(index + i) % 3], 0.5, 0.5, 0.2, 0.2]] if i % 5 else []}
+        for i in range(20)
+    ]
     quarantine = [quarantine_entry(f"images/q{i}.jpg", f"labels/q{i}.txt", QuarantineReason.COORDS_OUT_OF_RANGE, "y=1.6") for i in range(3)]
     return {"format": "yolo", "classes": CLASSES, "items": items, "quarantine": quarantine, "notes": {"coords_clipped": 1}}
 

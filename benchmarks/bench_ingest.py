@@ -24,11 +24,11 @@ sys.path.insert(0, str(REPO))
 from dagster._core.definitions.sensor_definition import SensorExecutionData  # noqa: E402
 
 from sensors.labeled_data import labeled_data_sensor  # noqa: E402
-from yolo_assets.assets.dataset import ProcessedImagesConfig, preprocess_missing  # noqa: E402
-from yolo_assets.assets.ingest import BLOBS  # noqa: E402
+from yolo_assets.assets.dataset import ProcessedImagesConfig  # noqa: E402
 from yolo_assets.assets.keys import PROCESSED_IMAGES  # noqa: E402
 from yolo_assets.assets.materializations import latest_materialization  # noqa: E402
 from yolo_assets.core.home import dagster_home, ensure_home, landing_dir  # noqa: E402
+from yolo_assets.data.dataset_files import BLOBS, preprocess_missing  # noqa: E402
 from yolo_assets.data.preprocess import preprocess_one  # noqa: E402
 from yolo_assets.data.synth import write_batch  # noqa: E402
 from yolo_assets.definitions import build_definitions  # noqa: E402
@@ -124,7 +124,7 @@ def measure_throughput(store: Any, scratch: Path) -> None:
     items: dict[str, dict[str, Any]] = {sha: {} for sha in images}
     config = ProcessedImagesConfig(jpeg_quality=93)  # settings no earlier run used: every image is a miss
     settings = config.preprocess_settings()
-    ours_s, (_, decoded) = timed(lambda: preprocess_missing(store, items, config))
+    ours_s, (_, decoded) = timed(lambda: preprocess_missing(store, items, config.preprocess_settings(), config.workers))
     args = [
         (str(store.object_path(BLOBS, sha)), str(scratch / "pool-cache"), sha, settings["max_side"], settings["jpeg_quality"], settings["max_image_pixels"])
         for sha in images

@@ -337,8 +337,8 @@ def raw_split_yaml(raw: Path, defs: Any, instance: Any, out: Path) -> Path:
     bytes' sha256), so both sides train and validate on the same pictures."""
     import yaml
 
-    from yolo_assets.assets.ingest import MANIFEST
     from yolo_assets.core.hashing import sha256_file
+    from yolo_assets.core.versioning import MANIFEST
 
     manifest = json.loads((dataset_yaml(defs, instance).parent / MANIFEST).read_text())
     split_of = {item["sha"]: item["split"] for item in manifest["items"]}

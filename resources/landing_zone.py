@@ -1,8 +1,8 @@
 """Where labeled batches land: the interface, archive handling, and the local folder (the S3 prefix
 is `s3_landing_zone.py`).
 
-What a batch is (a folder with its `_SUCCESS` marker last, or one archive file) is the landing
-contract, `yolo_assets/data/landing_contract.py`.
+What a batch is (a folder with its marker last, `<batch>.ready` beside it or `_SUCCESS` inside it, or
+one archive file) is the landing contract, `yolo_assets/data/landing_contract.py`.
 """
 
 import os
@@ -13,17 +13,16 @@ import tarfile
 import tempfile
 import zipfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 import dagster as dg
 
 from yolo_assets.core.hashing import StatHashCache, hash_json
-from yolo_assets.data.landing_contract import ARCHIVE_SUFFIXES, SUCCESS_MARKER, VALID_BATCH_NAME
-from yolo_assets.data.quarantine import QuarantineReason, quarantine_entry
+from yolo_assets.data.landing_contract import ARCHIVE_SUFFIXES, READY_SUFFIX, SUCCESS_MARKER, VALID_BATCH_NAME, ready_marker
+from yolo_assets.data.quarantine import QuarantineEntry, QuarantineReason, quarantine_entry
 
 
 @dataclass(frozen=True)
@@ -47,13 +46,13 @@ class LandingZone(dg.ConfigurableResource, ABC):
 
     @abstractmethod
     @contextmanager
-    def open_batch(self, name: str) -> Iterator[tuple[Path, list[dict[str, Any]]]]:
+    def open_batch(self, name: str) -> Iterator[tuple[Path, list[QuarantineEntry]]]:
         """A local folder with the batch's files (archives extracted, remote objects downloaded), and
         quarantine entries for what could not safely be brought there."""
 
     @abstractmethod
     def upload_batch(self, folder: Path, name: str) -> int:
-        """Land a local batch folder as batch `name`, its `_SUCCESS` marker last (what an uploader
+        """Land a local batch folder as batch `name`, its `<name>.ready` marker last (what an uploader
         does); returns the number of files landed, the marker not counted."""
 
 
@@ -66,8 +65,28 @@ def batch_files(folder: Path) -> list[Path]:
 
 
 def check_batch_name(name: str) -> None:
-    if not VALID_BATCH_NAME.match(name) or name.endswith(ARCHIVE_SUFFIXES):
-        raise ValueError(f"batch name {name!r}: use letters, digits, '.', '_', '-' (and no archive suffix)")
+    if not VALID_BATCH_NAME.match(name) or name.endswith((*ARCHIVE_SUFFIXES, READY_SUFFIX)):
+        raise ValueError(f"batch name {name!r}: use letters, digits, '.', '_', '-' (and no archive or {READY_SUFFIX} suffix)")
+
+
+def complete_batches(
+    folders: Iterable[str], stamps: Mapping[str, str], inner_markers: Callable[[list[str]], list[str | None]]
+) -> list[BatchListing]:
+    """The complete batches in one listing of a landing zone's top level, sorted by name.
+
+    `folders` are the sub-folder names, `stamps` each top-level file's change stamp (size or ETag, and
+    time) by name. A folder is complete when its `.ready` marker is among the files (its stamp is the
+    batch's fingerprint); the folders without one are passed to `inner_markers`, which returns the stamp
+    of each one's `_SUCCESS`, or None where it is absent (still uploading)."""
+    batches = [BatchListing(name, True, stamp) for name, stamp in stamps.items()
+               if VALID_BATCH_NAME.match(name) and name.endswith(ARCHIVE_SUFFIXES)]
+    candidates = [name for name in folders if VALID_BATCH_NAME.match(name) and not name.endswith(READY_SUFFIX)]
+    batches += [BatchListing(name, False, stamps[ready_marker(name)]) for name in candidates if ready_marker(name) in stamps]
+    without_ready = [name for name in candidates if ready_marker(name) not in stamps]
+    if without_ready:
+        batches += [BatchListing(name, False, stamp)
+                    for name, stamp in zip(without_ready, inner_markers(without_ready), strict=True) if stamp is not None]
+    return sorted(batches, key=lambda b: b.name)
 
 
 def _member_is_safe(name: str) -> bool:
@@ -75,10 +94,10 @@ def _member_is_safe(name: str) -> bool:
     return not path.is_absolute() and ".." not in path.parts and not re.match(r"^[A-Za-z]:", name)
 
 
-def extract_archive(archive: Path, dest: Path) -> list[dict[str, Any]]:
+def extract_archive(archive: Path, dest: Path) -> list[QuarantineEntry]:
     """Extract a zip/tar archive member by member. Members that would land outside `dest` (`../`,
     absolute paths: zip-slip) and links are never written; they come back as quarantine entries."""
-    rejected: list[dict[str, Any]] = []
+    rejected: list[QuarantineEntry] = []
 
     def reject(name: str, why: str) -> None:
         rejected.append(quarantine_entry(name, None, QuarantineReason.ARCHIVE_MEMBER_UNSAFE, why))
@@ -110,6 +129,10 @@ def unpacked_root(folder: Path) -> Path:
     return entries[0] if len(entries) == 1 and entries[0].is_dir() else folder
 
 
+def _stat_stamp(st: os.stat_result) -> str:
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+
+
 class LocalLandingZone(LandingZone):
     """Landing zone on a local folder; file hashes go through a persistent stat cache."""
 
@@ -126,21 +149,27 @@ class LocalLandingZone(LandingZone):
     def list_complete_batches(self) -> list[BatchListing]:
         if not self._root.is_dir():
             return []
-        batches: list[BatchListing] = []
+        folders: list[str] = []
+        stamps: dict[str, str] = {}
         with os.scandir(self._root) as entries:
             for entry in entries:
-                if entry.name.startswith(".") or not VALID_BATCH_NAME.match(entry.name):
+                if entry.name.startswith("."):
                     continue
                 if entry.is_dir():
-                    try:
-                        st = os.stat(os.path.join(entry.path, SUCCESS_MARKER))
-                    except FileNotFoundError:
-                        continue
-                    batches.append(BatchListing(entry.name, False, f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"))
-                elif entry.is_file() and entry.name.endswith(ARCHIVE_SUFFIXES):
-                    st = entry.stat()
-                    batches.append(BatchListing(entry.name, True, f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"))
-        return sorted(batches, key=lambda b: b.name)
+                    folders.append(entry.name)
+                elif entry.is_file():
+                    stamps[entry.name] = _stat_stamp(entry.stat())
+
+        def inner_markers(names: list[str]) -> list[str | None]:
+            stamped: list[str | None] = []
+            for name in names:
+                try:
+                    stamped.append(_stat_stamp(os.stat(self._root / name / SUCCESS_MARKER)))
+                except FileNotFoundError:
+                    stamped.append(None)
+            return stamped
+
+        return complete_batches(folders, stamps, inner_markers)
 
     def _batch_path(self, name: str) -> Path:
         path = self._root / name
@@ -173,11 +202,11 @@ class LocalLandingZone(LandingZone):
             destination = target / path.relative_to(folder)
             destination.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, destination)
-        (target / SUCCESS_MARKER).write_bytes(b"")
+        (self._root / ready_marker(name)).write_bytes(b"")  # last: the batch is complete from here on
         return len(files)
 
     @contextmanager
-    def open_batch(self, name: str) -> Iterator[tuple[Path, list[dict[str, Any]]]]:
+    def open_batch(self, name: str) -> Iterator[tuple[Path, list[QuarantineEntry]]]:
         path = self._batch_path(name)
         if path.is_dir():
             yield path, []

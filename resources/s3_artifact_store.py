@@ -3,8 +3,10 @@ prefix, for a team whose runs execute on several machines.
 
 - `<prefix>/<asset>/<data_version>/<file>` plus `_COMPLETE.json` (the file list), written LAST: an
   artifact without it does not exist, so an upload cut short never looks valid.
-- `<prefix>/_objects/<namespace>/...`: blobs, per-item caches, dataset items and training checkpoints,
-  each uploaded once (a HEAD before every PUT).
+- `<prefix>/_packs/<namespace>/...`: blobs, per-item caches and dataset items, packed: what one call
+  publishes is one object plus its index, read back with ranged GETs (yolo_assets/core/s3_packs.py).
+- `<prefix>/_objects/<namespace>/...`: objects that change in place (a training's checkpoint), one per
+  key; stores written before packs keep every object here, and stay readable.
 - A local read-through cache (`cache_dir`): artifacts by data version, bounded by `cache_max_bytes`
   (least recently used first out), and the object mirror that worker processes and ultralytics read.
 """
@@ -22,11 +24,14 @@ from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
 from resources.artifact_store import ArtifactStore, asset_folder
-from yolo_assets.core.s3 import S3Prefix, count_requests, parallel
+from resources.s3_client import transfer_client
+from yolo_assets.core.s3 import S3Prefix, parallel
+from yolo_assets.core.s3_packs import ObjectPacks
 
 COMPLETE = "_COMPLETE.json"
 CACHE_KEYS = "_cache_keys"
 OBJECTS = "_objects"
+PACKS = "_packs"
 # A local artifact is complete once this is written (after its files), and its mtime says when it was last used.
 LOCAL_COMPLETE = ".complete"
 
@@ -43,11 +48,12 @@ class S3ArtifactStore(ArtifactStore):
 
     _root: S3Prefix | None = PrivateAttr(default=None)
     _known: set[tuple[str, str]] = PrivateAttr(default_factory=set)
+    _packs: dict[str, ObjectPacks] = PrivateAttr(default_factory=dict)
 
     @property
     def remote(self) -> S3Prefix:
         if self._root is None:
-            self._root = S3Prefix(count_requests(self.s3.get_client()), self.bucket, self.prefix)
+            self._root = S3Prefix(transfer_client(self.s3), self.bucket, self.prefix)
         return self._root
 
     def _artifact(self, asset: dg.AssetKey, version: str) -> S3Prefix:
@@ -149,25 +155,29 @@ class S3ArtifactStore(ArtifactStore):
     def object_root(self, namespace: str) -> Path:
         return Path(self.cache_dir) / OBJECTS / namespace
 
+    def packs(self, namespace: str) -> ObjectPacks:
+        """The namespace's packed objects (its pack indexes read once per store instance and machine)."""
+        if namespace not in self._packs:
+            self._packs[namespace] = ObjectPacks(
+                self.remote.child(f"{PACKS}/{namespace}"), self.remote.child(f"{OBJECTS}/{namespace}"),
+                Path(self.cache_dir) / PACKS / namespace,
+            )
+        return self._packs[namespace]
+
     def publish_objects(self, namespace: str, names: Iterable[str], replace: bool = False) -> int:
+        if not replace:
+            return self.packs(namespace).publish(self.object_root(namespace), names)
         remote, root = self.remote.child(f"{OBJECTS}/{namespace}"), self.object_root(namespace)
-
-        def publish(name: str) -> int:
-            if not replace and remote.head(name) is not None:
-                return 0
-            remote.upload(name, root / name)
-            return 1
-
-        return sum(parallel(publish, sorted(set(names))))
+        names = sorted(set(names))
+        parallel(lambda name: remote.upload(name, root / name), names)
+        return len(names)
 
     def publish_snapshot(self, namespace: str, name: str, snapshot: Path) -> None:
         # One PUT (or a multipart upload completed at its end): readers see the previous object or this one.
         self.remote.child(f"{OBJECTS}/{namespace}").upload(name, snapshot)
 
     def fetch_objects(self, namespace: str, names: Iterable[str]) -> int:
-        remote, root = self.remote.child(f"{OBJECTS}/{namespace}"), self.object_root(namespace)
-        missing = sorted({name for name in names if not (root / name).exists()})
-        return sum(parallel(lambda name: remote.download(name, root / name), missing))
+        return self.packs(namespace).fetch(self.object_root(namespace), names)
 
     def delete_objects(self, namespace: str, names: Iterable[str]) -> None:
         names = list(names)

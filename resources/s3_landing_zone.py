@@ -1,8 +1,10 @@
 """The landing zone on S3 (dagster-aws `S3Resource`): batches uploaded under a bucket prefix.
 
-A batch is a top-level prefix that is complete once its `_SUCCESS` object exists (uploaders write it
-last), or a single archive object. An idle tick costs one listing of the top level (Delimiter='/',
-1,000 entries a page) plus one HEAD per batch folder: O(batches) requests, never O(objects).
+A batch is a top-level prefix that is complete once its marker object exists, written last: the
+`<batch>.ready` object beside it, or `_SUCCESS` inside it; or a single archive object. An idle tick
+costs one listing of the top level (Delimiter='/', 1,000 entries a page): the `.ready` markers and the
+archives are in it with their ETag and time, so 1,000 batches cost 2 requests. Each folder without a
+`.ready` marker costs one HEAD of its `_SUCCESS` on every tick.
 
 What changes a batch: its fingerprint is the marker's ETag + LastModified (the archive's, for an
 archive), and its content hash, which keys the run and the cache, is built from the listing: every
@@ -15,6 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -26,13 +29,15 @@ from resources.landing_zone import (
     LandingZone,
     batch_files,
     check_batch_name,
+    complete_batches,
     extract_archive,
     unpacked_root,
 )
+from resources.s3_client import transfer_client
 from yolo_assets.core.hashing import hash_json
-from yolo_assets.core.s3 import S3Prefix, count_requests, parallel
-from yolo_assets.data.landing_contract import ARCHIVE_SUFFIXES, SUCCESS_MARKER, VALID_BATCH_NAME
-from yolo_assets.data.quarantine import QuarantineReason, quarantine_entry
+from yolo_assets.core.s3 import S3Prefix, parallel
+from yolo_assets.data.landing_contract import ARCHIVE_SUFFIXES, SUCCESS_MARKER, VALID_BATCH_NAME, ready_marker
+from yolo_assets.data.quarantine import QuarantineEntry, QuarantineReason, quarantine_entry
 
 
 def unsafe_key_reason(relative_key: str) -> str | None:
@@ -43,6 +48,11 @@ def unsafe_key_reason(relative_key: str) -> str | None:
     if relative_key.startswith("/") or ".." in path.parts or "\\" in relative_key:
         return "object key leaves the batch folder: not downloaded"
     return None
+
+
+def _stamp(entry: dict[str, Any]) -> str:
+    """A listed or HEAD object's change stamp: its ETag and LastModified."""
+    return f"{entry['ETag']}:{entry['LastModified'].isoformat()}"
 
 
 class S3LandingZone(LandingZone):
@@ -58,24 +68,17 @@ class S3LandingZone(LandingZone):
     @property
     def remote(self) -> S3Prefix:
         if self._root is None:
-            self._root = S3Prefix(count_requests(self.s3.get_client()), self.bucket, self.prefix)
+            self._root = S3Prefix(transfer_client(self.s3), self.bucket, self.prefix)
         return self._root
 
     def list_complete_batches(self) -> list[BatchListing]:
         folders, objects = self.remote.list_level()
-        batches = [
-            BatchListing(entry["Key"], True, f"{entry['ETag']}:{entry['LastModified'].isoformat()}")
-            for entry in objects
-            if VALID_BATCH_NAME.match(entry["Key"]) and entry["Key"].endswith(ARCHIVE_SUFFIXES)
-        ]
-        candidates = [name for name in folders if VALID_BATCH_NAME.match(name)]
-        markers = parallel(lambda name: self.remote.child(name).head(SUCCESS_MARKER), candidates)
-        batches += [
-            BatchListing(name, False, f"{marker['ETag']}:{marker['LastModified'].isoformat()}")
-            for name, marker in zip(candidates, markers)
-            if marker is not None
-        ]
-        return sorted(batches, key=lambda b: b.name)
+
+        def inner_markers(names: list[str]) -> list[str | None]:
+            heads = parallel(lambda name: self.remote.child(name).head(SUCCESS_MARKER), names)
+            return [_stamp(head) if head is not None else None for head in heads]
+
+        return complete_batches(folders, {entry["Key"]: _stamp(entry) for entry in objects}, inner_markers)
 
     def _batch_objects(self, name: str) -> list[dict[str, Any]]:
         if not VALID_BATCH_NAME.match(name):
@@ -86,7 +89,7 @@ class S3LandingZone(LandingZone):
                 return [{"Key": "", "ETag": head["ETag"], "Size": head["ContentLength"]}]
         else:
             listed = [entry for entry in self.remote.child(name).walk() if entry["Key"] != SUCCESS_MARKER]
-            if listed or self.remote.child(name).head(SUCCESS_MARKER) is not None:
+            if listed or self.remote.head(ready_marker(name)) or self.remote.child(name).head(SUCCESS_MARKER):
                 return listed
         raise FileNotFoundError(f"batch {name!r} is not in the landing zone s3://{self.bucket}/{self.remote.key('')}")
 
@@ -98,11 +101,13 @@ class S3LandingZone(LandingZone):
         files = batch_files(folder)
         batch = self.remote.child(name)
         parallel(lambda path: batch.upload(path.relative_to(folder).as_posix(), path), files)
-        batch.put_bytes(SUCCESS_MARKER, b"")  # last: the batch is complete from here on
+        # Last: the batch is complete from here on. The body (the time) gives every rewrite a new ETag:
+        # LastModified counts whole seconds, so an empty marker rewritten within one would look unchanged.
+        self.remote.put_bytes(ready_marker(name), datetime.now(UTC).isoformat().encode())
         return len(files)
 
     @contextmanager
-    def open_batch(self, name: str) -> Iterator[tuple[Path, list[dict[str, Any]]]]:
+    def open_batch(self, name: str) -> Iterator[tuple[Path, list[QuarantineEntry]]]:
         objects = self._batch_objects(name)
         Path(self.scratch_dir).mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=f"batch-{name}-", dir=self.scratch_dir))
@@ -111,10 +116,11 @@ class S3LandingZone(LandingZone):
                 archive = scratch / name
                 self.remote.download(name, archive)
                 extracted = scratch / "extracted"
-                rejected = extract_archive(archive, extracted)
-                yield unpacked_root(extracted), rejected
+                unsafe_members = extract_archive(archive, extracted)
+                yield unpacked_root(extracted), unsafe_members
                 return
-            rejected, safe = [], []
+            rejected: list[QuarantineEntry] = []
+            safe: list[str] = []
             for entry in objects:
                 reason = unsafe_key_reason(entry["Key"])
                 if reason:

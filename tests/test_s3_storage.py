@@ -6,15 +6,19 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
+import dagster as dg
 import pytest
+from dagster._core.definitions.sensor_definition import SensorExecutionData
 from dagster_aws.s3 import S3Resource
-from helpers import REPO
+from helpers import REPO, Home
 
 from resources.s3_artifact_store import COMPLETE, S3ArtifactStore
 from resources.s3_landing_zone import S3LandingZone, unsafe_key_reason
+from sensors.labeled_data import labeled_data_sensor
 from yolo_assets.assets.keys import LABELED_BATCH, PROCESSED_IMAGES
-from yolo_assets.core.s3 import request_counts
+from yolo_assets.core.s3 import count_requests, parallel, request_counts
 from yolo_assets.data.synth import write_batch
 from yolo_assets.ops.services import SeaweedFS
 
@@ -113,44 +117,174 @@ def test_the_local_cache_is_bounded_least_recently_used_first(seaweedfs: Seaweed
     assert request_counts()["GetObject"] == before  # a cache hit downloads nothing
 
 
-def test_objects_are_uploaded_once_and_fetched_where_missing(seaweedfs: SeaweedFS, bucket: str, tmp_path: Path) -> None:
-    store = store_on(seaweedfs, bucket, tmp_path / "a")
-    for name in ("ab/abc1", "cd/cde2"):
-        path = store.object_root("blobs") / name
+def write_objects(store: S3ArtifactStore, namespace: str, objects: dict[str, bytes]) -> None:
+    for name, data in objects.items():
+        path = store.object_root(namespace) / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(name.encode())
-    assert store.publish_objects("blobs", ["ab/abc1", "cd/cde2"]) == 2
-    assert store.publish_objects("blobs", ["ab/abc1", "cd/cde2"]) == 0  # already there: no PUT
+        path.write_bytes(data)
+
+
+def test_objects_are_packed_once_and_fetched_where_missing_by_ranged_gets(seaweedfs: SeaweedFS, bucket: str, tmp_path: Path) -> None:
+    store = store_on(seaweedfs, bucket, tmp_path / "a")
+    objects = {f"{i:02x}/{i:02x}{'e' * 10}": os.urandom(1000 + i) for i in range(40)}
+    write_objects(store, "blobs", objects)
+    before = request_counts()
+    assert store.publish_objects("blobs", list(objects)) == 40
+    # One listing of the namespace's packs, then the pack and, last, its index: one conditional PUT each.
+    assert request_counts() - before == {"ListObjectsV2": 1, "PutObject": 2}
+    keys = [o["Key"] for o in seaweedfs.client().list_objects_v2(Bucket=bucket, Prefix="store/")["Contents"]]
+    assert len(keys) == 2 and all(key.startswith("store/_packs/blobs/") for key in keys), keys
+    first = next(iter(objects))
+    (store.object_root("blobs") / first).write_bytes(b"other bytes")  # (content-addressed: never so)
+    before = request_counts()
+    assert store.publish_objects("blobs", list(objects)) == 0  # already packed: not sent again, nothing replaced
+    assert request_counts() - before == {}  # this store wrote the index: known without a request
     other = store_on(seaweedfs, bucket, tmp_path / "b")
-    assert other.fetch_objects("blobs", ["ab/abc1", "zz/missing"]) == 1
-    assert (other.object_root("blobs") / "ab/abc1").read_bytes() == b"ab/abc1"
-    assert other.fetch_objects("blobs", ["ab/abc1"]) == 0
+    before = request_counts()
+    assert other.fetch_objects("blobs", [*objects, "zz/missing"]) == 40
+    # The listing, the index, one ranged GET for the 40 neighbours; the missing name costs one listing
+    # of the folder of loose objects (empty: a store written with packs only), not a GET.
+    assert request_counts() - before == {"ListObjectsV2": 2, "GetObject": 2}
+    assert all((other.object_root("blobs") / name).read_bytes() == data for name, data in objects.items())
+    assert other.fetch_objects("blobs", list(objects)) == 0
+    every_other = store_on(seaweedfs, bucket, tmp_path / "c")  # the gaps between them are read through
+    wanted = list(objects)[::2]
+    assert every_other.fetch_objects("blobs", wanted) == 20
+    assert all((every_other.object_root("blobs") / name).read_bytes() == objects[name] for name in wanted)
+    assert not (every_other.object_root("blobs") / list(objects)[1]).exists()
 
 
-def upload(server: SeaweedFS, bucket: str, folder: Path, prefix: str, marker: bool = True) -> None:
+def test_a_pack_whose_index_is_not_written_is_not_there(seaweedfs: SeaweedFS, bucket: str, tmp_path: Path) -> None:
+    """An upload cut short between a pack and its index: the objects are packed again, not lost."""
+    client = seaweedfs.client()
+    store = store_on(seaweedfs, bucket, tmp_path / "a")
+    write_objects(store, "blobs", {"ab/abc1": b"one", "cd/cde2": b"two"})
+    client.put_object(Bucket=bucket, Key="store/_packs/blobs/" + "0" * 64 + ".pack", Body=b"onetwo")
+    reader = store_on(seaweedfs, bucket, tmp_path / "reader")
+    assert reader.fetch_objects("blobs", ["ab/abc1"]) == 0
+    assert store.publish_objects("blobs", ["ab/abc1", "cd/cde2"]) == 2
+    assert reader.fetch_objects("blobs", ["ab/abc1", "cd/cde2"]) == 2
+    assert (reader.object_root("blobs") / "cd/cde2").read_bytes() == b"two"
+
+
+def test_a_store_written_before_packs_stays_readable(seaweedfs: SeaweedFS, bucket: str, tmp_path: Path) -> None:
+    """One object per key under `_objects/<namespace>/` (the layout before packs) is still read, and
+    publishing next to it packs only what is new there."""
+    client = seaweedfs.client()
+    client.put_object(Bucket=bucket, Key="store/_objects/blobs/ab/abc1", Body=b"old layout")
+    store = store_on(seaweedfs, bucket, tmp_path / "a")
+    write_objects(store, "blobs", {"cd/cde2": b"new"})
+    assert store.publish_objects("blobs", ["cd/cde2"]) == 1
+    reader = store_on(seaweedfs, bucket, tmp_path / "reader")
+    assert reader.fetch_objects("blobs", ["ab/abc1", "cd/cde2", "zz/missing"]) == 2
+    assert (reader.object_root("blobs") / "ab/abc1").read_bytes() == b"old layout"
+    assert (reader.object_root("blobs") / "cd/cde2").read_bytes() == b"new"
+
+
+def upload(server: SeaweedFS, bucket: str, folder: Path, prefix: str, marker: str | None = "ready") -> None:
+    """Land `folder` under `prefix` as an uploader would: the objects, then the marker, `ready` (the
+    `<prefix>.ready` object beside the folder), `inner` (`<prefix>/_SUCCESS`) or none (still uploading)."""
     client = server.client()
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "_SUCCESS"):
         client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(folder).as_posix()}")
-    if marker:
-        client.put_object(Bucket=bucket, Key=f"{prefix}/_SUCCESS", Body=b"")
+    if marker is not None:
+        # A new body each time: LastModified counts whole seconds, the ETag tells two writes apart.
+        body = uuid.uuid4().hex.encode()
+        client.put_object(Bucket=bucket, Key=f"{prefix}.ready" if marker == "ready" else f"{prefix}/_SUCCESS", Body=body)
 
 
-def test_the_landing_zone_lists_complete_batches_in_o_batches_requests(seaweedfs: SeaweedFS, bucket: str, tmp_path: Path) -> None:
+def landing_zone(server: SeaweedFS, bucket: str, tmp_path: Path) -> S3LandingZone:
+    return S3LandingZone(s3=s3_resource(server), bucket=bucket, scratch_dir=str(tmp_path / "scratch"))
+
+
+def sensor_tick(zone: S3LandingZone, home: Home, cursor: str | None) -> SensorExecutionData:
+    """One `labeled_data_sensor` tick of the code location `home` loads, over the S3 landing zone `zone`."""
+    with dg.build_sensor_context(instance_ref=home.instance.get_ref(), cursor=cursor, definitions=home.defs,
+                                 resources={"landing_zone": zone}) as context:
+        return labeled_data_sensor.evaluate_tick(context)
+
+
+def requested_batches(result: SensorExecutionData) -> list[str]:
+    return sorted(request.partition_key or "" for request in result.run_requests or [])
+
+
+def test_the_landing_zone_finds_ready_markers_in_its_listing_and_heads_only_folders_without_one(
+    seaweedfs: SeaweedFS, bucket: str, tmp_path: Path
+) -> None:
     batch = write_batch(tmp_path / "batch", 5, seed=1)
-    for name in ("b1", "b2", "b3"):
+    for name in ("b1", "b2"):
         upload(seaweedfs, bucket, batch, f"landing/{name}")
-    upload(seaweedfs, bucket, batch, "landing/b4_uploading", marker=False)
-    zone = S3LandingZone(s3=s3_resource(seaweedfs), bucket=bucket, scratch_dir=str(tmp_path / "scratch"))
+    upload(seaweedfs, bucket, batch, "landing/b3_inner_marker", marker="inner")
+    upload(seaweedfs, bucket, batch, "landing/b4_uploading", marker=None)
+    zone = landing_zone(seaweedfs, bucket, tmp_path)
     before = request_counts()
     listing = zone.list_complete_batches()
     spent = request_counts() - before
-    assert [b.name for b in listing] == ["b1", "b2", "b3"]
-    assert spent == {"ListObjectsV2": 1, "HeadObject": 4}  # one listing page, one HEAD per batch folder
-    assert len({zone.content_hash(name) for name in ("b1", "b2")}) == 1  # same bytes, same hash
+    assert [b.name for b in listing] == ["b1", "b2", "b3_inner_marker"]
+    assert spent == {"ListObjectsV2": 1, "HeadObject": 2}  # one listing page; a HEAD for each folder without `.ready`
+    assert len({zone.content_hash(name) for name in ("b1", "b2", "b3_inner_marker")}) == 1  # same bytes, same hash
     with zone.open_batch("b1") as (root, rejected):
         assert rejected == [] and len(list((root / "images").iterdir())) == 5
         downloaded = root
     assert not downloaded.exists()
+
+
+def test_an_idle_tick_over_1000_batches_costs_two_requests_and_a_batch_landed_while_it_lists_is_found(
+    seaweedfs: SeaweedFS, bucket: str, tmp_path: Path, home: Home, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = seaweedfs.client()
+    names = [f"b{index:04d}" for index in range(1, 1001)]
+    parallel(lambda name: client.put_object(Bucket=bucket, Key=f"landing/{name}/images/a.jpg", Body=b"x"), names)
+    parallel(lambda name: client.put_object(Bucket=bucket, Key=f"landing/{name}.ready", Body=b""), names)
+    zone = landing_zone(seaweedfs, bucket, tmp_path)
+    first = sensor_tick(zone, home, None)
+    assert requested_batches(first) == names
+
+    before = request_counts()
+    idle = sensor_tick(zone, home, first.cursor)
+    assert (request_counts() - before) == {"ListObjectsV2": 2} and not idle.run_requests  # 2,000 entries, 2 pages
+
+    # Two batches land, whole, while the tick lists: one sorts into the page already read, one after it.
+    landed: list[str] = []
+
+    def land_during_the_listing(**_: object) -> None:
+        if not landed:
+            for name in ("a_early", "z_late"):
+                client.put_object(Bucket=bucket, Key=f"landing/{name}/images/a.jpg", Body=b"x")
+                client.put_object(Bucket=bucket, Key=f"landing/{name}.ready", Body=b"")
+                landed.append(name)
+
+    def client_landing_during_the_listing(client: Any) -> Any:  # the sensor's own client, from its resource
+        client.meta.events.register("after-call.s3.ListObjectsV2", land_during_the_listing)
+        return count_requests(client)
+
+    with monkeypatch.context() as patched:
+        patched.setattr("resources.s3_client.count_requests", client_landing_during_the_listing)
+        during = sensor_tick(zone, home, idle.cursor)
+    after = sensor_tick(zone, home, during.cursor)
+    assert landed and requested_batches(during) == ["z_late"] and requested_batches(after) == ["a_early"]
+    assert not sensor_tick(zone, home, after.cursor).run_requests
+
+
+def test_a_late_marker_and_a_re_upload_with_new_content_are_found(
+    seaweedfs: SeaweedFS, bucket: str, tmp_path: Path, home: Home
+) -> None:
+    batch = write_batch(tmp_path / "batch", 3, seed=4)
+    zone = landing_zone(seaweedfs, bucket, tmp_path)
+    upload(seaweedfs, bucket, batch, "landing/line_a", marker=None)
+    uploading = sensor_tick(zone, home, None)
+    assert not uploading.run_requests  # objects without their marker: still uploading
+
+    seaweedfs.client().put_object(Bucket=bucket, Key="landing/line_a.ready", Body=b"")
+    complete = sensor_tick(zone, home, uploading.cursor)
+    assert requested_batches(complete) == ["line_a"]
+
+    label = next((batch / "labels").iterdir())
+    label.write_text("0 0.5 0.5 0.2 0.2\n")
+    upload(seaweedfs, bucket, batch, "landing/line_a")  # new content, then the marker rewritten
+    again = sensor_tick(zone, home, complete.cursor)
+    assert requested_batches(again) == ["line_a"]
+    assert {r.run_key for r in again.run_requests or []}.isdisjoint({r.run_key for r in complete.run_requests or []})
 
 
 def test_unsafe_object_keys_are_quarantined_not_downloaded(seaweedfs: SeaweedFS, bucket: str, tmp_path: Path) -> None:

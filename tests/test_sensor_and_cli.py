@@ -38,6 +38,23 @@ def test_many_batches_in_one_tick_all_get_runs_and_the_cursor_skips_them_next_ti
     assert second.run_requests == []
 
 
+def test_a_folder_with_its_ready_marker_beside_it_is_complete_and_rewriting_the_marker_lands_it_again(
+    home: Home, land_copy, tmp_path: Path
+) -> None:
+    source = land_copy("staged", 4, 1)
+    (source / "_SUCCESS").unlink()
+    assert main(["--home", str(home.path), "upload", str(source), "--batch", "line_a"]) == 0
+    assert (home.landing / "line_a.ready").is_file() and not (home.landing / "line_a" / "_SUCCESS").exists()
+    first = _evaluate(home, None)
+    assert [r.partition_key for r in first.run_requests] == ["line_a"]  # `staged` has no marker: still uploading
+    (home.landing / "line_a" / "labels" / "extra.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    assert _evaluate(home, first.cursor).run_requests == []  # new content, marker not rewritten yet
+    os.utime(home.landing / "line_a.ready", ns=(1, 1))
+    again = _evaluate(home, first.cursor)
+    assert [r.partition_key for r in again.run_requests] == ["line_a"] and again.run_requests[0].run_key != first.run_requests[0].run_key
+    assert main(["--home", str(home.path), "upload", str(source), "--batch", "bad.ready"]) == 2
+
+
 def test_dataset_sensor_skips_its_comparison_until_something_moves(home: Home, land_copy) -> None:
     land_copy("batch_a", 4, 1)
     land_copy("batch_b", 4, 2)

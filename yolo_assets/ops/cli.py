@@ -15,6 +15,7 @@ import yaml
 
 from resources.mlflow_tracking import MLFLOW_ENVIRONMENT
 from yolo_assets.core.home import HOME_ENV_VAR, dagster_home, ensure_home, home_dir, landing_dir, mlflow_dir, mlflow_tracking_uri
+from yolo_assets.core.processes import restore_interrupts
 from yolo_assets.core.settings_env import KNOWN_VARIABLES, unknown_variable_warnings
 from yolo_assets.ops.tables import format_table
 
@@ -174,7 +175,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
             count = landing_zone.upload_batch(Path(args.folder), args.batch)
     except (FileNotFoundError, ValueError) as error:
         raise UserError(str(error)) from error
-    print(f"landed {args.batch}: {count} files, then its _SUCCESS marker")
+    print(f"landed {args.batch}: {count} files, then its marker {args.batch}.ready")
     return 0
 
 
@@ -293,15 +294,15 @@ def resolve_run_id(instance: "dg.DagsterInstance", prefix: str) -> str:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from yolo_assets.assets.dataset import dataset_diff
-    from yolo_assets.assets.ingest import MANIFEST
+    from yolo_assets.assets.dataset import read_dataset_manifest
     from yolo_assets.assets.keys import PROCESSED_IMAGES
+    from yolo_assets.data.dataset_manifest import dataset_diff
     from yolo_assets.ops.runs import resolved_resource
 
     _, defs, _ = _context(args)
     with resolved_resource(defs, "artifact_store") as store:
         old, new = (resolve_version(store, PROCESSED_IMAGES, prefix) for prefix in (args.old, args.new))
-        diff = dataset_diff(*(store.read_json(PROCESSED_IMAGES, v, MANIFEST) for v in (old, new)))
+        diff = dataset_diff(read_dataset_manifest(store, old), read_dataset_manifest(store, new))
     if args.json:
         print(json.dumps({"old": old, "new": new, **diff}, indent=2))
         return 0
@@ -521,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--no-dagster", action="store_true", help="only the services, not dagster-webserver and dagster-daemon")
     stack.set_defaults(func=cmd_stack)
 
-    upload = sub.add_parser("upload", help="land a local batch folder in the landing zone (local or S3), its _SUCCESS marker last")
+    upload = sub.add_parser("upload", help="land a local batch folder in the landing zone (local or S3), its BATCH.ready marker last")
     upload.add_argument("folder")
     upload.add_argument("--batch", required=True, help="batch name (letters, digits, '.', '_', '-')")
     upload.set_defaults(func=cmd_upload)
@@ -597,6 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    restore_interrupts()
     args = build_parser().parse_args(argv)
     for warning in unknown_variable_warnings(os.environ):
         print(f"yolo-assets: warning: {warning}", file=sys.stderr)
