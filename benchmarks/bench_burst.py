@@ -23,6 +23,7 @@ import dagster as dg
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from resources.settings import DeploymentSettings  # noqa: E402
 from yolo_assets.assets.keys import PROCESSED_IMAGES  # noqa: E402
 from yolo_assets.assets.materializations import data_version_of  # noqa: E402
 from yolo_assets.core.home import dagster_home, ensure_home, landing_dir  # noqa: E402
@@ -55,7 +56,7 @@ def run_case(workdir: Path, case: str) -> dict[str, float]:
         else:
             for batch in sorted(source_root.iterdir()):
                 shutil.copytree(batch, landing_dir(home) / batch.name)
-        defs = build_definitions(home)
+        defs = build_definitions(home, DeploymentSettings.from_environment())
         instance = dg.DagsterInstance.from_config(str(dagster_home(home)))
         started = time.perf_counter()
         outcomes = tick(defs, instance, home, automation=False)

@@ -27,6 +27,7 @@ import dagster as dg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from resources.settings import DeploymentSettings
 from sensors.dataset import dataset_sensor
 from yolo_assets.assets.ingest import BATCH_PARTITIONS, LabeledBatchConfig, batch_metadata
 from yolo_assets.assets.keys import CODE_VERSIONS, LABELED_BATCH, PROCESSED_IMAGES
@@ -75,7 +76,7 @@ def evaluate(defs: dg.Definitions, instance: dg.DagsterInstance, cursor: str | N
 
 def measure(workdir: Path, batches: int, evaluations: int) -> None:
     home = ensure_home(workdir / f"home-{batches}")
-    defs = build_definitions(home)
+    defs = build_definitions(home, DeploymentSettings.from_environment())
     instance = dg.DagsterInstance.from_config(str(dagster_home(home)))
     started = time.perf_counter()
     populate(instance, batches)

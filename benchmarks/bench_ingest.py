@@ -23,6 +23,7 @@ sys.path.insert(0, str(REPO))
 
 from dagster._core.definitions.sensor_definition import SensorExecutionData  # noqa: E402
 
+from resources.settings import DeploymentSettings  # noqa: E402
 from sensors.labeled_data import labeled_data_sensor  # noqa: E402
 from yolo_assets.assets.dataset import ProcessedImagesConfig  # noqa: E402
 from yolo_assets.assets.keys import PROCESSED_IMAGES  # noqa: E402
@@ -61,14 +62,14 @@ def warm_up(home: Path) -> None:
     """One small ingest in a throwaway home first, so one-time costs of the process (lazy imports,
     first SQLite connections, the first worker pool) are not charged to the scratch ingest that the
     ratio divides by."""
-    defs = build_definitions(home)
+    defs = build_definitions(home, DeploymentSettings.from_environment())
     instance = dg.DagsterInstance.from_config(str(dagster_home(home)))
     write_batch(landing_dir(home) / "batch_warm_up", 30, seed=3)
     assert all(o.success for o in tick(defs, instance, home, automation=False))
 
 
 def bench_incremental(home: Path, images: int) -> tuple[dg.Definitions, dg.DagsterInstance]:
-    defs = build_definitions(home)
+    defs = build_definitions(home, DeploymentSettings.from_environment())
     instance = dg.DagsterInstance.from_config(str(dagster_home(home)))
     write_batch(landing_dir(home) / "batch_base", images, seed=11)
     first_s, outcomes = timed(lambda: tick(defs, instance, home, automation=False))

@@ -27,6 +27,7 @@ import dagster as dg
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 from latency_proxy import LatencyProxy
 
+from resources.settings import DeploymentSettings
 from sensors.labeled_data import labeled_data_sensor
 from yolo_assets.core.home import dagster_home, ensure_home
 from yolo_assets.core.s3 import parallel, request_counts
@@ -56,7 +57,7 @@ def open_home(path: Path, settings: dict[str, str]) -> tuple[dg.Definitions, dg.
         os.environ.pop(name, None)
     os.environ.update(settings)
     ensure_home(path)
-    return build_definitions(path), dg.DagsterInstance.from_config(str(dagster_home(path)))
+    return build_definitions(path, DeploymentSettings.from_environment()), dg.DagsterInstance.from_config(str(dagster_home(path)))
 
 
 def land(defs: dg.Definitions, folder: Path, name: str) -> None:

@@ -87,13 +87,14 @@ def list_length(path: Path) -> int:
 def opened_home(home: Path) -> Iterator[tuple[Any, Any]]:
     import dagster as dg
 
+    from resources.settings import DeploymentSettings
     from yolo_assets.core.home import dagster_home, ensure_home
     from yolo_assets.definitions import build_definitions
 
     ensure_home(home)
     instance = dg.DagsterInstance.from_config(str(dagster_home(home)))
     try:
-        yield build_definitions(home), instance
+        yield build_definitions(home, DeploymentSettings.from_environment()), instance
     finally:
         instance.dispose()
 

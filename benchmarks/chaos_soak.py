@@ -102,12 +102,13 @@ class Soak:
 
 def land(soak: Soak, source: Path, name: str, deadline: float) -> None:
     """What an uploader does: land the batch, and while the store does not answer, try again."""
+    from resources.settings import DeploymentSettings
     from yolo_assets.definitions import build_definitions
     from yolo_assets.ops.runs import resolved_resource
 
     while True:
         try:
-            with resolved_resource(build_definitions(soak.home), "landing_zone") as zone:
+            with resolved_resource(build_definitions(soak.home, DeploymentSettings.from_environment()), "landing_zone") as zone:
                 zone.upload_batch(source, name)
             soak.note(f"landed {name}")
             return

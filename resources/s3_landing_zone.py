@@ -127,8 +127,7 @@ class S3LandingZone(LandingZone):
                     rejected.append(quarantine_entry(entry["Key"], None, QuarantineReason.OBJECT_KEY_UNSAFE, reason))
                 elif not entry["Key"].endswith("/"):  # "folder" placeholder objects hold nothing
                     safe.append(entry["Key"])
-            batch = self.remote.child(name)
-            parallel(lambda key: batch.download(key, scratch / key), safe)
+            self.remote.child(name).download_into(safe, scratch)
             yield scratch, rejected
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -16,6 +16,7 @@ from typing import IO, Any
 
 import dagster as dg
 
+from resources.settings import DeploymentSettings
 from yolo_assets.core.home import HOME_ENV_VAR, dagster_home, ensure_home, landing_dir, store_dir
 from yolo_assets.data.synth import write_batch
 from yolo_assets.definitions import build_definitions
@@ -45,11 +46,11 @@ class Home:
     def create(cls, path: Path, **resource_overrides: dg.ConfigurableResource) -> "Home":
         ensure_home(path)
         instance = dg.DagsterInstance.from_config(str(dagster_home(path)))
-        return cls(path, build_definitions(path, **resource_overrides), instance)
+        return cls(path, build_definitions(path, DeploymentSettings.from_environment(), **resource_overrides), instance)
 
     def redefine(self, **resource_overrides: dg.ConfigurableResource) -> None:
         """Rebuild the definitions, e.g. after the test changed deployment settings in the environment."""
-        self.defs = build_definitions(self.path, **resource_overrides)
+        self.defs = build_definitions(self.path, DeploymentSettings.from_environment(), **resource_overrides)
 
     @property
     def landing(self) -> Path:

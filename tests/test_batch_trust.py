@@ -18,6 +18,7 @@ from helpers import Home
 from PIL import Image
 
 from resources.dataset_policy import DatasetPolicy
+from resources.settings import DeploymentSettings
 from yolo_assets.assets.keys import BATCH_RETRACTIONS, PROCESSED_IMAGES
 from yolo_assets.assets.retractions import RETRACTIONS_POOL
 from yolo_assets.core.home import dagster_home, ensure_home
@@ -385,7 +386,7 @@ def test_retractions_run_one_at_a_time(tmp_path: Path, monkeypatch: pytest.Monke
     """Each retraction rewrites the whole list: the asset is in a pool whose limit is 1 on the embedded
     and on the production instance, so a second retraction waits instead of overwriting the first."""
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))  # ensure_home points it at the home; restored after
-    defs = build_definitions(ensure_home(tmp_path / "home"))
+    defs = build_definitions(ensure_home(tmp_path / "home"), DeploymentSettings())
     node = defs.resolve_assets_def(BATCH_RETRACTIONS).get_op_def_for_asset_key(BATCH_RETRACTIONS)
     assert node.pool == RETRACTIONS_POOL
     instance = dg.DagsterInstance.from_config(str(dagster_home(tmp_path / "home")))

@@ -51,6 +51,7 @@ from resources.kubernetes import (
     StepResources,
 )
 from resources.s3_artifact_store import S3ArtifactStore
+from resources.settings import DeploymentSettings
 from yolo_assets.core.parallel import usable_cpus
 from yolo_assets.definitions import STORAGE_VARIABLE, TRACKING_URI_VARIABLE, build_definitions
 
@@ -223,7 +224,7 @@ def k8s_definitions(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dg.Def
     with pytest.MonkeyPatch.context() as patch:
         for name, value in {**cluster_settings(), **SENTINELS}.items():
             patch.setenv(name, value)
-        definitions = build_definitions(tmp_path_factory.mktemp("home"))
+        definitions = build_definitions(tmp_path_factory.mktemp("home"), DeploymentSettings.from_environment())
     yield definitions
 
 
@@ -577,21 +578,19 @@ def test_bad_step_settings_fail_when_the_code_location_loads() -> None:
 # --- the executor switch -----------------------------------------------------------------------------------
 
 
-def test_the_embedded_default_runs_each_run_in_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(EXECUTOR_VARIABLE, raising=False)
-    executor = build_definitions(tmp_path).executor
+def test_the_embedded_default_runs_each_run_in_one_process(tmp_path: Path) -> None:
+    executor = build_definitions(tmp_path, DeploymentSettings()).executor
     assert isinstance(executor, dg.ExecutorDefinition) and executor.name == "in_process"
 
 
-def test_the_k8s_executor_needs_shared_storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(EXECUTOR_VARIABLE, "k8s")
-    monkeypatch.delenv(STORAGE_VARIABLE, raising=False)
-    monkeypatch.setenv(TRACKING_URI_VARIABLE, "http://mlflow:5000")
+def test_the_k8s_executor_needs_shared_storage(tmp_path: Path) -> None:
+    settings = {EXECUTOR_VARIABLE: "k8s", TRACKING_URI_VARIABLE: "http://mlflow:5000"}
     with pytest.raises(ValueError, match="share no disk"):
-        build_definitions(tmp_path)
-    monkeypatch.setenv(EXECUTOR_VARIABLE, "kubernetes")
+        build_definitions(tmp_path, DeploymentSettings.from_environment(settings))
     with pytest.raises(ValueError, match="local or k8s"):
-        build_definitions(tmp_path)
+        build_definitions(tmp_path, DeploymentSettings.from_environment({**settings, STORAGE_VARIABLE: "s3", EXECUTOR_VARIABLE: "kubernetes"}))
+    with pytest.raises(ValueError, match="local or s3"):
+        build_definitions(tmp_path, DeploymentSettings.from_environment({STORAGE_VARIABLE: "gcs"}))
 
 
 # --- deploy/ ---------------------------------------------------------------------------------------------

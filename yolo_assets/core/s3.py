@@ -144,6 +144,22 @@ class S3Prefix:
         os.replace(partial, target)
         return True
 
+    def download_into(self, names: Iterable[str], folder: Path) -> None:
+        """Every object of `names` to `folder / name`, in parallel. For a folder no one else reads until
+        this returns (a step's private scratch): plain writes, its sub-folders made once up front, where
+        `download` pays a temporary name and a rename per object to be safe in a shared folder."""
+        names = list(names)
+        for parent in sorted({(folder / name).parent for name in names}):
+            parent.mkdir(parents=True, exist_ok=True)
+
+        def fetch(name: str) -> None:
+            body = self.client.get_object(Bucket=self.bucket, Key=self.key(name))["Body"]
+            with open(folder / name, "wb") as output:
+                for chunk in body.iter_chunks(1 << 20):
+                    output.write(chunk)
+
+        parallel(fetch, names)
+
     def delete(self, names: Iterable[str]) -> None:
         keys = [{"Key": self.key(name)} for name in names]
         for start in range(0, len(keys), 1000):

@@ -135,6 +135,7 @@ def _context(args: argparse.Namespace) -> "tuple[Path, dg.Definitions, dg.Dagste
     home = _open_home(args)
     import dagster as dg  # imported late: `synth` and errors stay fast
 
+    from resources.settings import DeploymentSettings
     from yolo_assets.definitions import build_definitions
 
     try:
@@ -144,7 +145,7 @@ def _context(args: argparse.Namespace) -> "tuple[Path, dg.Definitions, dg.Dagste
         hint = f"{', '.join(sorted(set(missing)))} not set" if missing else str(error).splitlines()[0]
         raise UserError(f"the Dagster instance of {home} cannot be opened: {hint} "
                         f"(a stack home: source {home}/stack/stack.env)") from error
-    return home, build_definitions(home), instance
+    return home, build_definitions(home, DeploymentSettings.from_environment()), instance
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
