@@ -18,6 +18,9 @@ def test_a_gpu_step_that_sees_no_gpu_fails_at_once_instead_of_training_on_the_cp
     assert "asked for 1 GPU(s) in its pod but CUDA is not usable here" in failed.failure and "driver" in failed.failure, failed.failure
     assert home.instance.all_logs(failed.run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY) == []
     assert home.instance.get_latest_materialization_event(dg.AssetKey("trained_weights")) is None
+    monkeypatch.setenv("YOLO_ASSETS_K8S_FRESH_BATCH_EVALUATION_GPUS", "1")  # an operator gave the scoring a GPU
+    scoring = home.materialize("fresh_batch_evaluation", partition="batch_a")
+    assert not scoring.success and "asked for 1 GPU(s) in its pod but CUDA is not usable here" in scoring.failure, scoring.failure
     monkeypatch.delenv(EXECUTOR_VARIABLE)
     config = {"ops": {"trained_weights": {"config": {"device": "0", "epochs": 1}}}}  # an explicit CUDA device: the same
     assert "asked for device '0' but CUDA is not usable" in home.materialize("trained_weights", run_config=config).failure

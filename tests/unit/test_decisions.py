@@ -8,7 +8,7 @@ import pytest
 from resources.model_policy import ModelPolicy
 from resources.trainer import TrainingDefaults
 from yolo_assets.assets.ingest import label_validity_passed
-from yolo_assets.assets.training import TrainingConfig, warm_start_refusal
+from yolo_assets.assets.training import TrainingConfig, retraction_changes, warm_start_refusal
 from yolo_assets.core.versioning import cache_key, encoded_manifest
 from yolo_assets.data.dataset_manifest import dataset_diff
 from yolo_assets.release.gate import promotion_decision
@@ -107,3 +107,14 @@ def test_warm_start_needs_the_champions_classes_first_and_in_order() -> None:
     assert warm_start_refusal(["Scratch"], ["scratch"])  # names are compared as the dataset spells them
 
 
+
+
+def test_a_retraction_and_an_unretraction_since_training_are_each_a_change() -> None:
+    """retrain_gate's trigger beside min_new_images: compared with the manifest the weights were trained on."""
+    record = {"reason": "mislabeled", "data_version": "v1"}
+    trained_on: Any = {"retracted_batches": {"batch_a": record}}
+    assert retraction_changes({"retracted_batches": {"batch_a": record, "batch_b": record}}, trained_on) == {
+        "retracted": ["batch_b"], "unretracted": []
+    }
+    assert retraction_changes({"retracted_batches": {}}, trained_on) == {"retracted": [], "unretracted": ["batch_a"]}
+    assert retraction_changes(trained_on, trained_on) == {"retracted": [], "unretracted": []}

@@ -31,7 +31,7 @@ from yolo_assets.assets.evaluation import HEADLINE, EvaluationConfig
 from yolo_assets.assets.ingest import batch_partitions, labeled_batch, read_batch_manifest
 from yolo_assets.assets.keys import CODE_VERSIONS, FRESH_BATCH_EVALUATION, LABELED_BATCH, REGISTERED_MODEL, TRAINED_WEIGHTS, identity
 from yolo_assets.assets.materializations import data_version_of, latest_materialization
-from yolo_assets.assets.training import read_training_summary, weights_path
+from yolo_assets.assets.training import read_training_summary, step_device, weights_path
 from yolo_assets.core.fileio import atomic_write_bytes, link_or_copy
 from yolo_assets.core.versioning import cache_key, encoded_manifest
 from yolo_assets.data.batch_manifest import BatchItem, BatchManifest
@@ -39,7 +39,6 @@ from yolo_assets.data.dataset_files import preprocess_missing
 from yolo_assets.data.dataset_manifest import label_text
 from yolo_assets.data.preprocess import cached_image, preprocess_namespace
 from yolo_assets.detector.checkpoint import checkpoint_class_names
-from yolo_assets.detector.setup import resolve_device
 from yolo_assets.detector.validate import validate_detector
 from yolo_assets.release.gate import promotion_decision
 from yolo_assets.release.rollout import CANARY, CHAMPION, RolloutStore
@@ -184,7 +183,7 @@ def fresh_batch_evaluation(
     # Nothing registered yet: skip without opening the registry (an ingest run stays cheap).
     registered = latest_materialization(context.instance, REGISTERED_MODEL) is not None
     models, not_scored = live_models(mlflow, artifact_store, batch) if registered else ({}, {CHAMPION: "no champion yet"})
-    device = resolve_device(config.device)
+    device = step_device(config.device, FRESH_BATCH_EVALUATION.path[-1], context.log)
     key = cache_key(
         CODE_VERSIONS[FRESH_BATCH_EVALUATION],
         {"batch": version, "models": {route: (m["version"], m["weights_version"]) for route, m in models.items()}},
