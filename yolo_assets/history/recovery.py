@@ -99,7 +99,7 @@ class RetryPlan:
     def describe(self) -> str:
         if not self.cause.transient:
             return f"not retried (a deterministic failure): {self.cause.summary}"
-        if self.next_at is None:
+        if self.gave_up or self.next_at is None:
             return f"gave up after {self.attempt} attempts: {self.cause.summary}"
         when = datetime.fromtimestamp(self.next_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         return f"will retry at {when} (attempt {self.attempt + 1} of {self.max_attempts}, once its services answer): {self.cause.summary}"
