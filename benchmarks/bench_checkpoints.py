@@ -23,8 +23,8 @@ import dagster as dg
 from bench_s3 import KEY, SECRET, land, open_home, s3_settings
 from latency_proxy import LatencyProxy
 
-from yolo_assets.assets.training import TrainingCheckpoint
 from yolo_assets.data.synth import write_batch
+from yolo_assets.detector.lifecycle import TrainingCheckpoint
 from yolo_assets.ops.runs import execute, tick
 from yolo_assets.ops.services import SeaweedFS
 

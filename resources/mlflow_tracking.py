@@ -2,8 +2,7 @@
 a tracking server is a config change (`tracking_uri`)."""
 
 import os
-import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,20 +27,6 @@ def import_mlflow() -> "ModuleType":
     import mlflow
 
     return mlflow
-
-
-def log_metrics(client: "MlflowClient", run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
-    """Every value in one request (one database transaction): a `log_metric` per value cost ~0.3 s
-    per training epoch against a SQLite store, 10-15% of a 2 s GPU epoch."""
-    now = int(time.time() * 1000)
-    entities = import_mlflow().entities
-    client.log_batch(run_id, metrics=[entities.Metric(name, float(value), now, step) for name, value in metrics.items()])
-
-
-def log_params(client: "MlflowClient", run_id: str, params: Mapping[str, object]) -> None:
-    """Every parameter in one request, as strings."""
-    entities = import_mlflow().entities
-    client.log_batch(run_id, params=[entities.Param(name, str(value)) for name, value in params.items()])
 
 
 class MLflowResource(dg.ConfigurableResource):

@@ -16,15 +16,16 @@ import dagster as dg
 from PIL import Image
 
 from resources.artifact_store import ArtifactStore, Built
-from resources.mlflow_tracking import MLflowResource, log_metrics
+from resources.mlflow_tracking import MLflowResource
 from resources.trainer import YoloWorkspace
 from yolo_assets.assets.automation import FOLLOW_UPSTREAM
 from yolo_assets.assets.dataset import local_dataset
 from yolo_assets.assets.keys import CODE_VERSIONS, EVALUATION_REPORT, TRAINED_WEIGHTS, identity
 from yolo_assets.assets.materializations import latest_data_version
-from yolo_assets.assets.training import TrainingSummary, champion_weights, read_training_summary, step_device, trained_weights, weights_path
+from yolo_assets.assets.training import champion_weights, read_training_summary, step_device, trained_weights, weights_path
 from yolo_assets.core.fileio import atomic_write_bytes
 from yolo_assets.core.versioning import cache_key, encoded_manifest
+from yolo_assets.detector.lifecycle import TrainingSummary, log_metrics
 from yolo_assets.detector.validate import validate_detector
 
 METRICS = "metrics.json"

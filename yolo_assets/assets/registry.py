@@ -25,9 +25,10 @@ from yolo_assets.assets.keys import (
     identity,
 )
 from yolo_assets.assets.materializations import latest_data_version
-from yolo_assets.assets.training import TrainingSummary, read_training_summary, weights_path
+from yolo_assets.assets.training import read_training_summary, weights_path
 from yolo_assets.core.hashing import hash_json
 from yolo_assets.data.retractions import retracted_batches_of
+from yolo_assets.detector.lifecycle import TrainingSummary
 from yolo_assets.release.gate import promotion_decision
 
 if TYPE_CHECKING:

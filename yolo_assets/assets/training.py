@@ -7,21 +7,17 @@ reproducible by `canonicalize_checkpoint`. One MLflow run per training, metrics 
 """
 
 import json
-import os
-import shutil
-import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict, cast
+from typing import Any, cast
 
 import dagster as dg
 from pydantic import Field
 
 from resources.artifact_store import ArtifactStore, Built
 from resources.kubernetes import gpus_requested
-from resources.mlflow_tracking import MLflowResource, log_metrics, log_params
+from resources.mlflow_tracking import MLflowResource
 from resources.model_policy import ModelPolicy
 from resources.trainer import TrainingDefaults, YoloWorkspace
 from yolo_assets.assets.automation import RETRAIN_ON_NEW_DATA
@@ -35,40 +31,26 @@ from yolo_assets.assets.keys import (
     identity,
 )
 from yolo_assets.assets.materializations import data_version_of, latest_data_version, latest_materialization, metadata_value
-from yolo_assets.core.background import LatestOnly
-from yolo_assets.core.fileio import atomic_write_bytes, object_relpath
 from yolo_assets.core.hashing import sha256_file
 from yolo_assets.core.versioning import cache_key
 from yolo_assets.data.dataset_manifest import DatasetManifest
-from yolo_assets.detector.checkpoint import checkpoint_class_names, checkpoint_epoch
+from yolo_assets.detector.checkpoint import checkpoint_class_names
+from yolo_assets.detector.lifecycle import (
+    TRAINING_SUMMARY,
+    TrainingCheckpoint,
+    TrainingJob,
+    TrainingSummary,
+    finish_run,
+    tracked_training,
+    write_training_files,
+)
 from yolo_assets.detector.setup import GpuUnavailable, cuda_report, resolve_device, ultralytics_version
-from yolo_assets.detector.train import train_detector
-
-TRAINING_SUMMARY = "training.json"
-
-
-class TrainingSummary(TypedDict):
-    """`training.json`, stored with the weights: what made them. Written by `run_training`, read by
-    evaluation, registration and fresh-batch scoring through `read_training_summary`."""
-
-    mlflow_run_id: str
-    dataset_version: str
-    input_batches: dict[str, str]
-    """batch -> the labeled_batch data version trained on"""
-    recipe: dict[str, Any]
-    """TrainingConfig.recipe: everything that determines the weights (the cache key's config part)"""
-    final_metrics: dict[str, float]
-    train_seconds: float
-    dagster_run_id: str
 
 
 def read_training_summary(store: ArtifactStore, weights_version: str) -> TrainingSummary:
     return cast(TrainingSummary, store.read_json(TRAINED_WEIGHTS, weights_version, TRAINING_SUMMARY))
 
 
-CHECKPOINTS = "checkpoints"
-KEPT_FILES = ("results.csv", "args.yaml", "results.png", "labels.jpg", "BoxPR_curve.png", "BoxF1_curve.png",
-              "confusion_matrix.png", "confusion_matrix_normalized.png", "val_batch0_pred.jpg", "train_batch0.jpg")
 # What the launchpad says of the fields a deployment fills in for automation-launched runs.
 DEPLOYMENT_DEFAULT = "Empty: the deployment default (training_defaults resource, YOLO_ASSETS_TRAIN_*)."
 
@@ -142,109 +124,6 @@ def champion_weights(champion: Any, store: ArtifactStore) -> str | None:
     return version if version and store.exists(TRAINED_WEIGHTS, version) else None
 
 
-@dataclass
-class TrainingCheckpoint:
-    """What an interrupted training of a recipe resumes from, kept in the store under its cache key
-    (so a training killed on one machine resumes on another): ultralytics' last.pt, and the MLflow
-    run it logs to.
-
-    Each epoch's checkpoint is uploaded in the background while the next epoch trains (newest wins:
-    epochs that end during an upload are coalesced into one more upload). The store's object is
-    always a complete checkpoint: an upload replaces it in one step, so a training killed at any moment
-    resumes from the last checkpoint that finished uploading."""
-
-    store: ArtifactStore
-    key: str
-    log: Any = None
-    _uploads: LatestOnly | None = field(default=None, init=False, repr=False)
-
-    @property
-    def names(self) -> list[str]:
-        return [f"{object_relpath(self.key)}.pt", f"{object_relpath(self.key)}.json"]
-
-    @property
-    def weights(self) -> Path:
-        return self.store.object_root(CHECKPOINTS) / self.names[0]
-
-    @property
-    def run_file(self) -> Path:
-        return self.store.object_root(CHECKPOINTS) / self.names[1]
-
-    def fetch(self) -> None:
-        self.store.fetch_objects(CHECKPOINTS, self.names)
-
-    def weights_saved(self, _: Path) -> None:
-        """After every epoch (keep_checkpoint replaced `weights`): upload it, overlapping the next epoch."""
-        if self._uploads is None:
-            self._uploads = LatestOnly(self._upload_latest, self._upload_failed, name="checkpoint-upload")
-        self._uploads.request()
-
-    def _upload_latest(self) -> None:
-        # A second name for the file as it is now: keep_checkpoint replaces `weights`, never rewrites
-        # it, so the snapshot stays this epoch's checkpoint while the next one is written.
-        snapshot = self.weights.with_name(self.weights.name + ".uploading")
-        snapshot.unlink(missing_ok=True)
-        try:
-            os.link(self.weights, snapshot)
-        except OSError:  # a filesystem without hard links
-            shutil.copyfile(self.weights, snapshot)
-        try:
-            self.store.publish_snapshot(CHECKPOINTS, self.names[0], snapshot)
-        finally:
-            snapshot.unlink(missing_ok=True)
-
-    def _upload_failed(self, error: Exception) -> None:
-        if self.log is not None:  # the next epoch's upload tries again; a resume uses the last one stored
-            self.log.warning(f"checkpoint upload failed: {type(error).__name__}: {error}")
-
-    def wait_for_upload(self) -> None:
-        """The last epoch's checkpoint is in the store (or its upload failed and said so)."""
-        if self._uploads is not None:
-            self._uploads.wait()
-
-    def save_run(self, run_id: str) -> None:
-        atomic_write_bytes(self.run_file, json.dumps({"mlflow_run_id": run_id}).encode())
-        self.store.publish_objects(CHECKPOINTS, self.names[1:], replace=True)
-
-    def discard(self) -> None:
-        self.store.delete_objects(CHECKPOINTS, self.names)
-
-
-def start_or_resume_mlflow_run(
-    context: dg.AssetExecutionContext,
-    mlflow: MLflowResource,
-    checkpoint: TrainingCheckpoint,
-    params: dict[str, Any],
-    input_batches: dict[str, str],
-) -> str:
-    """The MLflow run of this training: the interrupted one when its checkpoint is there to resume,
-    else a new run with the recipe as params and the lineage as tags."""
-    client = mlflow.client()
-    checkpoint.fetch()
-    weights, run_file = checkpoint.weights, checkpoint.run_file
-    done_epochs = checkpoint_epoch(weights) if weights.exists() else 0
-    if weights.exists() and done_epochs >= params["epochs"]:
-        weights.unlink()  # killed after its last epoch: nothing left to resume, train again
-    if weights.exists() and run_file.exists():
-        run_id: str = json.loads(run_file.read_text())["mlflow_run_id"]
-        context.log.info(f"resuming from epoch {done_epochs + 1} (checkpoint of an interrupted training of this recipe)")
-        client.set_tag(run_id, "resumed_by_dagster_run_id", context.run.run_id)
-        return run_id
-    run = client.create_run(
-        mlflow.experiment_id(),
-        run_name=f"train-{params['dataset_version'][:10]}",
-        tags={
-            "dataset_version": params["dataset_version"],
-            "batches": json.dumps(input_batches, sort_keys=True),
-            "dagster_run_id": context.run.run_id,
-            "code_versions": json.dumps(code_versions_through(TRAINED_WEIGHTS), sort_keys=True),
-        },
-    )
-    log_params(client, run.info.run_id, params)
-    checkpoint.save_run(run.info.run_id)
-    return str(run.info.run_id)
-
-
 @contextmanager
 def run_training(
     context: dg.AssetExecutionContext,
@@ -257,85 +136,29 @@ def run_training(
     input_batches: dict[str, str],
     checkpoint: TrainingCheckpoint,
 ) -> Iterator[Built[TrainingSummary]]:
-    """Train; yields the weights' data version, the training summary and how to store the run's files.
-
-    The checkpoint lives in the store under the cache key: a retried or re-launched training of the
-    same recipe on the same data resumes from it, and keeps logging to the same MLflow run.
-    """
-    client = mlflow.client()
-    params = {**recipe, "dataset_version": dataset_version, "workers": config.workers}
-    run_id = start_or_resume_mlflow_run(context, mlflow, checkpoint, params, input_batches)
-    epochs = recipe["epochs"]
-    last_metrics: dict[str, float] = {}
-
-    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-        last_metrics.update(metrics)
-        log_metrics(client, run_id, metrics, step=epoch)
-        label = "final validation of best.pt" if epoch > epochs else f"epoch {epoch}/{epochs}"
-        context.log.info(
-            f"{label}: mAP50={metrics.get('metrics/mAP50B', 0):.3f} mAP50-95={metrics.get('metrics/mAP50-95B', 0):.3f} "
-            f"box_loss={metrics.get('train/box_loss', float('nan')):.3f} cls_loss={metrics.get('train/cls_loss', float('nan')):.3f}"
-        )
-
-    data_yaml = local_dataset(store, dataset_version)
-    model = str(weights_path(store, recipe["warm_start_from"])) if recipe["warm_start_from"] else config.model
+    """The training `detector/lifecycle.py` runs; yields the weights' data version (sha256 of best.pt),
+    the summary and how to store the run's files."""
     assert config.imgsz is not None and config.batch is not None and config.workers is not None  # with_defaults
-    started = time.perf_counter()
-    try:
-        rundir = train_detector(
-            data_yaml,
-            workspace.workdir("train", context.run.run_id),
-            model=model,
-            epochs=epochs,
-            imgsz=config.imgsz,
-            batch=config.batch,
-            mosaic=config.mosaic,
-            warmup_epochs=config.warmup_epochs,
-            device=config.device,
-            seed=config.seed,
-            deterministic=config.deterministic,
-            workers=config.workers,
-            on_epoch=on_epoch,
-            checkpoint=checkpoint.weights,
-            on_checkpoint=checkpoint.weights_saved,
-        )
-    except Exception:
-        checkpoint.wait_for_upload()
-        client.set_terminated(run_id, "FAILED")  # the checkpoint stays: a retry resumes from it
-        raise
-    checkpoint.wait_for_upload()  # before it is discarded: a late upload would bring it back
-    summary: TrainingSummary = {
-        "mlflow_run_id": run_id,
-        "dataset_version": dataset_version,
-        "input_batches": input_batches,
-        "recipe": recipe,
-        "final_metrics": last_metrics,
-        "train_seconds": round(time.perf_counter() - started, 1),
-        "dagster_run_id": context.run.run_id,
-    }
-
-    def write(staging: Path) -> None:
-        for weights in ("best.pt", "last.pt"):
-            shutil.copyfile(rundir / "weights" / weights, staging / weights)
-        for name in KEPT_FILES:
-            if (rundir / name).exists():
-                shutil.copyfile(rundir / name, staging / name)
-        atomic_write_bytes(staging / TRAINING_SUMMARY, json.dumps(summary, indent=1).encode())
-
-    yield Built(sha256_file(rundir / "weights" / "best.pt"), summary, write)
-    shutil.rmtree(rundir, ignore_errors=True)
-
-
-def publish_training(store: ArtifactStore, mlflow: MLflowResource, checkpoint: TrainingCheckpoint, version: str, summary: TrainingSummary) -> None:
-    """The stored files go to the training's MLflow run, which is then finished; the resumable
-    checkpoint is no longer needed."""
-    client = mlflow.client()
-    run_id = summary["mlflow_run_id"]
-    for path in sorted(store.local_path(TRAINED_WEIGHTS, version).iterdir()):
-        client.log_artifact(run_id, str(path), artifact_path="training")
-    client.set_tag(run_id, "weights_version", version)
-    client.set_terminated(run_id, "FINISHED")
-    checkpoint.discard()
+    job = TrainingJob(
+        client=mlflow.client(),
+        experiment_id=mlflow.experiment_id(),
+        checkpoint=checkpoint,
+        dataset_version=dataset_version,
+        data_yaml=local_dataset(store, dataset_version),
+        workdir=workspace.workdir("train", context.run.run_id),
+        model=str(weights_path(store, recipe["warm_start_from"])) if recipe["warm_start_from"] else config.model,
+        recipe=recipe,
+        train_args={
+            "imgsz": config.imgsz, "batch": config.batch, "mosaic": config.mosaic, "warmup_epochs": config.warmup_epochs,
+            "device": config.device, "seed": config.seed, "deterministic": config.deterministic, "workers": config.workers,
+        },
+        input_batches=input_batches,
+        tags={"code_versions": json.dumps(code_versions_through(TRAINED_WEIGHTS), sort_keys=True)},
+        dagster_run_id=context.run.run_id,
+        log=context.log,
+    )
+    with tracked_training(job) as (rundir, summary):
+        yield Built(sha256_file(rundir / "weights" / "best.pt"), summary, lambda staging: write_training_files(rundir, staging, summary))
 
 
 @dg.asset(
@@ -390,7 +213,9 @@ def trained_weights(
         key,
         build,
         load=lambda version: read_training_summary(artifact_store, version),
-        publish=lambda version, summary: publish_training(artifact_store, mlflow, checkpoint, version, summary),
+        publish=lambda version, summary: finish_run(
+            mlflow.client(), summary, version, artifact_store.local_path(TRAINED_WEIGHTS, version).iterdir(), checkpoint
+        ),
     )
     if weights.cache_hit:
         context.log.info(f"cache hit: weights {weights.version[:12]} were trained on this dataset with this recipe; no epoch runs")
