@@ -176,26 +176,12 @@ def trained_weights(
     yolo_workspace: YoloWorkspace,
     training_defaults: TrainingDefaults,
 ) -> dg.MaterializeResult:
-    dataset = latest_materialization(context.instance, PROCESSED_IMAGES)
-    dataset_version = data_version_of(dataset)
-    if dataset_version is None:
-        raise dg.Failure("processed_images has never been materialised: there is nothing to train on", allow_retries=False)
+    dataset, dataset_version = trainable_dataset(context.instance)
     splits = metadata_value(dataset, "splits", {})
-    if not splits.get("train") or not splits.get("val"):
-        raise dg.Failure(
-            f"dataset {dataset_version[:12]} needs images in both splits to train, has {splits}", allow_retries=False
-        )
     input_batches = metadata_value(dataset, "input_batches", {})
     config = config.with_defaults(training_defaults)
     check_model_source(config.model)
-    warm_start_from = champion_weights(mlflow.alias_version("champion"), artifact_store) if config.warm_start else None
-    refusal = None
-    if warm_start_from is not None:
-        champion_classes = checkpoint_class_names(weights_path(artifact_store, warm_start_from))
-        refusal = warm_start_refusal(champion_classes, metadata_value(dataset, "classes", []))
-        if refusal:
-            context.log.warning(f"training from scratch, not from champion {warm_start_from[:12]}: {refusal}")
-            warm_start_from = None
+    warm_start_from, refusal = warm_start_source(config, mlflow, artifact_store, metadata_value(dataset, "classes", []), context.log)
     device = step_device(config.device, "trained_weights", context.log)
     recipe = config.recipe(device, warm_start_from)
     key = cache_key(CODE_VERSIONS[TRAINED_WEIGHTS], {"dataset": dataset_version}, recipe)
@@ -219,24 +205,54 @@ def trained_weights(
     )
     if weights.cache_hit:
         context.log.info(f"cache hit: weights {weights.version[:12]} were trained on this dataset with this recipe; no epoch runs")
-    summary = weights.summary
-    final = summary["final_metrics"]
     return dg.MaterializeResult(
         data_version=dg.DataVersion(weights.version),
-        metadata={
-            **weights.metadata(),
-            "dataset_version": dataset_version,
-            "input_batches": dg.MetadataValue.json(summary["input_batches"]),
-            "warm_start_from": summary["recipe"]["warm_start_from"] or "",
-            "warm_start_refused": refusal or "",
-            "epochs": summary["recipe"]["epochs"],
-            "device": device,
-            "train_mAP50": round(final["metrics/mAP50B"], 4) if "metrics/mAP50B" in final else None,
-            "train_mAP50-95": round(final["metrics/mAP50-95B"], 4) if "metrics/mAP50-95B" in final else None,
-            "train_seconds": summary["train_seconds"],
-            "mlflow_run_id": summary["mlflow_run_id"],
-        },
+        metadata={**weights.metadata(), **training_metadata(weights.summary, refusal, device)},
     )
+
+
+def trainable_dataset(instance: dg.DagsterInstance) -> tuple[dg.AssetMaterialization, str]:
+    """The latest processed_images materialisation and version; a dataset that cannot be trained on
+    is a failure no retry changes."""
+    dataset = latest_materialization(instance, PROCESSED_IMAGES)
+    version = data_version_of(dataset)
+    if dataset is None or version is None:
+        raise dg.Failure("processed_images has never been materialised: there is nothing to train on", allow_retries=False)
+    splits = metadata_value(dataset, "splits", {})
+    if not splits.get("train") or not splits.get("val"):
+        raise dg.Failure(f"dataset {version[:12]} needs images in both splits to train, has {splits}", allow_retries=False)
+    return dataset, version
+
+
+def warm_start_source(
+    config: TrainingConfig, mlflow: MLflowResource, store: ArtifactStore, dataset_classes: list[str], log: Any
+) -> tuple[str | None, str | None]:
+    """The champion's weights version a training starts from (None: from scratch), and why the
+    champion was refused when it was."""
+    champion = champion_weights(mlflow.alias_version("champion"), store) if config.warm_start else None
+    if champion is None:
+        return None, None
+    refusal = warm_start_refusal(checkpoint_class_names(weights_path(store, champion)), dataset_classes)
+    if refusal:
+        log.warning(f"training from scratch, not from champion {champion[:12]}: {refusal}")
+        return None, refusal
+    return champion, None
+
+
+def training_metadata(summary: TrainingSummary, refusal: str | None, device: str) -> dict[str, Any]:
+    final = summary["final_metrics"]
+    return {
+        "dataset_version": summary["dataset_version"],
+        "input_batches": dg.MetadataValue.json(summary["input_batches"]),
+        "warm_start_from": summary["recipe"]["warm_start_from"] or "",
+        "warm_start_refused": refusal or "",
+        "epochs": summary["recipe"]["epochs"],
+        "device": device,
+        "train_mAP50": round(final["metrics/mAP50B"], 4) if "metrics/mAP50B" in final else None,
+        "train_mAP50-95": round(final["metrics/mAP50-95B"], 4) if "metrics/mAP50-95B" in final else None,
+        "train_seconds": summary["train_seconds"],
+        "mlflow_run_id": summary["mlflow_run_id"],
+    }
 
 
 def step_device(device: str, step: str, log: Any) -> str:
