@@ -289,6 +289,39 @@ class BuiltDataset(NamedTuple):
     union_metadata: dict[str, Any]
 
 
+def build_dataset(
+    store: ArtifactStore,
+    included: list[BatchVersion],
+    classes: list[str],
+    previous: StoredDataset | None,
+    config: ProcessedImagesConfig,
+    policy: DatasetPolicy,
+    retracted_versions: dict[str, str],
+    log: Any,
+) -> Built[BuiltDataset]:
+    """The dataset version of the included batches: their union (classes reconciled, duplicates and
+    label conflicts resolved), each image preprocessed unless an earlier version already holds it,
+    near-duplicates found, splits assigned (anchored on the previous version), the manifest encoded;
+    and how to write the version's files."""
+    batch_manifests = ((b.partition, read_batch_manifest(store, b.data_version)) for b in included)
+    union_classes, items, duplicates, conflicts = union_of_batches(
+        batch_manifests, policy.case_sensitive_classes, policy.label_conflicts, policy.label_match_tolerance, registry=classes,
+    )
+    for conflict in conflicts:
+        log.warning(f"left out {conflict['image']}: {conflict['reason']} ({conflict['detail']})")
+    reusable = reusable_rows(previous.manifest if previous else None, config)
+    records, num_processed = preprocess_missing(store, items, config.preprocess_settings(), config.workers, reusable)
+    pairs = near_duplicate_pairs(records, policy.near_duplicate_distance)
+    anchors = split_anchors(previous.manifest if previous else None, config, policy)
+    manifest = build_manifest(union_classes, items, records, pairs, config, policy, reusable, anchors, retracted_versions)
+    version, encoded = encoded_manifest(manifest)
+    listed = {row["pair"] for row in reusable.values()}
+    union_metadata = {"duplicate_images": duplicates, "label_conflicts": dg.MetadataValue.md(quarantine_table(conflicts))}
+    return Built(
+        version, BuiltDataset(manifest, num_processed, union_metadata), lambda staging: write_dataset(staging, store, manifest, encoded, listed)
+    )
+
+
 @dg.asset(
     **identity(PROCESSED_IMAGES),
     deps=[labeled_batch],
@@ -327,26 +360,7 @@ def processed_images(
     )
 
     def build() -> nullcontext[Built[BuiltDataset]]:
-        batch_manifests = ((b.partition, read_batch_manifest(artifact_store, b.data_version)) for b in included)
-        union_classes, items, duplicates, conflicts = union_of_batches(
-            batch_manifests, dataset_policy.case_sensitive_classes, dataset_policy.label_conflicts,
-            dataset_policy.label_match_tolerance, registry=classes,
-        )
-        for conflict in conflicts:
-            context.log.warning(f"left out {conflict['image']}: {conflict['reason']} ({conflict['detail']})")
-        reusable = reusable_rows(previous.manifest if previous else None, config)
-        records, num_processed = preprocess_missing(artifact_store, items, config.preprocess_settings(), config.workers, reusable)
-        pairs = near_duplicate_pairs(records, dataset_policy.near_duplicate_distance)
-        anchors = split_anchors(previous.manifest if previous else None, config, dataset_policy)
-        manifest = build_manifest(union_classes, items, records, pairs, config, dataset_policy, reusable, anchors, retracted_versions)
-        version, encoded = encoded_manifest(manifest)
-        listed = {row["pair"] for row in reusable.values()}
-        union_metadata = {"duplicate_images": duplicates, "label_conflicts": dg.MetadataValue.md(quarantine_table(conflicts))}
-        return nullcontext(Built(
-            version,
-            BuiltDataset(manifest, num_processed, union_metadata),
-            lambda staging: write_dataset(staging, artifact_store, manifest, encoded, listed),
-        ))
+        return nullcontext(build_dataset(artifact_store, included, classes, previous, config, dataset_policy, retracted_versions, context.log))
 
     def load(version: str) -> BuiltDataset:
         stored = previous.manifest if previous and previous.version == version else read_dataset_manifest(artifact_store, version)
