@@ -20,7 +20,7 @@ from resources.artifact_store import ArtifactStore
 from resources.landing_zone import LandingZone
 from resources.mlflow_tracking import MLflowResource
 from resources.run_recovery import RunRecovery
-from yolo_assets.history.recovery import RETRY_PLAN_TAG, pending_retries, recover_dead_runs, retry_run_key, retry_tags
+from yolo_assets.history.recovery import RETRY_PLAN_TAG, SUPERSEDED, pending_retries, recover_dead_runs, retry_run_key, retry_tags
 
 PROBE_TIMEOUT_S = 2.0
 
@@ -68,7 +68,12 @@ def transient_failure_retry(
         # for ever; it becomes a failed run to attempt again. Pods are watched by run monitoring instead.
         for run_id in recover_dead_runs(context.instance):
             context.log.warning(f"run {run_id}: its process is gone; marked failed")
-    plans = pending_retries(context.instance, run_recovery, now)
+
+    def no_longer_needed(run: dg.DagsterRun) -> None:  # its page said "will retry at ...": say why not
+        if run.tags.get(RETRY_PLAN_TAG, SUPERSEDED) != SUPERSEDED:
+            context.instance.add_run_tags(run.run_id, {RETRY_PLAN_TAG: SUPERSEDED})
+
+    plans = pending_retries(context.instance, run_recovery, now, on_superseded=no_longer_needed)
     for plan in plans:  # shown on the failed run's page in the UI
         if plan.run.tags.get(RETRY_PLAN_TAG) != plan.describe():
             context.instance.add_run_tags(plan.run.run_id, {RETRY_PLAN_TAG: plan.describe()})

@@ -7,7 +7,7 @@ failure alert and `yolo-assets status` alike.
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -135,9 +135,16 @@ def superseded(instance: dg.DagsterInstance, run: dg.DagsterRun, ended: float) -
     return bool(keys)
 
 
-def pending_retries(instance: dg.DagsterInstance, recovery: RunRecovery, now: float | None = None) -> list[RetryPlan]:
+SUPERSEDED = "not retried: a later run has done its work"
+
+
+def pending_retries(
+    instance: dg.DagsterInstance, recovery: RunRecovery, now: float | None = None,
+    on_superseded: Callable[[dg.DagsterRun], None] | None = None,
+) -> list[RetryPlan]:
     """Failed runs within the window that will be attempted again (oldest first): transient, attempts
-    left, no attempt after them yet, and not superseded by a later run that did the work."""
+    left, no attempt after them yet, and not superseded by a later run that did the work (those are
+    handed to `on_superseded`)."""
     now = time.time() if now is None else now
     records = instance.get_run_records(
         dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], updated_after=datetime.fromtimestamp(now - recovery.window_s, UTC)),
@@ -154,8 +161,12 @@ def pending_retries(instance: dg.DagsterInstance, recovery: RunRecovery, now: fl
         if run.run_id in retried:
             continue
         plan = retry_plan(instance, run, ended, recovery)
-        if plan.next_at is not None and not superseded(instance, run, ended):
+        if plan.next_at is None:
+            continue
+        if not superseded(instance, run, ended):
             plans.append(plan)
+        elif on_superseded is not None:
+            on_superseded(run)
     return plans
 
 
