@@ -33,7 +33,7 @@ SECRET_VARIABLES = frozenset({
 class DeploymentSettings:
     """The variables a deployment set, as the code location saw them when it loaded."""
 
-    environ: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    environ: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)  # holds secrets: never printed
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> "DeploymentSettings":

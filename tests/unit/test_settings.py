@@ -47,6 +47,7 @@ def test_a_secret_given_in_code_is_refused() -> None:
     settings = DeploymentSettings.from_environment({"YOLO_ASSETS_ALERT_WEBHOOK_URL": "https://hooks.example.invalid/T0KEN"})
     with pytest.raises(ValueError, match="YOLO_ASSETS_ALERT_WEBHOOK_URL is a secret"):
         settings.resource(AlertNotifier, {"webhook_url": "YOLO_ASSETS_ALERT_WEBHOOK_URL"})
+    assert "T0KEN" not in repr(settings) and "T0KEN" not in str(settings)
 
 
 def test_a_secret_setting_is_shown_by_name_only(monkeypatch: pytest.MonkeyPatch) -> None:
