@@ -127,15 +127,19 @@ class S3Prefix:
         self.upload(name, path)
         return True
 
+    def _write(self, name: str, path: Path) -> None:
+        """One GET (download_file would HEAD first: most objects here are small), streamed to `path`."""
+        body = self.client.get_object(Bucket=self.bucket, Key=self.key(name))["Body"]
+        with open(path, "wb") as output:
+            for chunk in body.iter_chunks(1 << 20):
+                output.write(chunk)
+
     def download(self, name: str, target: Path) -> bool:
         """Write the object to `target` atomically; False when there is no such object."""
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.part")
-        try:  # one GET (download_file would HEAD first): most objects here are small
-            body = self.client.get_object(Bucket=self.bucket, Key=self.key(name))["Body"]
-            with open(partial, "wb") as output:
-                for chunk in body.iter_chunks(1 << 20):
-                    output.write(chunk)
+        try:
+            self._write(name, partial)
         except Exception as error:
             partial.unlink(missing_ok=True)
             if is_not_found(error):
@@ -151,14 +155,7 @@ class S3Prefix:
         names = list(names)
         for parent in sorted({(folder / name).parent for name in names}):
             parent.mkdir(parents=True, exist_ok=True)
-
-        def fetch(name: str) -> None:
-            body = self.client.get_object(Bucket=self.bucket, Key=self.key(name))["Body"]
-            with open(folder / name, "wb") as output:
-                for chunk in body.iter_chunks(1 << 20):
-                    output.write(chunk)
-
-        parallel(fetch, names)
+        parallel(lambda name: self._write(name, folder / name), names)
 
     def delete(self, names: Iterable[str]) -> None:
         keys = [{"Key": self.key(name)} for name in names]
