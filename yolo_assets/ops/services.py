@@ -111,7 +111,7 @@ class SeaweedFS:
         return self.root / "weed.log"
 
     def start(self, timeout: float = 90.0) -> "SeaweedFS":
-        for folder in ("data", "sock", "tmp"):
+        for folder in ("data", "tmp"):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
         if not self.ports:
             names = [f"{role}{suffix}" for role in self.ROLES for suffix in ("", "_grpc")]
@@ -136,7 +136,7 @@ class SeaweedFS:
             "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
             # Volumes are sparse, so a high limit costs no disk; 8 (the default) fill up at the second bucket.
             "-volume.max=400", "-master.volumeSizeLimitMB=256", "-volume.preStopSeconds=0",
-            f"-filer.localSocket={self.root / 'sock' / 'filer.sock'}", f"-s3.localSocket={self.root / 'sock' / 's3.sock'}",
+            f"-filer.localSocket={self.local_socket('filer')}", f"-s3.localSocket={self.local_socket('s3')}",
         ]
         self.pid = spawn(command, self.log, clean_environment(TMPDIR=str(self.root / "tmp")), self.root)
         wait_until(self.ready, self.pid, timeout, "SeaweedFS", self.log)
@@ -160,6 +160,13 @@ class SeaweedFS:
             stop_group(self.pid, graceful_seconds=30.0 if graceful else 0.0)
         for role in self.ROLES:  # its gRPC sockets always go to /tmp, and may outlive it
             Path(f"/tmp/seaweedfs-{role}-grpc-{self.ports.get(role + '_grpc')}.sock").unlink(missing_ok=True)
+        for role in ("filer", "s3"):
+            self.local_socket(role).unlink(missing_ok=True)
+
+    def local_socket(self, role: str) -> Path:
+        """Beside its gRPC sockets in /tmp, named by port: a Unix socket path must stay under 108 bytes,
+        which a socket in a deep test folder (pytest-xdist's `popen-gw1/...`) is not."""
+        return Path(f"/tmp/seaweedfs-{role}-local-{self.ports.get(role)}.sock")
 
     def client(self) -> Any:
         import boto3
