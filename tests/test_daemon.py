@@ -37,6 +37,13 @@ def test_daemon_ingests_a_landed_batch_and_registers_a_model(tmp_path: Path) -> 
                 versions = []
             if versions and "promotion_gate" in versions[0].tags:
                 break
+        # The version is tagged inside the run that registers it: that run ends a moment later.
+        training_run_id = versions[0].tags.get("training_dagster_run_id") if versions else None
+        while training_run_id and time.monotonic() - started < DEADLINE_S and daemon.poll() is None:
+            run = home.instance.get_run_by_id(training_run_id)
+            if run is None or run.is_finished:
+                break
+            time.sleep(1)
     daemon_log = (tmp_path / "daemon.log").read_text()[-4000:]
     assert versions, f"no model version registered within {DEADLINE_S}s; daemon log tail:\n{daemon_log}"
     tags = versions[0].tags
