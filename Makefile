@@ -26,10 +26,12 @@ lock: install
 demo: install
 	$(BIN)/yolo-assets demo
 
-# Static checks, then every test (real Dagster instance and daemon, ultralytics training, MLflow);
-# the 15 slowest tests are listed at the end.
+# Static checks, then every test (real Dagster instance and daemon, ultralytics training, MLflow) on
+# PYTEST_WORKERS pytest-xdist workers, one test file per worker at a time, the longest files first
+# (tests/conftest.py); the 15 slowest tests are listed at the end. PYTEST_WORKERS=0 runs them in one process.
+PYTEST_WORKERS ?= 4
 test: lint
-	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15 $(PYTEST_ARGS)
 
 # The unit layer alone: pure functions, no instance, no training; seconds.
 test-fast: install

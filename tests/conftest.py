@@ -83,3 +83,26 @@ def postgres() -> Iterator[Postgres]:
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+# `make test` runs the suite on several xdist workers, a file per worker at a time (`--dist loadfile`):
+# the longest files start first so that the short ones fill the gaps instead of waiting at the end.
+LONGEST_FILES_FIRST = (
+    "test_chaos_soak.py",
+    "test_gray_release.py",
+    "test_production_load.py",
+    "test_model.py",
+    "test_production_faults.py",
+    "test_daemon.py",
+    "test_batch_trust.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        if name in LONGEST_FILES_FIRST:
+            return LONGEST_FILES_FIRST.index(name)
+        return len(LONGEST_FILES_FIRST) + (0 if item.get_closest_marker("slow") else 1)
+
+    items.sort(key=rank)
