@@ -60,6 +60,30 @@ def champion_retracted_batches(mlflow: MLflowResource, store: ArtifactStore, met
     return retracted_batches_of(json.loads(champion.tags.get("batches", "{}")), records)
 
 
+def retracted_champion_reasons(metrics: EvaluationMetrics, tainted: list[str]) -> list[str]:
+    """The gate's note when the champion it compared with learned from batches since retracted."""
+    if not tainted:
+        return []
+    return [f"the champion (version {metrics['champion_model_version']}) was trained on batches since retracted "
+            f"({', '.join(tainted)}); both were scored on this dataset's val split, which leaves them out"]
+
+
+def lineage_tags(summary: TrainingSummary, metrics: EvaluationMetrics, evaluation_version: str, run_id: str) -> dict[str, str]:
+    """The registry version's tags: which data, code, training and evaluation made it, and its scores."""
+    return {
+        "weights_version": metrics["weights_version"],
+        "dataset_version": metrics["dataset_version"],
+        "batches": json.dumps(summary["input_batches"], sort_keys=True),
+        "batch_names": ",".join(sorted(summary["input_batches"])),
+        "training_dagster_run_id": summary["dagster_run_id"],
+        "dagster_run_id": run_id,
+        "evaluation_version": evaluation_version,
+        "code_versions": json.dumps(code_versions_through(REGISTERED_MODEL), sort_keys=True),
+        "mAP50": f"{metrics['challenger']['mAP50']:.4f}",
+        "mAP50-95": f"{metrics['challenger']['mAP50-95']:.4f}",
+    }
+
+
 def register(
     mlflow: MLflowResource, store: ArtifactStore, summary: TrainingSummary, metrics: EvaluationMetrics, tags: dict[str, str]
 ) -> "ModelVersion":
@@ -98,24 +122,11 @@ def registered_model(
     summary = read_training_summary(artifact_store, metrics["weights_version"])
     passed, reasons = promotion_decision(metrics, model_policy)
     tainted = champion_retracted_batches(mlflow, artifact_store, metrics)
-    if tainted:
-        reasons.append(f"the champion (version {metrics['champion_model_version']}) was trained on batches since retracted "
-                       f"({', '.join(tainted)}); both were scored on this dataset's val split, which leaves them out")
+    reasons += retracted_champion_reasons(metrics, tainted)
     version = find_version(mlflow, metrics["weights_version"])
     already_registered = version is not None
     if version is None:
-        tags = {
-            "weights_version": metrics["weights_version"],
-            "dataset_version": metrics["dataset_version"],
-            "batches": json.dumps(summary["input_batches"], sort_keys=True),
-            "batch_names": ",".join(sorted(summary["input_batches"])),
-            "training_dagster_run_id": summary["dagster_run_id"],
-            "dagster_run_id": context.run.run_id,
-            "evaluation_version": evaluation_version,
-            "code_versions": json.dumps(code_versions_through(REGISTERED_MODEL), sort_keys=True),
-            "mAP50": f"{metrics['challenger']['mAP50']:.4f}",
-            "mAP50-95": f"{metrics['challenger']['mAP50-95']:.4f}",
-        }
+        tags = lineage_tags(summary, metrics, evaluation_version, context.run.run_id)
         version = register(mlflow, artifact_store, summary, metrics, tags)
     champion = mlflow.alias_version("champion")
     is_champion = champion is not None and champion.version == version.version
