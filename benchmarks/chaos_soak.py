@@ -151,6 +151,10 @@ def report(instance: dg.DagsterInstance, batches: list[str], store_check: Callab
         "duplicate_run_keys": {key: n for key, n in run_keys.items() if n > 1},
         "retried_chains": {chain[:8]: n for chain, n in chains.items() if n > 1},
         "batch_success_rate": len(ingested) / len(batches),
+        "batches_not_ingested": sorted(set(batches) - set(ingested)),
+        # What holds up settling, when it did not settle: (run, status, partition, assets).
+        "runs_in_progress": [(run.run_id[:8], run.status.value, run.tags.get("dagster/partition"), [k.to_user_string() for k in run.asset_selection or ()])
+                             for run in runs if run.status in IN_PROGRESS],
         "dataset_versions": len(versions),
         "dataset_success_rate": len(versions & registered) / len(versions) if versions else 0.0,
         "trainings_per_dataset_version_max": max(trained.values(), default=0),

@@ -174,8 +174,9 @@ def running_daemon(env: dict[str, str], log: IO[bytes]) -> Iterator[subprocess.P
     try:
         yield daemon
     finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
+        if daemon.poll() is None:  # (unless the test killed it)
+            os.killpg(daemon.pid, signal.SIGTERM)
+            try:
+                daemon.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(daemon.pid, signal.SIGKILL)

@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
-from helpers import REPO, ProductionHome, production_home, s3_client, subprocess_env
+from helpers import REPO, ProductionHome, production_home, running_daemon, s3_client, subprocess_env
 from latency_proxy import LatencyProxy
 from sentinels import SENTINEL_S3_KEY, SENTINEL_S3_SECRET
 
@@ -81,6 +81,45 @@ def test_the_s3_server_killed_mid_ingest_comes_back_and_the_step_retries(own_s3:
         assert retries, "the outage should have outlasted boto3's own retries"
         assert home.metadata("processed_images")["num_images"] == 12
         assert incomplete_artifacts(home) == []
+
+
+def run_statuses(home: ProductionHome) -> dict[str, dg.DagsterRunStatus]:
+    return {run.run_id: run.status for run in home.instance.get_runs()}
+
+
+def test_the_daemon_killed_while_it_launches_a_run_leaves_no_run_starting_for_ever(own_s3: SeaweedFS, postgres: Postgres, tmp_path: Path) -> None:
+    """A lost daemon host (its process group SIGKILLed: daemon, code server, the run worker being
+    started) leaves the run STARTING with no process behind it. Run monitoring fails it after its start
+    timeout, and the retry sensor ingests the batch again (found by the chaos soak under load)."""
+    with production_home(tmp_path / "home", own_s3, postgres, YOLO_ASSETS_RETRY_FIRST_DELAY_S="0") as home:
+        config_file = home.path / "dagster" / "dagster.yaml"
+        config = yaml.safe_load(config_file.read_text())
+        assert config["run_monitoring"]["enabled"] and config["run_monitoring"]["max_resume_run_attempts"] == 0
+        config["run_monitoring"].update(start_timeout_seconds=20, poll_interval_seconds=5)  # minutes in deploy/dagster.yaml
+        config_file.write_text(yaml.safe_dump(config))
+        land(home, "line_a", 4, seed=27)
+        with open(tmp_path / "daemon-1.log", "wb") as log, running_daemon(dict(os.environ), log) as daemon:
+            deadline = time.monotonic() + 180
+            while not (starting := [r for r, s in run_statuses(home).items() if s == dg.DagsterRunStatus.STARTING]):
+                assert time.monotonic() < deadline and daemon.poll() is None, (tmp_path / "daemon-1.log").read_text()[-3000:]
+                time.sleep(0.05)
+            os.killpg(daemon.pid, signal.SIGKILL)
+            daemon.wait()
+        [lost] = starting
+        time.sleep(5)
+        assert run_statuses(home)[lost] == dg.DagsterRunStatus.STARTING  # its worker died with the group
+        with open(tmp_path / "daemon-2.log", "wb") as log, running_daemon(dict(os.environ), log):
+            deadline = time.monotonic() + 240
+            while not [run for run in home.instance.get_runs(dg.RunsFilter(tags={"yolo_assets/retry_of": lost})) if run.is_finished]:
+                assert time.monotonic() < deadline, (tmp_path / "daemon-2.log").read_text()[-3000:]
+                time.sleep(2)
+        assert home.metadata("labeled_batch", "line_a")["num_images"] == 4
+        failed = home.instance.get_run_record_by_id(lost)
+        assert failed is not None and failed.dagster_run.status == dg.DagsterRunStatus.FAILURE
+        [failure] = home.instance.all_logs(lost, of_type=dg.DagsterEventType.RUN_FAILURE)
+        assert "longer than 20 seconds to start" in failure.message
+        [retry] = home.instance.get_runs(dg.RunsFilter(tags={"yolo_assets/retry_of": lost}))
+        assert retry.tags["dagster/partition"] == "line_a" and retry.status == dg.DagsterRunStatus.SUCCESS
 
 
 def test_postgres_restarted_between_ticks(own_s3: SeaweedFS, tmp_path: Path) -> None:

@@ -14,6 +14,11 @@ telemetry:
   enabled: false
 nux:
   enabled: false  # no "Join the Dagster community" pop-up on first opening the UI
+run_monitoring:  # a run left STARTING by a lost daemon is failed, then retried: see deploy/dagster.yaml
+  enabled: true
+  start_timeout_seconds: 180
+  poll_interval_seconds: 30
+  max_resume_run_attempts: 0
 concurrency:
   pools:
     default_limit: 1  # "gpu": two trainings never share one device; "batch_retractions", "model_rollout": one writer
