@@ -107,7 +107,8 @@ def test_billion_laughs_batch_fails_fast_once_and_leaves_the_dataset_untouched(h
     seconds = time.perf_counter() - started
     assert not outcome.success and "aliases are refused in batch metadata" in outcome.failure
     retries = home.instance.all_logs(outcome.run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY)
-    assert retries == [] and seconds < 4  # not retried (the first retry waits 5 s)
+    assert retries == []  # refused once: a Failure is never retried
+    assert seconds < 60  # a bound against an expansion that would run for minutes, not a speed target (~2-5 s)
 
     assert home.materialize("processed_images").success
     meta = home.metadata("processed_images")

@@ -4,7 +4,7 @@ One scenario for the module (training is the expensive part), each test asserts 
   v1  trained on batch_a, the first model: champion at once
   batch_b lands: scored by the champion (no canary), then v2 (1 epoch from scratch) is trained on
       a+b; under a lenient gate it passes offline and becomes canary at 10 %
-  the service starts (refresh 1 s) and a client sends requests without pause until the end
+  the service starts (refresh 1 s) and a client sends requests every 0.1 s until the end
   batch_c lands under a strict policy: scored by both, v2 regresses against v1 -> rolled back
   v3 passes offline (lenient again) -> canary; batches e, f, g each hold -> 50 %, 100 %, champion;
       a second service started mid-rollout comes back at the same step
@@ -70,7 +70,10 @@ class Answer:
 
 
 class Client(threading.Thread):
-    """Sends detection requests without pause until stopped; keeps every answer."""
+    """Sends a detection request every `PAUSE_S` until stopped; keeps every answer. Ten requests per
+    refresh interval see every swap; back to back, they kept a core busy for the whole scenario."""
+
+    PAUSE_S = 0.1
 
     def __init__(self, url: str, picture: bytes) -> None:
         super().__init__(daemon=True)
@@ -88,6 +91,7 @@ class Client(threading.Thread):
                 self.answers.append(Answer(sent, time.time(), response.status_code, body.get("version"), body.get("route")))
             except requests.RequestException:
                 self.answers.append(Answer(sent, time.time(), 0, None, None))
+            self.stopped.wait(self.PAUSE_S)
 
 
 def rollout_timeline(home: Home) -> list[tuple[float, dict[str, str]]]:
