@@ -24,7 +24,7 @@ from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
 from resources.artifact_store import ArtifactStore, asset_folder
-from resources.s3_client import transfer_client
+from resources.s3_client import transfer_prefix
 from yolo_assets.core.s3 import S3Prefix, parallel
 from yolo_assets.core.s3_packs import ObjectPacks
 
@@ -53,7 +53,7 @@ class S3ArtifactStore(ArtifactStore):
     @property
     def remote(self) -> S3Prefix:
         if self._root is None:
-            self._root = S3Prefix(transfer_client(self.s3), self.bucket, self.prefix)
+            self._root = transfer_prefix(self.s3, self.bucket, self.prefix)
         return self._root
 
     def _artifact(self, asset: dg.AssetKey, version: str) -> S3Prefix:

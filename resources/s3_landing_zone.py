@@ -33,7 +33,7 @@ from resources.landing_zone import (
     extract_archive,
     unpacked_root,
 )
-from resources.s3_client import transfer_client
+from resources.s3_client import transfer_prefix
 from yolo_assets.core.hashing import hash_json
 from yolo_assets.core.s3 import S3Prefix, parallel
 from yolo_assets.data.landing_contract import ARCHIVE_SUFFIXES, SUCCESS_MARKER, VALID_BATCH_NAME, ready_marker
@@ -68,7 +68,7 @@ class S3LandingZone(LandingZone):
     @property
     def remote(self) -> S3Prefix:
         if self._root is None:
-            self._root = S3Prefix(transfer_client(self.s3), self.bucket, self.prefix)
+            self._root = transfer_prefix(self.s3, self.bucket, self.prefix)
         return self._root
 
     def list_complete_batches(self) -> list[BatchListing]:

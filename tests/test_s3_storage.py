@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import traceback
 import uuid
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,9 @@ from resources.s3_artifact_store import COMPLETE, S3ArtifactStore
 from resources.s3_landing_zone import S3LandingZone, unsafe_key_reason
 from sensors.labeled_data import labeled_data_sensor
 from yolo_assets.assets.keys import LABELED_BATCH, PROCESSED_IMAGES
-from yolo_assets.core.s3 import count_requests, parallel, request_counts
+from yolo_assets.core.s3 import ObjectGetError, count_requests, parallel, request_counts
 from yolo_assets.data.synth import write_batch
-from yolo_assets.ops.services import SeaweedFS
+from yolo_assets.ops.services import SeaweedFS, free_ports
 
 
 def s3_resource(server: SeaweedFS) -> S3Resource:
@@ -296,6 +297,36 @@ def test_unsafe_object_keys_are_quarantined_not_downloaded(seaweedfs: SeaweedFS,
     with zone.open_batch("b1") as (root, rejected):
         assert [(entry["image"], entry["reason"]) for entry in rejected] == [("images/bell\x07.jpg", "object_key_unsafe")]
         assert len(list((root / "images").iterdir())) == 2
+
+
+def test_a_batch_is_downloaded_by_presigned_gets_one_each_and_a_failure_names_the_object_not_the_credentials(
+    seaweedfs: SeaweedFS, bucket: str, tmp_path: Path,
+) -> None:
+    batch = write_batch(tmp_path / "batch", 3, seed=4)
+    upload(seaweedfs, bucket, batch, "landing/b1")
+    zone = S3LandingZone(s3=s3_resource(seaweedfs), bucket=bucket, scratch_dir=str(tmp_path / "scratch"))
+    assert zone.remote.gets is not None  # the landing zone's downloads go through the presigned-GET pool
+    before = request_counts()
+    with zone.open_batch("b1") as (root, rejected):
+        assert rejected == [] and {p.relative_to(root) for p in root.rglob("*") if p.is_file()} == {
+            p.relative_to(batch) for p in batch.rglob("*") if p.is_file() and p.name != "_SUCCESS"}
+        assert all((root / p.relative_to(batch)).read_bytes() == p.read_bytes() for p in (batch / "images").iterdir())
+    spent = request_counts() - before
+    assert spent["GetObject"] == 3 * 2 + 1  # images, labels, data.yaml: one GET each (and one listing)
+    with pytest.raises(ObjectGetError, match=r"HTTP 404 NoSuchKey"):
+        zone.remote.child("b1").download_into(["images/missing.jpg"], tmp_path / "missing")
+    wrong = S3LandingZone(s3=S3Resource(endpoint_url=seaweedfs.endpoint_url, region_name="us-east-1", aws_access_key_id=seaweedfs.access_key,
+                                        aws_secret_access_key="not-the-secret"), bucket=bucket, scratch_dir=str(tmp_path / "scratch"))
+    with pytest.raises(ObjectGetError, match=r"HTTP 403 SignatureDoesNotMatch"):
+        wrong.remote.child("b1").download_into(["data.yaml"], tmp_path / "wrong")
+    closed = S3LandingZone(s3=S3Resource(endpoint_url=f"http://127.0.0.1:{free_ports(1)[0]}", region_name="us-east-1", max_attempts=1,
+                                         aws_access_key_id=seaweedfs.access_key, aws_secret_access_key=seaweedfs.secret_key),
+                           bucket=bucket, scratch_dir=str(tmp_path / "scratch"))
+    with pytest.raises(ConnectionError) as refused:
+        closed.remote.child("b1").download_into(["data.yaml"], tmp_path / "closed")
+    text = "".join(traceback.format_exception(refused.value))
+    assert "Connection refused" in text and f"s3://{bucket}/landing/b1/data.yaml" in text  # transient, and which object
+    assert seaweedfs.access_key not in text and "X-Amz-Signature" not in text  # the presigned URL's query stays out
 
 
 @pytest.mark.parametrize("key", ["../escape.txt", "images/../../escape.txt", "/etc/passwd", "images\\..\\x.jpg", "a\x00b", "tab\there"])
