@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, cast
 
 import dagster as dg
 
-from resources.artifact_store import ArtifactStore, Built
+from resources.artifact_store import ArtifactStore, Built, Cached
 from resources.dataset_policy import DatasetPolicy
 from yolo_assets.assets.ingest import BatchVersion, labeled_batch, latest_batch_versions, read_batch_manifest
 from yolo_assets.assets.keys import CODE_VERSIONS, PROCESSED_IMAGES, identity
@@ -197,6 +197,11 @@ class BatchSelection(NamedTuple):
     """What `batch_retractions` keeps out: batch, data_version, reason, retracted_at (and retracted_as
     when the batch holds the content of another retracted batch)."""
 
+    @property
+    def retracted_versions(self) -> dict[str, str]:
+        """batch -> the retracted data version left out."""
+        return {record["batch"]: record["data_version"] for record in self.retracted}
+
 
 def select_batches(batches: list[BatchVersion], retractions: Retractions) -> BatchSelection:
     included, excluded, retracted = [], {}, []
@@ -322,6 +327,57 @@ def build_dataset(
     )
 
 
+def announce_selection(log: dg.DagsterLogManager, selection: BatchSelection) -> None:
+    """Say which batches the version leaves out and why; refuse to build from none."""
+    for batch, reason in selection.excluded.items():
+        log.warning(f"left out batch {batch}: {reason}")
+    for record in selection.retracted:
+        log.warning(f"left out retracted batch {record['batch']}: {record['reason']} (retracted {record['retracted_at']})")
+    if not selection.included:
+        raise dg.Failure(
+            description=f"no labeled batch has passed its checks and is not retracted: nothing to build ({len(selection.retracted)} retracted)",
+            allow_retries=False,
+        )
+
+
+def dataset_recipe(
+    wanted: WantedDataset, previous: StoredDataset | None, config: ProcessedImagesConfig, policy: DatasetPolicy,
+) -> tuple[list[str], str]:
+    """The version's class list and its cache key. Class ids never shift: the previous version's classes
+    keep their order (and stay, without boxes, when only a retracted or excluded batch carried them), new
+    ones are appended. Split anchors are not part of the key: they come from the previous version, and a
+    version found by its key was built from these same inputs, its images already in the splits they first had."""
+    registry = previous.manifest["classes"] if previous else []
+    classes = reconcile_classes(registry, [b.classes for b in wanted.selection.included], policy.case_sensitive_classes)
+    key = cache_key(
+        CODE_VERSIONS[PROCESSED_IMAGES],
+        {"batches": wanted.inputs, "retracted": wanted.selection.retracted_versions, "classes": classes},
+        {**config.output_settings(), "policy": policy.model_dump()},
+    )
+    return classes, key
+
+
+def version_metadata(wanted: WantedDataset, previous: StoredDataset | None, dataset: Cached[BuiltDataset], seconds: float) -> dict[str, Any]:
+    """What a processed_images materialisation records: the manifest's summary, the inputs and what was
+    left out, the union's duplicates and conflicts, and the difference from the previous version."""
+    manifest = dataset.summary.manifest
+    diff_metadata: dict[str, Any] = {}
+    if previous and previous.version != dataset.version:
+        diff_metadata = {"diff_base": previous.version, "diff": dg.MetadataValue.json(dataset_diff(previous.manifest, manifest))}
+    return {
+        **dataset_metadata(manifest),
+        "num_processed": dataset.summary.num_processed,
+        **dataset.metadata(),
+        "input_batches": dg.MetadataValue.json(wanted.inputs),
+        "excluded_batches": dg.MetadataValue.json(wanted.selection.excluded),
+        "retracted_batches": dg.MetadataValue.json(wanted.selection.retracted),
+        RETRACTIONS_VERSION: wanted.retractions.version or "",
+        **dataset.summary.union_metadata,
+        **diff_metadata,
+        "seconds": round(seconds, 3),
+    }
+
+
 @dg.asset(
     **identity(PROCESSED_IMAGES),
     deps=[labeled_batch],
@@ -335,63 +391,27 @@ def processed_images(
     dataset_policy: DatasetPolicy,
 ) -> dg.MaterializeResult:
     started = time.perf_counter()
-    inputs, retractions, (included, excluded, retracted) = wanted_dataset(context.instance, artifact_store)
-    for batch, reason in excluded.items():
-        context.log.warning(f"left out batch {batch}: {reason}")
-    for record in retracted:
-        context.log.warning(f"left out retracted batch {record['batch']}: {record['reason']} (retracted {record['retracted_at']})")
-    if not included:
-        raise dg.Failure(
-            description=f"no labeled batch has passed its checks and is not retracted: nothing to build ({len(retracted)} retracted)",
-            allow_retries=False,
-        )
-    retracted_versions = {r["batch"]: r["data_version"] for r in retracted}
+    wanted = wanted_dataset(context.instance, artifact_store)
+    announce_selection(context.log, wanted.selection)
     previous = previous_dataset(context.instance, artifact_store)
-    # Class ids never shift: the previous version's classes keep their order (and stay, without
-    # boxes, when only a retracted or excluded batch carried them), new ones are appended.
-    registry = previous.manifest["classes"] if previous else []
-    classes = reconcile_classes(registry, [b.classes for b in included], dataset_policy.case_sensitive_classes)
-    # Split anchors are not part of the key: they come from the previous version, and a version found
-    # by its key was built from these same inputs, its images already in the splits they first had.
-    key = cache_key(
-        CODE_VERSIONS[PROCESSED_IMAGES],
-        {"batches": inputs, "retracted": retracted_versions, "classes": classes},
-        {**config.output_settings(), "policy": dataset_policy.model_dump()},
-    )
+    classes, key = dataset_recipe(wanted, previous, config, dataset_policy)
 
     def build() -> nullcontext[Built[BuiltDataset]]:
-        return nullcontext(build_dataset(artifact_store, included, classes, previous, config, dataset_policy, retracted_versions, context.log))
+        return nullcontext(build_dataset(artifact_store, wanted.selection.included, classes, previous, config, dataset_policy,
+                                         wanted.selection.retracted_versions, context.log))
 
     def load(version: str) -> BuiltDataset:
         stored = previous.manifest if previous and previous.version == version else read_dataset_manifest(artifact_store, version)
         return BuiltDataset(stored, 0, {})
 
     dataset = artifact_store.cached(PROCESSED_IMAGES, key, build, load)
-    manifest, version = dataset.summary.manifest, dataset.version
-    diff_metadata: dict[str, Any] = {}
-    if previous and previous.version != version:
-        diff_metadata = {"diff_base": previous.version, "diff": dg.MetadataValue.json(dataset_diff(previous.manifest, manifest))}
-    elapsed = time.perf_counter() - started
+    manifest, elapsed = dataset.summary.manifest, time.perf_counter() - started
     context.log.info(
-        f"dataset {version[:12]}: {len(manifest['items'])} images, {dataset.summary.num_processed} decoded, "
+        f"dataset {dataset.version[:12]}: {len(manifest['items'])} images, {dataset.summary.num_processed} decoded, "
         f"cache_hit={dataset.cache_hit}, {elapsed:.2f}s"
     )
     return dg.MaterializeResult(
-        data_version=dg.DataVersion(version),
-        metadata={
-            **dataset_metadata(manifest),
-            "num_processed": dataset.summary.num_processed,
-            **dataset.metadata(),
-            "input_batches": dg.MetadataValue.json(inputs),
-            "excluded_batches": dg.MetadataValue.json(excluded),
-            "retracted_batches": dg.MetadataValue.json(retracted),
-            RETRACTIONS_VERSION: retractions.version or "",
-            **dataset.summary.union_metadata,
-            **diff_metadata,
-            "seconds": round(elapsed, 3),
-        },
-        check_results=[
-            split_leakage_result(manifest),
-            near_duplicates_result(manifest, dataset_policy.near_duplicate_distance),
-        ],
+        data_version=dg.DataVersion(dataset.version),
+        metadata=version_metadata(wanted, previous, dataset, elapsed),
+        check_results=[split_leakage_result(manifest), near_duplicates_result(manifest, dataset_policy.near_duplicate_distance)],
     )

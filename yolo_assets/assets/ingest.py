@@ -185,6 +185,42 @@ def class_registry(instance: dg.DagsterInstance) -> list[str]:
     return list(metadata_value(latest_materialization(instance, PROCESSED_IMAGES), "classes", []) or [])
 
 
+@contextmanager
+def read_landed_batch(
+    context: dg.AssetExecutionContext, content_hash: str, config: LabeledBatchConfig, landing_zone: LandingZone,
+    artifact_store: ArtifactStore, policy: DatasetPolicy,
+) -> Iterator[Built[BatchManifest]]:
+    """The batch read from the landing zone into a manifest, its accepted files published as blobs. The
+    batch stays open until its quarantined files are copied into the artifact."""
+    batch = context.partition_key
+    with landing_zone.open_batch(batch) as (root, rejected_members):
+        try:
+            manifest = build_manifest(root, config, policy, artifact_store, rejected_members)
+        except BatchFormatError as error:
+            reason = f"batch {batch!r} cannot be read: {str(error)[:MAX_REASON_CHARS]}"
+            # Recorded on the partition, so processed_images lists the batch in excluded_batches with
+            # this reason; a Failure that bypasses the retry policy: reading it again changes nothing.
+            context.log_event(dg.AssetObservation(
+                asset_key=LABELED_BATCH, partition=batch, metadata={REJECTED: reason, "content_hash": content_hash}
+            ))
+            raise dg.Failure(description=reason, allow_retries=False) from None
+        if landing_zone.content_hash(batch) != content_hash:
+            raise BatchChangedWhileRead(
+                f"batch {batch!r} changed while it was being read (an upload into it is still going on?); "
+                "retried, it is read again as it is then"
+            )
+        accepted = [sha for item in manifest["items"] for sha in (item["image_sha"], item["label_sha"]) if sha]
+        artifact_store.publish_objects(BLOBS, [object_relpath(sha) for sha in accepted])
+        yield Built(manifest_version(manifest), manifest, lambda staging: write_batch_artifact(staging, root, manifest))
+
+
+def new_classes_check(registry: list[str], classes: list[str], policy: DatasetPolicy) -> tuple[list[str], dg.AssetCheckResult]:
+    """The batch's classes the registry (the latest dataset's) lacks, and the class_registry check on them."""
+    known = {class_key(name, policy.case_sensitive_classes) for name in registry}
+    new_classes = [n for n in classes if class_key(n, policy.case_sensitive_classes) not in known]
+    return new_classes, class_registry_result(new_classes if registry else [], registry, policy.new_class_policy)
+
+
 @dg.asset(
     **identity(LABELED_BATCH),
     partitions_def=batch_partitions,
@@ -203,32 +239,9 @@ def labeled_batch(
     key = cache_key(
         CODE_VERSIONS[LABELED_BATCH], content_hash, {**config.output_settings(), "policy": dataset_policy.model_dump()}
     )
-
-    @contextmanager
-    def build() -> Iterator[Built[BatchManifest]]:
-        # The batch stays open until its quarantined files are copied into the artifact.
-        with landing_zone.open_batch(batch) as (root, rejected_members):
-            try:
-                manifest = build_manifest(root, config, dataset_policy, artifact_store, rejected_members)
-            except BatchFormatError as error:
-                reason = f"batch {batch!r} cannot be read: {str(error)[:MAX_REASON_CHARS]}"
-                # Recorded on the partition, so processed_images lists the batch in excluded_batches with
-                # this reason; a Failure that bypasses the retry policy: reading it again changes nothing.
-                context.log_event(dg.AssetObservation(
-                    asset_key=LABELED_BATCH, partition=batch, metadata={REJECTED: reason, "content_hash": content_hash}
-                ))
-                raise dg.Failure(description=reason, allow_retries=False) from None
-            if landing_zone.content_hash(batch) != content_hash:
-                raise BatchChangedWhileRead(
-                    f"batch {batch!r} changed while it was being read (an upload into it is still going on?); "
-                    "retried, it is read again as it is then"
-                )
-            accepted = [sha for item in manifest["items"] for sha in (item["image_sha"], item["label_sha"]) if sha]
-            artifact_store.publish_objects(BLOBS, [object_relpath(sha) for sha in accepted])
-            yield Built(manifest_version(manifest), manifest, lambda staging: write_batch_artifact(staging, root, manifest))
-
     stored = artifact_store.cached(
-        LABELED_BATCH, key, build, load=lambda version: read_batch_manifest(artifact_store, version)
+        LABELED_BATCH, key, lambda: read_landed_batch(context, content_hash, config, landing_zone, artifact_store, dataset_policy),
+        load=lambda version: read_batch_manifest(artifact_store, version),
     )
     manifest = stored.summary
     if stored.cache_hit:
@@ -236,9 +249,7 @@ def labeled_batch(
     for entry in manifest["quarantine"]:
         context.log.warning(f"quarantined {entry['image'] or entry['label']}: {entry['reason']} ({entry['detail']})")
     registry = class_registry(context.instance)
-    known = {class_key(name, dataset_policy.case_sensitive_classes) for name in registry}
-    new_classes = [n for n in manifest["classes"] if class_key(n, dataset_policy.case_sensitive_classes) not in known]
-    registry_check = class_registry_result(new_classes if registry else [], registry, dataset_policy.new_class_policy)
+    new_classes, registry_check = new_classes_check(registry, manifest["classes"], dataset_policy)
     if not registry_check.passed:
         context.log.error(f"batch {batch} rejected: new classes {new_classes} not in the registry {registry} (new_class_policy=reject)")
     return dg.MaterializeResult(
