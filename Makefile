@@ -27,10 +27,10 @@ demo: install
 	$(BIN)/yolo-assets demo
 
 # Static checks, then every test (real Dagster instance and daemon, ultralytics training, MLflow); the 15
-# slowest tests are listed at the end. PYTEST_WORKERS=4 spreads the files over 4 pytest-xdist workers, one
-# file per worker at a time, the longest first (tests/conftest.py): ~16-21 min instead of ~34 here. The
-# default stays one process: the chaos soak failed in one of three 4-worker runs (README, Tests).
-PYTEST_WORKERS ?= 0
+# slowest tests are listed at the end. The files are spread over 4 pytest-xdist workers, one file per worker
+# at a time, the longest first (tests/conftest.py): ~16-23 min instead of ~34 here. PYTEST_WORKERS=0 runs
+# them in one process (README, Tests).
+PYTEST_WORKERS ?= 4
 test: lint
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15 $(PYTEST_ARGS)
 
