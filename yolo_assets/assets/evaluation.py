@@ -163,6 +163,20 @@ def publish_evaluation(store: ArtifactStore, mlflow: MLflowResource, mlflow_run_
         client.log_artifact(mlflow_run_id, str(path), artifact_path="evaluation")
 
 
+def report_metadata(metrics: EvaluationMetrics, stored: Path) -> dict[str, Any]:
+    """The headline numbers, per-class AP and the Markdown report (its plots inline) an evaluation shows."""
+    challenger, champion = metrics["challenger"], metrics["champion"]
+    embedded = {name: inline_png(stored / name) for name in REPORT_PLOTS if (stored / name).exists()}
+    return {
+        **{name: round(challenger[name], 4) for name in HEADLINE},
+        "champion_mAP50-95": round(champion["mAP50-95"], 4) if champion else None,
+        "per_class_ap50_95": dg.MetadataValue.json({k: round(v["ap50_95"], 4) for k, v in challenger["per_class"].items()}),
+        "report": dg.MetadataValue.md(render_report(metrics, embedded)),
+        "weights_version": metrics["weights_version"],
+        "dataset_version": metrics["dataset_version"],
+    }
+
+
 @dg.asset(
     **identity(EVALUATION_REPORT),
     deps=[trained_weights],
@@ -200,8 +214,6 @@ def evaluation_report(
         load=lambda version: read_evaluation_metrics(artifact_store, version),
         publish=lambda version, metrics: publish_evaluation(artifact_store, mlflow, summary["mlflow_run_id"], version, metrics),
     )
-    stored = artifact_store.local_path(EVALUATION_REPORT, report.version)
-    embedded = {name: inline_png(stored / name) for name in REPORT_PLOTS if (stored / name).exists()}
     metrics = report.summary
     challenger, champion = metrics["challenger"], metrics["champion"]
     context.log.info(
@@ -210,14 +222,6 @@ def evaluation_report(
     )
     return dg.MaterializeResult(
         data_version=dg.DataVersion(report.version),
-        metadata={
-            **{name: round(challenger[name], 4) for name in HEADLINE},
-            "champion_mAP50-95": round(champion["mAP50-95"], 4) if champion else None,
-            "per_class_ap50_95": dg.MetadataValue.json({k: round(v["ap50_95"], 4) for k, v in challenger["per_class"].items()}),
-            "report": dg.MetadataValue.md(render_report(metrics, embedded)),
-            "weights_version": weights_version,
-            "dataset_version": metrics["dataset_version"],
-            **report.metadata(),
-            "mlflow_run_id": summary["mlflow_run_id"],
-        },
+        metadata={**report_metadata(metrics, artifact_store.local_path(EVALUATION_REPORT, report.version)), **report.metadata(),
+                  "mlflow_run_id": summary["mlflow_run_id"]},
     )

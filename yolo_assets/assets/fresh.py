@@ -161,6 +161,29 @@ def scores_metadata(scores: dict[str, Any]) -> dict[str, Any]:
     return metadata
 
 
+def scored_batch(
+    store: ArtifactStore, workspace: YoloWorkspace, config: EvaluationConfig, batch: str, version: str,
+    models: dict[str, dict[str, Any]], not_scored: dict[str, str], run_id: str,
+) -> Built[dict[str, Any]]:
+    """The live models' scores on every accepted image of the batch (none when no model is live), and
+    the scores file the artifact holds."""
+    manifest = read_batch_manifest(store, version)
+    scored = score_batch(store, workspace, config, manifest, models, run_id) if models else {}
+    result = {"batch": batch, "batch_version": version, "num_images": len(manifest["items"]), "scores": scored.get("models", {}),
+              "not_scored": not_scored, "num_processed": scored.get("num_processed", 0)}
+    encoded_version, encoded = encoded_manifest(result)
+    return Built(encoded_version, result, lambda staging: atomic_write_bytes(staging / SCORES, encoded))
+
+
+def log_scores(log: dg.DagsterLogManager, batch: str, result: dict[str, Any], verdict: str, reasons: list[str]) -> None:
+    for route, why in result["not_scored"].items():
+        log.info(f"{route} not scored on batch {batch}: {why}")
+    for route, score in result["scores"].items():
+        log.info(f"{route} version {score['version']} on fresh batch {batch}: mAP50={score['mAP50']:.3f} mAP50-95={score['mAP50-95']:.3f}")
+    if verdict:
+        log.info(f"canary {verdict} on batch {batch}: {'; '.join(reasons)}")
+
+
 @dg.asset(
     **identity(FRESH_BATCH_EVALUATION),
     partitions_def=batch_partitions,
@@ -190,23 +213,14 @@ def fresh_batch_evaluation(
         {**config.model_dump(), "device": device},
     )
 
-    def build() -> nullcontext[Built[dict[str, Any]]]:
-        manifest = read_batch_manifest(artifact_store, version)
-        scored = score_batch(artifact_store, yolo_workspace, config, manifest, models, context.run.run_id) if models else {}
-        result = {"batch": batch, "batch_version": version, "num_images": len(manifest["items"]), "scores": scored.get("models", {}),
-                  "not_scored": not_scored, "num_processed": scored.get("num_processed", 0)}
-        encoded_version, encoded = encoded_manifest(result)
-        return nullcontext(Built(encoded_version, result, lambda staging: atomic_write_bytes(staging / SCORES, encoded)))
-
-    stored = artifact_store.cached(FRESH_BATCH_EVALUATION, key, build, load=lambda v: artifact_store.read_json(FRESH_BATCH_EVALUATION, v, SCORES))
+    stored = artifact_store.cached(
+        FRESH_BATCH_EVALUATION, key,
+        lambda: nullcontext(scored_batch(artifact_store, yolo_workspace, config, batch, version, models, not_scored, context.run.run_id)),
+        load=lambda v: artifact_store.read_json(FRESH_BATCH_EVALUATION, v, SCORES),
+    )
     result, scores = stored.summary, stored.summary["scores"]
     verdict, reasons = canary_verdict(scores, model_policy)
-    for route, why in result["not_scored"].items():
-        context.log.info(f"{route} not scored on batch {batch}: {why}")
-    for route, score in scores.items():
-        context.log.info(f"{route} version {score['version']} on fresh batch {batch}: mAP50={score['mAP50']:.3f} mAP50-95={score['mAP50-95']:.3f}")
-    if verdict:
-        context.log.info(f"canary {verdict} on batch {batch}: {'; '.join(reasons)}")
+    log_scores(context.log, batch, result, verdict, reasons)
     drift = drift_result(scores, model_policy)
     return dg.MaterializeResult(
         data_version=dg.DataVersion(stored.version),

@@ -101,6 +101,34 @@ def register(
     return client.get_model_version(mlflow.model_name, number)
 
 
+def record_gate(mlflow: MLflowResource, version: str, passed: bool, reasons: list[str]) -> str:
+    """The gate's verdict on the registry version, and the version's alias: `champion` when it is the
+    champion already; a passed version is offered to model_rollout (canary first, or champion at once);
+    a refused one is the `challenger`, which serves no traffic."""
+    champion = mlflow.alias_version("champion")
+    client = mlflow.client()
+    alias = "champion" if champion is not None and champion.version == version else "rollout candidate" if passed else "challenger"
+    if alias == "challenger":
+        client.set_registered_model_alias(mlflow.model_name, alias, version)
+    client.set_model_version_tag(mlflow.model_name, version, "promotion_gate", "passed" if passed else "failed")
+    client.set_model_version_tag(mlflow.model_name, version, "promotion_reasons", "; ".join(reasons))
+    return alias
+
+
+def promotion_gate_result(metrics: EvaluationMetrics, passed: bool, reasons: list[str], alias: str, tainted: list[str]) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=PROMOTION_GATE.name,
+        passed=passed,
+        metadata={
+            "reasons": dg.MetadataValue.json(reasons),
+            "challenger_mAP50-95": round(metrics["challenger"]["mAP50-95"], 4),
+            "champion_mAP50-95": round(metrics["champion"]["mAP50-95"], 4) if metrics["champion"] else None,
+            "alias": alias,
+            "champion_trained_on_retracted": dg.MetadataValue.json(tainted),
+        },
+    )
+
+
 @dg.asset(
     **identity(REGISTERED_MODEL),
     deps=[evaluation_report],
@@ -126,18 +154,8 @@ def registered_model(
     version = find_version(mlflow, metrics["weights_version"])
     already_registered = version is not None
     if version is None:
-        tags = lineage_tags(summary, metrics, evaluation_version, context.run.run_id)
-        version = register(mlflow, artifact_store, summary, metrics, tags)
-    champion = mlflow.alias_version("champion")
-    is_champion = champion is not None and champion.version == version.version
-    client = mlflow.client()
-    # A passed version is offered to model_rollout (canary first, or champion at once); a refused one
-    # is the `challenger`, which serves no traffic.
-    alias = "champion" if is_champion else "rollout candidate" if passed else "challenger"
-    if alias == "challenger":
-        client.set_registered_model_alias(mlflow.model_name, alias, version.version)
-    client.set_model_version_tag(mlflow.model_name, version.version, "promotion_gate", "passed" if passed else "failed")
-    client.set_model_version_tag(mlflow.model_name, version.version, "promotion_reasons", "; ".join(reasons))
+        version = register(mlflow, artifact_store, summary, metrics, lineage_tags(summary, metrics, evaluation_version, context.run.run_id))
+    alias = record_gate(mlflow, version.version, passed, reasons)
     context.log.info(f"{mlflow.model_name} version {version.version} -> alias {alias}: {'; '.join(reasons)}")
     return dg.MaterializeResult(
         data_version=dg.DataVersion(hash_json({"model": mlflow.model_name, "version": version.version, "alias": alias})),
@@ -154,17 +172,5 @@ def registered_model(
             "mAP50": round(metrics["challenger"]["mAP50"], 4),
             "mAP50-95": round(metrics["challenger"]["mAP50-95"], 4),
         },
-        check_results=[
-            dg.AssetCheckResult(
-                check_name=PROMOTION_GATE.name,
-                passed=passed,
-                metadata={
-                    "reasons": dg.MetadataValue.json(reasons),
-                    "challenger_mAP50-95": round(metrics["challenger"]["mAP50-95"], 4),
-                    "champion_mAP50-95": round(metrics["champion"]["mAP50-95"], 4) if metrics["champion"] else None,
-                    "alias": alias,
-                    "champion_trained_on_retracted": dg.MetadataValue.json(tainted),
-                },
-            )
-        ],
+        check_results=[promotion_gate_result(metrics, passed, reasons, alias, tainted)],
     )
