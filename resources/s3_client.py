@@ -5,7 +5,6 @@ config, so at real-S3 round trips (10-50 ms) the 11th concurrent request would w
 Beside it, a urllib3 pool for the presigned GETs of a landed batch's many small files (`S3Prefix.download_into`).
 """
 
-
 import boto3
 import botocore.session
 from botocore import UNSIGNED
