@@ -144,6 +144,9 @@ def production_home(path: Path, s3: SeaweedFS, postgres: Postgres, tracking_uri:
         "YOLO_ASSETS_S3_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key,
         "DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": str(postgres.port), "DAGSTER_PG_USER": "dagster",
         "DAGSTER_PG_PASSWORD": DAGSTER_DB_PASSWORD, "DAGSTER_PG_DB": database, "DAGSTER_HOME": str(dagster_home(path)),
+        # The daemon's runs find the home (MLflow store, scratch, ultralytics settings) by this variable:
+        # without it they used the default home of the checkout (or make's YOLO_ASSETS_HOME).
+        HOME_ENV_VAR: str(path),
         "YOLO_ASSETS_FIRST_MODEL_MIN_MAP50": "0", **({"YOLO_ASSETS_MLFLOW_TRACKING_URI": tracking_uri} if tracking_uri else {}), **extra,
     }
     saved = {name: os.environ.get(name) for name in settings}
