@@ -194,17 +194,21 @@ def test_the_mlflow_server_down_at_registration_fails_clearly_and_is_attempted_a
         assert len(home.resource("mlflow").client().search_model_versions("name='yolo-defect-detector'")) == 1
 
 
+def stored_checkpoint_keys(home: ProductionHome) -> list[str]:
+    """The checkpoints the store holds complete (an upload is one PUT: a key is there whole or not at all)."""
+    listed = s3_client(home).list_objects_v2(Bucket=home.bucket, Prefix="store/_objects/checkpoints/").get("Contents", [])
+    return [entry["Key"] for entry in listed if entry["Key"].endswith(".pt")]
+
+
 def stored_checkpoint_epoch(home: ProductionHome, workdir: Path) -> int:
     """The epoch of the checkpoint the store holds now (0 when none), read from S3 directly."""
-    client = s3_client(home)
-    listed = client.list_objects_v2(Bucket=home.bucket, Prefix="store/_objects/checkpoints/").get("Contents", [])
-    keys = [entry["Key"] for entry in listed if entry["Key"].endswith(".pt")]
+    keys = stored_checkpoint_keys(home)
     if not keys:
         return 0
     target = workdir / f"stored-{uuid.uuid4().hex[:6]}.pt"
     # One GET: the bytes of one version, even when the training replaces the object meanwhile
     # (download_file reads a large object in ranges pinned to its ETag and fails if it changes).
-    target.write_bytes(client.get_object(Bucket=home.bucket, Key=keys[0])["Body"].read())
+    target.write_bytes(s3_client(home).get_object(Bucket=home.bucket, Key=keys[0])["Body"].read())
     return checkpoint_epoch(target)
 
 
@@ -218,7 +222,11 @@ def test_a_training_killed_on_one_machine_resumes_on_another_with_an_empty_cache
 
     How many epochs end during one upload depends on the machine (uploads coalesce: newest wins), so
     the kill waits for a state, not an epoch: a complete checkpoint stored and, as the variant asks,
-    an upload in flight or none, seen the same on both sides of the store's read."""
+    an upload in flight or none. The first machine is frozen (SIGSTOP) while its state is read, so the
+    state it is killed in is the state the test saw; a cheap listing spots the first checkpoint, so a
+    loaded machine cannot run to its last epoch while the test looks."""
+    import torch  # noqa: F401 - imported now, not in the first look at a checkpoint while the training runs
+
     epochs = 6
     with production_home(tmp_path / "home", seaweedfs, postgres, own_mlflow.tracking_uri) as home, \
             LatencyProxy(seaweedfs.ports["s3"], delay_s=0.0, upload_bytes_per_s=1e6 if during_upload else None) as proxy:
@@ -235,18 +243,18 @@ def test_a_training_killed_on_one_machine_resumes_on_another_with_an_empty_cache
         with open(tmp_path / "first.log", "w") as log:
             first = subprocess.Popen(command, cwd=REPO, env=env["first"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         stored, uploading, deadline = 0, False, time.monotonic() + 240
-        def upload_in_flight() -> bool:
-            return any(checkpoints.rglob("*.pt.uploading")) if checkpoints.exists() else False
-
         while time.monotonic() < deadline and first.poll() is None:
-            uploading = upload_in_flight()
-            stored = stored_checkpoint_epoch(home, tmp_path)
-            if stored >= 1 and uploading == during_upload == upload_in_flight():
-                os.killpg(first.pid, signal.SIGKILL)
-                break
+            if stored_checkpoint_keys(home):
+                os.killpg(first.pid, signal.SIGSTOP)
+                uploading = any(checkpoints.rglob("*.pt.uploading"))
+                stored = stored_checkpoint_epoch(home, tmp_path)
+                if uploading == during_upload:
+                    os.killpg(first.pid, signal.SIGKILL)
+                    break
+                os.killpg(first.pid, signal.SIGCONT)
             time.sleep(0.1)
         first.wait(30)
-        assert stored >= 1 and uploading == during_upload, (stored, uploading, (tmp_path / "first.log").read_text()[-3000:])
+        assert 1 <= stored < epochs and uploading == during_upload, (stored, uploading, (tmp_path / "first.log").read_text()[-3000:])
         # The store holds a complete checkpoint, not half of the one that was being uploaded.
         assert stored_checkpoint_epoch(home, tmp_path) >= stored
         assert main(["--home", str(home.path), "recover"]) == 0
