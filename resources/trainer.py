@@ -19,10 +19,11 @@ class YoloWorkspace(dg.ConfigurableResource):
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Before any step that uses ultralytics runs: ultralytics fixes its settings folder when it is
         first imported, so YOLO_CONFIG_DIR must be set before then (not inside the asset, after
-        model checks that already import it)."""
-        from yolo_assets.detector.setup import configure_ultralytics
+        model checks that already import it). Only the environment: a run that never trains or
+        scores (a batch's ingest) does not import torch."""
+        from yolo_assets.detector.setup import point_ultralytics_at
 
-        configure_ultralytics(Path(self.ultralytics_config_dir))
+        point_ultralytics_at(Path(self.ultralytics_config_dir))
 
 
 class TrainingDefaults(dg.ConfigurableResource):

@@ -288,3 +288,19 @@ def test_a_batch_rewritten_while_it_is_read_is_read_again(home: Home, land_copy,
     stored = {item["label_source"]: item["boxes"] for item in home.manifest("labeled_batch", "batch_a")["items"]}
     rewritten = first_labeled(batch)
     assert stored[f"labels/{rewritten.name}"][0][0] == home.manifest("labeled_batch", "batch_a")["classes"][int(rewritten.read_text()[0])]
+
+
+def test_a_run_that_never_trains_or_scores_does_not_import_torch(home: Home, land_copy) -> None:
+    """Every batch's ingest run (and the dataset build after it) in its own process, as the daemon
+    launches them: torch and ultralytics take seconds of CPU to import, and none of these steps uses them."""
+    import subprocess
+    import sys
+
+    from helpers import REPO, subprocess_env
+
+    land_copy("batch_a", 3, seed=1)
+    script = ("import sys; from yolo_assets.ops.cli import main; code = main(['tick', '--no-automation']); "
+              "print(code, sorted(m for m in ('torch', 'ultralytics', 'mlflow') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=subprocess_env(home.path), capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip().splitlines()[-1] == "0 []", done.stdout[-2000:] + done.stderr[-2000:]
+    assert home.instance.get_latest_materialization_event(dg.AssetKey("processed_images")) is not None

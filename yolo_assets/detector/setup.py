@@ -15,18 +15,30 @@ OFFLINE_ENVIRONMENT = {"YOLO_OFFLINE": "true", "YOLO_VERBOSE": "false"}
 THIRD_PARTY_LOGGERS = ("sync", "mlflow", "clearml", "comet", "dvc", "raytune", "tensorboard", "wandb", "hub")
 
 
-def configure_ultralytics(config_dir: Path) -> None:
-    """Offline, no telemetry, no third-party loggers (our own callback logs to MLflow)."""
-    # Process environment on purpose: ultralytics fixes its settings folder from it at first import.
+def point_ultralytics_at(config_dir: Path) -> None:
+    """Offline, no telemetry, settings in `config_dir`: process environment that ultralytics reads when
+    it is first imported, set without importing it (torch takes seconds, and most runs, such as a
+    batch's ingest, never use it)."""
     for name, value in OFFLINE_ENVIRONMENT.items():
         os.environ.setdefault(name, value)
     os.environ["YOLO_CONFIG_DIR"] = str(config_dir)
     config_dir.mkdir(parents=True, exist_ok=True)
+
+
+def quiet_third_party_loggers() -> None:
+    """No third-party loggers (our own callback logs to MLflow): ultralytics' settings, turned off in
+    its settings folder before a training or validation registers its callbacks."""
     from ultralytics import settings
 
     wanted = {key: False for key in THIRD_PARTY_LOGGERS}
     if any(settings.get(key) != value for key, value in wanted.items() if key in settings):
         settings.update({key: value for key, value in wanted.items() if key in settings})
+
+
+def configure_ultralytics(config_dir: Path) -> None:
+    """Both at once, for a process that is about to use ultralytics (tests, benchmarks)."""
+    point_ultralytics_at(config_dir)
+    quiet_third_party_loggers()
 
 
 def ultralytics_version() -> str:
@@ -57,12 +69,22 @@ def cuda_report() -> str:
     return ", ".join(parts)
 
 
+# A CUDA (or ROCm) device is only usable through its kernel driver; without one torch.cuda.is_available() is False.
+GPU_DRIVER_FILES = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/kfd")
+
+
+def gpu_driver_present() -> bool:
+    return any(Path(path).exists() for path in GPU_DRIVER_FILES)
+
+
 def resolve_device(device: str, gpus_requested: int = 0) -> str:
     """`auto` = the first CUDA device when there is one, else the CPU. A step that asked for a GPU (its
     pod's GPU limit, or an explicit CUDA device such as `0`) never falls back to the CPU: GpuUnavailable."""
     if device in ("auto", "cpu", "mps") and not gpus_requested:
         if device != "auto":
             return device
+        if not gpu_driver_present():
+            return "cpu"  # what torch would say, without importing it (seconds) in a step that may not need it
         import torch
 
         return "0" if torch.cuda.is_available() else "cpu"

@@ -9,7 +9,7 @@ from typing import Any
 
 from yolo_assets.core.parallel import usable_cpus
 from yolo_assets.detector.checkpoint import canonicalize_checkpoint, keep_checkpoint
-from yolo_assets.detector.setup import resolve_device
+from yolo_assets.detector.setup import quiet_third_party_loggers, resolve_device
 
 
 def epoch_metrics(trainer: Any) -> dict[str, float]:
@@ -52,6 +52,8 @@ def train_detector(
     of starting over. `workers` -1 = one dataloader worker per CPU this process may use.
     """
     from ultralytics import YOLO
+
+    quiet_third_party_loggers()
 
     workers = workers if workers >= 0 else usable_cpus()
 

@@ -5,7 +5,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from yolo_assets.detector.setup import resolve_device
+from yolo_assets.detector.setup import quiet_third_party_loggers, resolve_device
 
 
 def validate_detector(
@@ -13,6 +13,8 @@ def validate_detector(
 ) -> dict[str, Any]:
     """Metrics of `weights` on the val split of `data_yaml`; plots (PR curve, confusion matrix) in `workdir`."""
     from ultralytics import YOLO
+
+    quiet_third_party_loggers()
 
     shutil.rmtree(workdir, ignore_errors=True)
     result = YOLO(str(weights)).val(
