@@ -46,7 +46,7 @@ IN_PROGRESS = {dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.D
 # Runs launched by automation carry no run config: deployment settings keep every training tiny, and the
 # first retry comes 10 s after a failure instead of a minute.
 SOAK_SETTINGS = {
-    "YOLO_ASSETS_TRAIN_EPOCHS": "1", "YOLO_ASSETS_TRAIN_IMGSZ": "64", "YOLO_ASSETS_TRAIN_WORKERS": "0",
+    "YOLO_ASSETS_TRAIN_EPOCHS": "1", "YOLO_ASSETS_TRAIN_IMGSZ": "64", "YOLO_ASSETS_TRAIN_WORKERS": "0", "YOLO_ASSETS_TRAIN_PLOTS": "false",
     "YOLO_ASSETS_FIRST_MODEL_MIN_MAP50": "0", "YOLO_ASSETS_RETRY_FIRST_DELAY_S": "10",
 }
 

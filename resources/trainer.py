@@ -40,3 +40,7 @@ class TrainingDefaults(dg.ConfigurableResource):
     """Dataloader workers; -1 = one per CPU the training process may use (its affinity and the pod's CPU
     limit, resolved where it runs, not where the code location loads); does not change the weights.
     Ultralytics loads in the main process on CPU whatever this says."""
+    plots: bool = True
+    """Ultralytics' training plots (loss curves, label statistics, the last epoch's PR curves and
+    confusion matrix) kept with the weights and on the MLflow run; they do not change the weights, and
+    `evaluation_report` draws the PR curves and confusion matrix of the same weights either way."""

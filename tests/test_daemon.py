@@ -22,6 +22,7 @@ def test_daemon_ingests_a_landed_batch_and_registers_a_model(tmp_path: Path) -> 
         YOLO_ASSETS_TRAIN_EPOCHS="1",
         YOLO_ASSETS_TRAIN_IMGSZ="64",
         YOLO_ASSETS_TRAIN_WORKERS="0",
+        YOLO_ASSETS_TRAIN_PLOTS="false",
         YOLO_ASSETS_FIRST_MODEL_MIN_MAP50="0",
     )
     home.land("batch_daemon", 24, seed=4)

@@ -26,7 +26,7 @@ from yolo_assets.ops.services import MlflowServer, Postgres, SeaweedFS, clean_en
 
 pytestmark = pytest.mark.slow
 
-TINY = {"ops": {"trained_weights": {"config": {"epochs": 1, "imgsz": 64, "batch": 8, "workers": 0, "warm_start": False}}}}
+TINY = {"ops": {"trained_weights": {"config": {"epochs": 1, "imgsz": 64, "batch": 8, "workers": 0, "plots": False, "warm_start": False}}}}
 MLFLOW_DB_PASSWORD = "sentinel-mlflow-db-1f3a"
 SECRETS = (SENTINEL_S3_SECRET, SENTINEL_PG_PASSWORD, DAGSTER_DB_PASSWORD, MLFLOW_DB_PASSWORD)
 

@@ -26,7 +26,7 @@ from yolo_assets.ops.services import MlflowServer, Postgres, SeaweedFS
 
 pytestmark = pytest.mark.slow
 
-TINY = {"epochs": 1, "imgsz": 64, "batch": 8, "workers": 0, "warm_start": False}
+TINY = {"epochs": 1, "imgsz": 64, "batch": 8, "workers": 0, "plots": False, "warm_start": False}
 
 
 @pytest.fixture

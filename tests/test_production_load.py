@@ -33,7 +33,7 @@ IMAGES_PER_BATCH = 2
 DEADLINE_S = 300 + 18 * BATCHES
 IN_PROGRESS = {dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED}
 # Automation launches runs without run config: deployment defaults keep the retraining tiny.
-TINY_TRAINING = {"YOLO_ASSETS_TRAIN_EPOCHS": "1", "YOLO_ASSETS_TRAIN_IMGSZ": "64", "YOLO_ASSETS_TRAIN_WORKERS": "0"}
+TINY_TRAINING = {"YOLO_ASSETS_TRAIN_EPOCHS": "1", "YOLO_ASSETS_TRAIN_IMGSZ": "64", "YOLO_ASSETS_TRAIN_WORKERS": "0", "YOLO_ASSETS_TRAIN_PLOTS": "false"}
 
 
 def materializations(home: ProductionHome, asset: str) -> list[dg.AssetMaterialization]:

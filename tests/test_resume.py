@@ -27,7 +27,7 @@ def test_killed_training_resumes_from_a_later_epoch_and_finishes_registered(tmp_
     home.land("batch_a", 32, seed=6)
     outcomes = home.tick()
     assert outcomes and all(o.success for o in outcomes)
-    config = {"ops": {"trained_weights": {"config": {"epochs": EPOCHS, "imgsz": 64, "batch": 8, "workers": 0, "warm_start": False}}}}
+    config = {"ops": {"trained_weights": {"config": {"epochs": EPOCHS, "imgsz": 64, "batch": 8, "workers": 0, "plots": False, "warm_start": False}}}}
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
     command = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "yolo_assets.definitions",
                "--select", "trained_weights", "-c", str(tmp_path / "train.yaml")]

@@ -20,7 +20,7 @@ from yolo_assets.ops.services import DetectionService
 pytestmark = pytest.mark.slow
 
 MAX_BYTES, MAX_PIXELS = 2_000_000, 4_000_000
-TINY = {"ops": {"trained_weights": {"config": {"epochs": 1, "imgsz": 64, "batch": 8, "workers": 0}}}}
+TINY = {"ops": {"trained_weights": {"config": {"epochs": 1, "imgsz": 64, "batch": 8, "workers": 0, "plots": False}}}}
 
 
 def encoded(image: Image.Image, fmt: str = "JPEG", **options: Any) -> bytes:

@@ -65,6 +65,7 @@ class TrainingConfig(dg.Config):
     mosaic: float = 0.0
     """Mosaic augmentation probability; it shrinks thin defects on small images, so off by default."""
     warmup_epochs: float = 1.0
+    plots: bool | None = Field(default=None, description=DEPLOYMENT_DEFAULT)
     device: str = "auto"
     """`auto` = CUDA when present, else CPU; or `cpu`, `0`, `0,1`."""
     seed: int = 0
@@ -81,7 +82,7 @@ class TrainingConfig(dg.Config):
     def recipe(self, device: str, warm_start_from: str | None) -> dict[str, Any]:
         """Everything that determines the weights (the cache key's config part)."""
         return {
-            **self.model_dump(exclude={"workers", "device", "epochs", "warm_start_epochs", "warm_start"}),
+            **self.model_dump(exclude={"workers", "plots", "device", "epochs", "warm_start_epochs", "warm_start"}),
             "epochs": self.warm_start_epochs if warm_start_from else self.epochs,
             "device": "cpu" if device == "cpu" else "cuda",
             "warm_start_from": warm_start_from,
@@ -138,7 +139,7 @@ def run_training(
 ) -> Iterator[Built[TrainingSummary]]:
     """The training `detector/lifecycle.py` runs; yields the weights' data version (sha256 of best.pt),
     the summary and how to store the run's files."""
-    assert config.imgsz is not None and config.batch is not None and config.workers is not None  # with_defaults
+    assert config.imgsz is not None and config.batch is not None and config.workers is not None and config.plots is not None  # with_defaults
     job = TrainingJob(
         client=mlflow.client(),
         experiment_id=mlflow.experiment_id(),
@@ -151,6 +152,7 @@ def run_training(
         train_args={
             "imgsz": config.imgsz, "batch": config.batch, "mosaic": config.mosaic, "warmup_epochs": config.warmup_epochs,
             "device": config.device, "seed": config.seed, "deterministic": config.deterministic, "workers": config.workers,
+            "plots": config.plots,
         },
         input_batches=input_batches,
         tags={"code_versions": json.dumps(code_versions_through(TRAINED_WEIGHTS), sort_keys=True)},

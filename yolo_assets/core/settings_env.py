@@ -19,7 +19,7 @@ SETTINGS = (
     "EXECUTOR", "K8S_GPU_NODE_SELECTOR", "K8S_GPU_TOLERATIONS", "K8S_CPU_IMAGE",
 )
 # YOLO_ASSETS_TRAIN_<FIELD>: the fields of the training_defaults resource (resources/trainer.py).
-TRAINING_FIELDS = ("epochs", "warm_start_epochs", "imgsz", "batch", "workers")
+TRAINING_FIELDS = ("epochs", "warm_start_epochs", "imgsz", "batch", "workers", "plots")
 # YOLO_ASSETS_K8S_<STEP>_<SIZE>: the step pod sizes of resources/kubernetes.py.
 K8S_STEPS = (
     "default", "labeled_batch", "processed_images", "trained_weights", "evaluation_report", "registered_model",

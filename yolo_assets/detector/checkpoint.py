@@ -11,7 +11,8 @@ from typing import Any
 
 
 def _normalize_train_args(args: dict[str, Any]) -> dict[str, Any]:
-    local = {"project": None, "name": None, "save_dir": None}  # where it ran, not what it is
+    # Where it ran and what it drew, not what it is.
+    local = {"project": None, "name": None, "save_dir": None, "plots": None}
     return {
         k: local[k] if k in local else (Path(v).name if k in {"data", "model"} and isinstance(v, str) else v)
         for k, v in args.items()

@@ -41,6 +41,7 @@ def train_detector(
     seed: int,
     deterministic: bool,
     workers: int,
+    plots: bool = True,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     checkpoint: Path | None = None,
     on_checkpoint: Callable[[Path], None] | None = None,
@@ -72,17 +73,19 @@ def train_detector(
     shutil.rmtree(workdir, ignore_errors=True)
     if resume:
         detector.train(resume=True, data=str(data_yaml), save_dir=str(workdir), workers=workers,
-                       device=resolve_device(device), plots=True)
+                       device=resolve_device(device), plots=plots)
     else:
         _train_from_start(detector, data_yaml, workdir, epochs=epochs, imgsz=imgsz, batch=batch, mosaic=mosaic,
-                          warmup_epochs=warmup_epochs, device=device, seed=seed, deterministic=deterministic, workers=workers)
+                          warmup_epochs=warmup_epochs, device=device, seed=seed, deterministic=deterministic, workers=workers,
+                          plots=plots)
     for weights in ("best.pt", "last.pt"):
         canonicalize_checkpoint(workdir / "weights" / weights)
     return workdir
 
 
 def _train_from_start(detector: Any, data_yaml: Path, workdir: Path, *, epochs: int, imgsz: int, batch: int,
-                      mosaic: float, warmup_epochs: float, device: str, seed: int, deterministic: bool, workers: int) -> None:
+                      mosaic: float, warmup_epochs: float, device: str, seed: int, deterministic: bool, workers: int,
+                      plots: bool) -> None:
     detector.train(
         data=str(data_yaml),
         epochs=epochs,
@@ -97,7 +100,7 @@ def _train_from_start(detector: Any, data_yaml: Path, workdir: Path, *, epochs: 
         project=str(workdir.parent),
         name=workdir.name,
         exist_ok=True,
-        plots=True,
+        plots=plots,
         verbose=False,
         amp=resolve_device(device) != "cpu",
     )
