@@ -28,9 +28,8 @@ demo: install
 
 # Static checks, then every test (real Dagster instance and daemon, ultralytics training, MLflow); the 15
 # slowest tests are listed at the end. The files are spread over 4 pytest-xdist workers, one file per worker
-# at a time, the longest first (tests/conftest.py): ~16-23 min instead of ~34 here. PYTEST_WORKERS=0 runs
-# them in one process, the default again: the last 4-worker fresh-clone run failed the training-killed resume test.
-PYTEST_WORKERS ?= 0
+# at a time, the longest first (tests/conftest.py); PYTEST_WORKERS=0 runs them in one process.
+PYTEST_WORKERS ?= 4
 test: lint
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15 $(PYTEST_ARGS)
 
