@@ -2,6 +2,8 @@
 
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -9,7 +11,7 @@ from typing import Any
 
 import dagster as dg
 import exports
-from helpers import Home
+from helpers import REPO, Home, subprocess_env
 
 from resources.landing_zone import LocalLandingZone
 from yolo_assets.core.home import hash_cache_path
@@ -293,11 +295,6 @@ def test_a_batch_rewritten_while_it_is_read_is_read_again(home: Home, land_copy,
 def test_a_run_that_never_trains_or_scores_does_not_import_torch(home: Home, land_copy) -> None:
     """Every batch's ingest run (and the dataset build after it) in its own process, as the daemon
     launches them: torch and ultralytics take seconds of CPU to import, and none of these steps uses them."""
-    import subprocess
-    import sys
-
-    from helpers import REPO, subprocess_env
-
     land_copy("batch_a", 3, seed=1)
     script = ("import sys; from yolo_assets.ops.cli import main; code = main(['tick', '--no-automation']); "
               "print(code, sorted(m for m in ('torch', 'ultralytics', 'mlflow') if m in sys.modules))")

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -194,21 +195,21 @@ def test_the_mlflow_server_down_at_registration_fails_clearly_and_is_attempted_a
         assert len(home.resource("mlflow").client().search_model_versions("name='yolo-defect-detector'")) == 1
 
 
-def stored_checkpoint_keys(home: ProductionHome) -> list[str]:
+def stored_checkpoint_keys(home: ProductionHome, client: Any) -> list[str]:
     """The checkpoints the store holds complete (an upload is one PUT: a key is there whole or not at all)."""
-    listed = s3_client(home).list_objects_v2(Bucket=home.bucket, Prefix="store/_objects/checkpoints/").get("Contents", [])
+    listed = client.list_objects_v2(Bucket=home.bucket, Prefix="store/_objects/checkpoints/").get("Contents", [])
     return [entry["Key"] for entry in listed if entry["Key"].endswith(".pt")]
 
 
-def stored_checkpoint_epoch(home: ProductionHome, workdir: Path) -> int:
+def stored_checkpoint_epoch(home: ProductionHome, client: Any, workdir: Path) -> int:
     """The epoch of the checkpoint the store holds now (0 when none), read from S3 directly."""
-    keys = stored_checkpoint_keys(home)
+    keys = stored_checkpoint_keys(home, client)
     if not keys:
         return 0
     target = workdir / f"stored-{uuid.uuid4().hex[:6]}.pt"
     # One GET: the bytes of one version, even when the training replaces the object meanwhile
     # (download_file reads a large object in ranges pinned to its ETag and fails if it changes).
-    target.write_bytes(s3_client(home).get_object(Bucket=home.bucket, Key=keys[0])["Body"].read())
+    target.write_bytes(client.get_object(Bucket=home.bucket, Key=keys[0])["Body"].read())
     return checkpoint_epoch(target)
 
 
@@ -242,12 +243,13 @@ def test_a_training_killed_on_one_machine_resumes_on_another_with_an_empty_cache
         checkpoints = machines["first"] / "_objects" / "checkpoints"
         with open(tmp_path / "first.log", "w") as log:
             first = subprocess.Popen(command, cwd=REPO, env=env["first"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        client = s3_client(home)  # one client for the whole watch: making one costs more CPU than a look
         stored, uploading, deadline = 0, False, time.monotonic() + 240
         while time.monotonic() < deadline and first.poll() is None:
-            if stored_checkpoint_keys(home):
+            if stored_checkpoint_keys(home, client):
                 os.killpg(first.pid, signal.SIGSTOP)
                 uploading = any(checkpoints.rglob("*.pt.uploading"))
-                stored = stored_checkpoint_epoch(home, tmp_path)
+                stored = stored_checkpoint_epoch(home, client, tmp_path)
                 if uploading == during_upload:
                     os.killpg(first.pid, signal.SIGKILL)
                     break
@@ -256,7 +258,7 @@ def test_a_training_killed_on_one_machine_resumes_on_another_with_an_empty_cache
         first.wait(30)
         assert 1 <= stored < epochs and uploading == during_upload, (stored, uploading, (tmp_path / "first.log").read_text()[-3000:])
         # The store holds a complete checkpoint, not half of the one that was being uploaded.
-        assert stored_checkpoint_epoch(home, tmp_path) >= stored
+        assert stored_checkpoint_epoch(home, client, tmp_path) >= stored
         assert main(["--home", str(home.path), "recover"]) == 0
         second = subprocess.run(command, cwd=REPO, env=env["second"], capture_output=True, text=True, timeout=300)
         assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
