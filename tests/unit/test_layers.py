@@ -54,3 +54,14 @@ def test_imports_run_one_way() -> None:
                 if there != here and LAYERS.get(there, -1) >= LAYERS[here]:
                     back_arrows.append(f"{source.relative_to(REPO)} imports {module}")
     assert back_arrows == []
+
+
+def test_the_domain_packages_import_no_dagster() -> None:
+    """The dataset build, the training lifecycle and the release rules run and test without Dagster."""
+    dagster_imports = []
+    for root in ("core", "data", "release", "detector"):
+        for source in (REPO / "yolo_assets" / root).rglob("*.py"):
+            for node in ast.walk(ast.parse(source.read_text())):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                dagster_imports += [f"{source.relative_to(REPO)} imports {name}" for name in names if name.split(".")[0].startswith("dagster")]
+    assert dagster_imports == []

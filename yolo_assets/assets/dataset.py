@@ -3,12 +3,13 @@ the checks that guard training on it (split leakage, near-duplicates).
 
 Split: an image's split is a pure function of its content hash and `val_fraction`, so it never moves
 as the data grows. Preprocessing goes through the per-image cache, so adding k images decodes k.
+The build itself (union, preprocessing, splits, manifest, files) is `build_dataset` in
+data/dataset_build.py; this module selects its inputs, finds its cache key and records the result.
 """
 
 import json
 import time
-from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, NamedTuple, cast
@@ -21,24 +22,18 @@ from yolo_assets.assets.ingest import BatchVersion, labeled_batch, latest_batch_
 from yolo_assets.assets.keys import CODE_VERSIONS, PROCESSED_IMAGES, identity
 from yolo_assets.assets.materializations import latest_data_version, metadata_value
 from yolo_assets.assets.retractions import RETRACTIONS_VERSION, Retractions, current_retractions
-from yolo_assets.core.fileio import atomic_write_bytes
-from yolo_assets.core.versioning import MANIFEST, cache_key, encoded_manifest
-from yolo_assets.data.dataset_files import (
-    RECORD_FIELDS,
-    SPLITS,
-    local_lists,
-    pair_key,
-    preprocess_missing,
-    write_lists,
-    write_pairs,
+from yolo_assets.core.versioning import MANIFEST, cache_key
+from yolo_assets.data.dataset_build import (
+    build_dataset,
+    identical_images_across_splits,
+    near_duplicates_across_splits,
 )
-from yolo_assets.data.dataset_manifest import DatasetManifest, DatasetRow, dataset_diff
-from yolo_assets.data.duplicates import reconcile_classes, union_of_batches
-from yolo_assets.data.formats import class_key
-from yolo_assets.data.preprocess import PREPROCESS_FIELDS, preprocess_namespace
+from yolo_assets.data.dataset_files import SPLITS, local_lists
+from yolo_assets.data.dataset_manifest import DatasetManifest, dataset_diff
+from yolo_assets.data.duplicates import reconcile_classes
+from yolo_assets.data.preprocess import PREPROCESS_FIELDS
 from yolo_assets.data.quarantine import quarantine_table
 from yolo_assets.data.retractions import retraction_of
-from yolo_assets.data.splits import assign_splits, near_duplicate_pairs
 
 SPLIT_LEAKAGE = dg.AssetCheckSpec(
     "split_leakage",
@@ -88,86 +83,8 @@ def previous_dataset(instance: dg.DagsterInstance, store: ArtifactStore) -> Stor
 
 
 def read_dataset_manifest(store: ArtifactStore, version: str) -> DatasetManifest:
-    """The manifest of dataset version `version` (written by `write_dataset`)."""
+    """The manifest of dataset version `version` (written by `DatasetBuild.write`)."""
     return cast(DatasetManifest, store.read_json(PROCESSED_IMAGES, version, MANIFEST))
-
-
-def reusable_rows(previous: DatasetManifest | None, config: ProcessedImagesConfig) -> dict[str, DatasetRow]:
-    """Rows of the previous dataset, by image hash, when it was built with the same preprocessing.
-
-    Their per-image records and item folders are reused as they are: an incremental build reads
-    one manifest instead of one cache record per image, and checks no folder it already listed.
-    """
-    if not previous or not previous["items"]:
-        return {}
-    if {name: previous["settings"][name] for name in PREPROCESS_FIELDS} != config.preprocess_settings():
-        return {}
-    if any(field not in previous["items"][0] for field in (*RECORD_FIELDS, "pair")):
-        return {}  # written by an older code version
-    return {row["sha"]: row for row in previous["items"]}
-
-
-def split_anchors(previous: DatasetManifest | None, config: ProcessedImagesConfig, policy: DatasetPolicy) -> dict[str, str]:
-    """The split every image had in the previous dataset version, when that version split the same
-    way (our hash split, same val_fraction): images keep it, near-duplicates join it."""
-    if not previous or policy.honour_export_split or previous.get("policy", {}).get("honour_export_split"):
-        return {}
-    if previous["settings"].get("val_fraction") != config.val_fraction:
-        return {}
-    return {row["sha"]: row["split"] for row in previous["items"]}
-
-
-def build_manifest(
-    classes: list[str],
-    items: dict[str, dict[str, Any]],
-    records: Mapping[str, Mapping[str, Any]],
-    pairs: list[tuple[str, str, int]],
-    config: ProcessedImagesConfig,
-    policy: DatasetPolicy,
-    reusable: dict[str, DatasetRow],
-    anchors: dict[str, str] | None = None,
-    retracted: dict[str, str] | None = None,
-) -> DatasetManifest:
-    splits = assign_splits(items, pairs, config.val_fraction, policy.honour_export_split, anchors)
-    namespace = preprocess_namespace(config.preprocess_settings())
-    class_id = {class_key(name, policy.case_sensitive_classes): i for i, name in enumerate(classes)}
-    rows: list[DatasetRow] = []
-    for sha in sorted(items):
-        item, record = items[sha], records[sha]
-        labels = [[class_id[class_key(box[0], policy.case_sensitive_classes)], *box[1:]] for box in item["boxes"]]
-        previous = reusable.get(sha)
-        if previous and previous["labels"] == labels and previous["split"] == splits[sha]:
-            rows.append(previous)  # same image, labels and split as in the previous version: same row
-            continue
-        rows.append(
-            {
-                "sha": sha,
-                "split": splits[sha],
-                "file_sha": record["file_sha"],
-                "pixel_sha": record["pixel_sha"],
-                "dhash": record["dhash"],
-                "width": record["width"],
-                "height": record["height"],
-                "labels": labels,
-                "pair": previous["pair"] if previous and previous["labels"] == labels else pair_key(namespace, sha, labels),
-            }
-        )
-    return {
-        "classes": classes,
-        "settings": config.output_settings(),
-        "policy": policy.model_dump(),
-        "items": rows,
-        "near_duplicates": [list(pair) for pair in pairs],
-        # Provenance: the batch versions a person retracted (reasons and times are in the metadata).
-        "retracted_batches": dict(sorted((retracted or {}).items())),
-    }
-
-
-def write_dataset(staging: Path, store: ArtifactStore, manifest: DatasetManifest, encoded: bytes, listed: set[str]) -> None:
-    """The ultralytics-ready dataset: its new pairs made durable first, then data.yaml naming the
-    train.txt / val.txt image lists, and the manifest."""
-    write_lists(staging, manifest, write_pairs(store, manifest, listed))
-    atomic_write_bytes(staging / MANIFEST, encoded, durable=True)
 
 
 def local_dataset(store: ArtifactStore, version: str) -> Path:
@@ -242,21 +159,7 @@ def dataset_is_current(latest: dg.AssetMaterialization | None, wanted: WantedDat
 
 
 def split_leakage_result(manifest: DatasetManifest) -> dg.AssetCheckResult:
-    leaks: list[dict[str, Any]] = []
-    for field in ("sha", "pixel_sha"):
-        first_split: dict[str, str] = {}
-        leaked: set[str] = set()
-        for item in manifest["items"]:
-            if first_split.setdefault(item[field], item["split"]) != item["split"]:
-                leaked.add(item[field])
-        members: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-        for item in manifest["items"] if leaked else ():
-            if item[field] in leaked:
-                members[item[field]].append(item)
-        leaks += [
-            {"identical_by": field, "splits": sorted({m["split"] for m in group}), "images": [m["sha"][:12] for m in group]}
-            for group in members.values()
-        ]
+    leaks = identical_images_across_splits(manifest)
     return dg.AssetCheckResult(
         check_name=SPLIT_LEAKAGE.name,
         passed=not leaks,
@@ -270,11 +173,9 @@ def split_leakage_result(manifest: DatasetManifest) -> dg.AssetCheckResult:
 
 
 def near_duplicates_result(manifest: DatasetManifest, max_distance: int) -> dg.AssetCheckResult:
-    """Near-duplicates are expected (augmented copies); across splits they leak, so that warns.
-    The pairs are the ones the split assignment used, listed in the manifest."""
-    items = {item["sha"]: item for item in manifest["items"]}
-    pairs = [tuple(pair) for pair in manifest["near_duplicates"]]
-    across = [(a, b, d) for a, b, d in pairs if items[a]["split"] != items[b]["split"]]
+    """Near-duplicates are expected (augmented copies); across splits they leak, so that warns."""
+    split_of = {item["sha"]: item["split"] for item in manifest["items"]}
+    pairs, across = [tuple(pair) for pair in manifest["near_duplicates"]], near_duplicates_across_splits(manifest)
     return dg.AssetCheckResult(
         check_name=NEAR_DUPLICATES.name,
         passed=not across,
@@ -283,7 +184,7 @@ def near_duplicates_result(manifest: DatasetManifest, max_distance: int) -> dg.A
             "num_pairs": len(pairs),
             "num_across_splits": len(across),
             "max_distance": max_distance,
-            "pairs": dg.MetadataValue.json([{"a": a[:12], "b": b[:12], "distance": d, "splits": [items[a]["split"], items[b]["split"]]} for a, b, d in pairs[:50]]),
+            "pairs": dg.MetadataValue.json([{"a": a[:12], "b": b[:12], "distance": d, "splits": [split_of[a], split_of[b]]} for a, b, d in pairs[:50]]),
         },
     )
 
@@ -294,37 +195,14 @@ class BuiltDataset(NamedTuple):
     union_metadata: dict[str, Any]
 
 
-def build_dataset(
-    store: ArtifactStore,
-    included: list[BatchVersion],
-    classes: list[str],
-    previous: StoredDataset | None,
-    config: ProcessedImagesConfig,
-    policy: DatasetPolicy,
-    retracted_versions: dict[str, str],
-    log: Any,
-) -> Built[BuiltDataset]:
-    """The dataset version of the included batches: their union (classes reconciled, duplicates and
-    label conflicts resolved), each image preprocessed unless an earlier version already holds it,
-    near-duplicates found, splits assigned (anchored on the previous version), the manifest encoded;
-    and how to write the version's files."""
-    batch_manifests = ((b.partition, read_batch_manifest(store, b.data_version)) for b in included)
-    union_classes, items, duplicates, conflicts = union_of_batches(
-        batch_manifests, policy.case_sensitive_classes, policy.label_conflicts, policy.label_match_tolerance, registry=classes,
-    )
-    for conflict in conflicts:
-        log.warning(f"left out {conflict['image']}: {conflict['reason']} ({conflict['detail']})")
-    reusable = reusable_rows(previous.manifest if previous else None, config)
-    records, num_processed = preprocess_missing(store, items, config.preprocess_settings(), config.workers, reusable)
-    pairs = near_duplicate_pairs(records, policy.near_duplicate_distance)
-    anchors = split_anchors(previous.manifest if previous else None, config, policy)
-    manifest = build_manifest(union_classes, items, records, pairs, config, policy, reusable, anchors, retracted_versions)
-    version, encoded = encoded_manifest(manifest)
-    listed = {row["pair"] for row in reusable.values()}
-    union_metadata = {"duplicate_images": duplicates, "label_conflicts": dg.MetadataValue.md(quarantine_table(conflicts))}
-    return Built(
-        version, BuiltDataset(manifest, num_processed, union_metadata), lambda staging: write_dataset(staging, store, manifest, encoded, listed)
-    )
+def built_dataset(store: ArtifactStore, wanted: WantedDataset, classes: list[str], previous: StoredDataset | None,
+                  config: ProcessedImagesConfig, policy: DatasetPolicy, log: dg.DagsterLogManager) -> Built[BuiltDataset]:
+    """`build_dataset` (data/dataset_build.py) on the selected batches' manifests, as the store's `cached` takes it."""
+    batches = ((b.partition, read_batch_manifest(store, b.data_version)) for b in wanted.selection.included)
+    build = build_dataset(store, batches, classes, previous.manifest if previous else None, config, policy,
+                          wanted.selection.retracted_versions, log.warning)
+    union_metadata = {"duplicate_images": build.duplicates, "label_conflicts": dg.MetadataValue.md(quarantine_table(build.conflicts))}
+    return Built(build.version, BuiltDataset(build.manifest, build.num_processed, union_metadata), build.write)
 
 
 def announce_selection(log: dg.DagsterLogManager, selection: BatchSelection) -> None:
@@ -397,8 +275,7 @@ def processed_images(
     classes, key = dataset_recipe(wanted, previous, config, dataset_policy)
 
     def build() -> nullcontext[Built[BuiltDataset]]:
-        return nullcontext(build_dataset(artifact_store, wanted.selection.included, classes, previous, config, dataset_policy,
-                                         wanted.selection.retracted_versions, context.log))
+        return nullcontext(built_dataset(artifact_store, wanted, classes, previous, config, dataset_policy, context.log))
 
     def load(version: str) -> BuiltDataset:
         stored = previous.manifest if previous and previous.version == version else read_dataset_manifest(artifact_store, version)
