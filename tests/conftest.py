@@ -13,7 +13,7 @@ from sentinels import SENTINEL_PG_PASSWORD, SENTINEL_S3_KEY, SENTINEL_S3_SECRET
 from resources.mlflow_tracking import MLFLOW_ENVIRONMENT
 from yolo_assets.core.home import HOME_ENV_VAR, dagster_home
 from yolo_assets.core.processes import restore_interrupts
-from yolo_assets.data.synth import write_batch
+from yolo_assets.data.synth import DEFAULT_CLASSES, write_batch
 from yolo_assets.ops.services import Postgres, SeaweedFS
 
 if TYPE_CHECKING:  # helpers imports the whole code location: only the tests that use a home pay for it
@@ -59,6 +59,41 @@ def land_copy(home: "Home", synthetic_batch_cache: Path) -> Callable[[str, int, 
         return target
 
     return land
+
+
+def session_shared_dir(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """A folder every pytest-xdist worker of this run sees (the parent of the workers' own base folders)."""
+    base = tmp_path_factory.getbasetemp()
+    return base if worker_id == "master" else base.parent
+
+
+@pytest.fixture(scope="session")
+def good_detector(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """Weights of a detector trained well enough that a 1-epoch model is measurably worse on fresh data:
+    12 epochs of 160-px images without warm-up (ultralytics' warm-up lasts at least 100 optimiser steps,
+    5 of these epochs) on 96 synthetic images that no test lands (seeds 1001, 1002). For scenarios that
+    test what happens to a good model (release, promotion), not how it is trained: they fine-tune it.
+    Trained once per test run by the first worker that asks; the others wait on the lock."""
+    from filelock import FileLock
+
+    from yolo_assets.detector.setup import configure_ultralytics
+    from yolo_assets.detector.train import train_detector
+
+    root = session_shared_dir(tmp_path_factory, worker_id) / "good-detector"
+    weights = root / "best.pt"
+    root.mkdir(exist_ok=True)
+    with FileLock(str(root / ".lock")):
+        if not weights.exists():
+            write_batch(root / "data" / "train", 96, 1001)
+            write_batch(root / "data" / "val", 24, 1002)
+            data_yaml = root / "data" / "data.yaml"
+            data_yaml.write_text(f"path: {root / 'data'}\ntrain: train/images\nval: val/images\nnames: {list(DEFAULT_CLASSES)}\n")
+            configure_ultralytics(root / "ultralytics")
+            run = train_detector(data_yaml, root / "training", model="yolov8n.yaml", epochs=12, imgsz=160, batch=4, mosaic=0.0,
+                                 warmup_epochs=0.0, device="cpu", seed=0, deterministic=True, workers=0, plots=False)
+            shutil.copyfile(run / "weights" / "best.pt", root / "best.tmp")
+            os.replace(root / "best.tmp", weights)
+    return weights
 
 
 # The production services, started once per test session on free loopback ports (yolo_assets/ops/services.py).

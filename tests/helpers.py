@@ -25,6 +25,17 @@ from yolo_assets.ops.services import Postgres, SeaweedFS
 
 REPO = Path(__file__).resolve().parents[1]
 
+TINY_TRAINING: dict[str, Any] = {"epochs": 1, "imgsz": 64, "batch": 8, "workers": 0, "plots": False, "warm_start": False}
+"""The smallest real training (one epoch of 64-px images from scratch, no plots): for tests that need a
+model, not a good one."""
+TINY_TRAINING_ENV = {"YOLO_ASSETS_TRAIN_EPOCHS": "1", "YOLO_ASSETS_TRAIN_IMGSZ": "64", "YOLO_ASSETS_TRAIN_WORKERS": "0", "YOLO_ASSETS_TRAIN_PLOTS": "false"}
+"""The same as deployment settings, for the runs a daemon launches."""
+
+
+def training_run_config(**changes: Any) -> dict[str, Any]:
+    """Run config of `trained_weights`: `TINY_TRAINING` with `changes`."""
+    return {"ops": {"trained_weights": {"config": {**TINY_TRAINING, **changes}}}}
+
 
 def subprocess_env(home: Path, **settings: str) -> dict[str, str]:
     """The environment of a `dagster` / `dagster-daemon` process working on `home`, with deployment

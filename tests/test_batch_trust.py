@@ -14,7 +14,7 @@ import exports
 import numpy as np
 import pytest
 import yaml
-from helpers import Home
+from helpers import Home, training_run_config
 from PIL import Image
 
 from resources.dataset_policy import DatasetPolicy
@@ -235,7 +235,7 @@ def test_a_warm_started_model_after_a_retraction_keeps_class_ids_and_lineage_sho
     home.redefine(model_policy=ModelPolicy(min_new_images=1, first_model_min_map50=0.0, promotion_tolerance=1.0, max_class_ap_drop=1.0, rollout_steps=[100]))
     land_three(home)
     assert all(o.success for o in ingest(home))
-    small = {"ops": {"trained_weights": {"config": {"epochs": 1, "imgsz": 64, "batch": 8, "workers": 0, "plots": False, "warm_start": True}}}}
+    small = training_run_config(warm_start=True)
     models = ["trained_weights", "evaluation_report", "registered_model", "model_rollout"]
     assert home.materialize(models, run_config=small).success
     assert main(["--home", str(home.path), "retract", "batch_b", "--reason", "wrong tool settings"]) == 0
@@ -320,7 +320,7 @@ def stale_assets(home: Home, capsys: pytest.CaptureFixture[str]) -> set[str]:
     return {row["key"] for row in json.loads(capsys.readouterr().out)["assets"] if row["stale"]}
 
 
-TINY_TRAINING = {"ops": {"trained_weights": {"config": {"epochs": 1, "imgsz": 64, "batch": 8, "workers": 0, "plots": False, "warm_start": False}}}}
+TINY_TRAINING = training_run_config()
 
 
 @pytest.mark.slow

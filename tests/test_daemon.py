@@ -6,7 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from helpers import Home, running_daemon, subprocess_env
+from helpers import TINY_TRAINING_ENV, Home, running_daemon, subprocess_env
 
 from yolo_assets.assets.materializations import data_version_of
 
@@ -19,10 +19,7 @@ def test_daemon_ingests_a_landed_batch_and_registers_a_model(tmp_path: Path) -> 
     env = subprocess_env(
         home.path,
         # Automation launches runs without run config: deployment defaults keep this one tiny.
-        YOLO_ASSETS_TRAIN_EPOCHS="1",
-        YOLO_ASSETS_TRAIN_IMGSZ="64",
-        YOLO_ASSETS_TRAIN_WORKERS="0",
-        YOLO_ASSETS_TRAIN_PLOTS="false",
+        **TINY_TRAINING_ENV,
         YOLO_ASSETS_FIRST_MODEL_MIN_MAP50="0",
     )
     home.land("batch_daemon", 24, seed=4)

@@ -1,7 +1,7 @@
 """From registry to production through the real assets, registry and service (tiny models).
 
 One scenario for the module (training is the expensive part), each test asserts one property of it:
-  v1  trained on batch_a, the first model: champion at once
+  v1  a good detector (the session's `good_detector`) fine-tuned on batch_a, the first model: champion at once
   batch_b lands: scored by the champion (no canary), then v2 (1 epoch from scratch) is trained on
       a+b; under a lenient gate it passes offline and becomes canary at 10 %
   the service starts (refresh 1 s) and a client sends requests every 0.1 s until the end
@@ -25,7 +25,7 @@ from typing import Any
 import dagster as dg
 import pytest
 import requests
-from helpers import Home
+from helpers import TINY_TRAINING, Home
 from PIL import Image
 from scipy.stats import binom
 
@@ -36,11 +36,10 @@ from yolo_assets.release.rollout import RolloutState, RolloutStore
 
 pytestmark = pytest.mark.slow
 
-TRAIN = {"epochs": 1, "imgsz": 96, "batch": 16, "workers": 0, "plots": False, "warm_start": False}
-# Enough optimiser steps (12 epochs x ~77 images / 4, no warm-up: ultralytics' warm-up lasts at least 100
-# steps, 5 of these epochs) to leave mAP at zero behind: a champion that a 1-epoch canary is measurably
-# worse than on fresh data.
-GOOD = {**TRAIN, "epochs": 12, "imgsz": 160, "batch": 4, "warmup_epochs": 0.0}
+TRAIN = {**TINY_TRAINING, "imgsz": 96, "batch": 16}
+# One epoch from a well-trained detector (conftest's `good_detector`): a champion that a 1-epoch model
+# from scratch is measurably worse than on fresh data.
+FINE_TUNE = {**TRAIN, "imgsz": 160, "batch": 4, "warmup_epochs": 0.0}
 STEPS = [10, 50, 100]
 
 
@@ -162,11 +161,11 @@ def manual_rollout(home: Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
+def release(tmp_path_factory: pytest.TempPathFactory, good_detector: Path) -> Iterator[Release]:
     path = tmp_path_factory.mktemp("release") / "home"
     r = Release.create(path, model_policy=LENIENT)
     try:
-        r.step("v1", LENIENT, "batch_a", 96, 1, GOOD)
+        r.step("v1", LENIENT, "batch_a", 96, 1, {**FINE_TUNE, "model": str(good_detector)})
         r.step("v2", LENIENT, "batch_b", 24, 2)
         r.picture = first_picture(r, "batch_a")
         r.service = DetectionService(path, path / "serve.log", env={"YOLO_ASSETS_SERVE_REFRESH_S": "1"}).start()

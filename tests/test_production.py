@@ -14,7 +14,7 @@ import dagster as dg
 import psycopg2
 import pytest
 from dagster._core.remote_representation.external_data import RepositorySnap
-from helpers import DAGSTER_DB_PASSWORD, REPO, ProductionHome, production_home
+from helpers import DAGSTER_DB_PASSWORD, REPO, ProductionHome, production_home, training_run_config
 from sentinels import SENTINEL_PG_PASSWORD, SENTINEL_S3_SECRET
 
 from resources.mlflow_tracking import MLFLOW_ENVIRONMENT
@@ -26,7 +26,7 @@ from yolo_assets.ops.services import MlflowServer, Postgres, SeaweedFS, clean_en
 
 pytestmark = pytest.mark.slow
 
-TINY = {"ops": {"trained_weights": {"config": {"epochs": 1, "imgsz": 64, "batch": 8, "workers": 0, "plots": False, "warm_start": False}}}}
+TINY = training_run_config()
 MLFLOW_DB_PASSWORD = "sentinel-mlflow-db-1f3a"
 SECRETS = (SENTINEL_S3_SECRET, SENTINEL_PG_PASSWORD, DAGSTER_DB_PASSWORD, MLFLOW_DB_PASSWORD)
 

@@ -16,7 +16,7 @@ from typing import Any
 import dagster as dg
 import pytest
 import yaml
-from helpers import REPO, ProductionHome, production_home, running_daemon, s3_client, subprocess_env
+from helpers import REPO, ProductionHome, production_home, running_daemon, s3_client, subprocess_env, training_run_config
 from latency_proxy import LatencyProxy
 from sentinels import SENTINEL_S3_KEY, SENTINEL_S3_SECRET
 
@@ -27,7 +27,6 @@ from yolo_assets.ops.services import MlflowServer, Postgres, SeaweedFS
 
 pytestmark = pytest.mark.slow
 
-TINY = {"epochs": 1, "imgsz": 64, "batch": 8, "workers": 0, "plots": False, "warm_start": False}
 
 
 @pytest.fixture
@@ -164,7 +163,7 @@ def test_the_mlflow_server_down_at_registration_fails_clearly_and_is_attempted_a
     with production_home(tmp_path / "home", seaweedfs, postgres, own_mlflow.tracking_uri, YOLO_ASSETS_RETRY_FIRST_DELAY_S="0") as home:
         land(home, "line_a", 24, seed=25)
         assert all(o.success for o in home.tick())
-        config = {"ops": {"trained_weights": {"config": TINY}}}
+        config = training_run_config()
         assert home.materialize(["trained_weights", "evaluation_report"], run_config=config).success
         weights = home.data_version("trained_weights")
         own_mlflow.stop()
@@ -233,7 +232,7 @@ def test_a_training_killed_on_one_machine_resumes_on_another_with_an_empty_cache
             LatencyProxy(seaweedfs.ports["s3"], delay_s=0.0, upload_bytes_per_s=1e6 if during_upload else None) as proxy:
         land(home, "line_a", 32, seed=26)
         assert all(o.success for o in home.tick())
-        config = {"ops": {"trained_weights": {"config": {**TINY, "epochs": epochs}}}}
+        config = training_run_config(epochs=epochs)
         (tmp_path / "train.yaml").write_text(yaml.safe_dump(config))
         command = [str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m", "yolo_assets.definitions",
                    "--select", "trained_weights", "-c", str(tmp_path / "train.yaml")]

@@ -15,7 +15,7 @@ from typing import IO
 
 import dagster as dg
 import pytest
-from helpers import REPO, ProductionHome, production_home, running_daemon
+from helpers import REPO, TINY_TRAINING_ENV, ProductionHome, production_home, running_daemon
 
 from yolo_assets.assets.materializations import data_version_of, metadata_value
 from yolo_assets.data.synth import write_batch
@@ -33,7 +33,6 @@ IMAGES_PER_BATCH = 2
 DEADLINE_S = 300 + 18 * BATCHES
 IN_PROGRESS = {dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED}
 # Automation launches runs without run config: deployment defaults keep the retraining tiny.
-TINY_TRAINING = {"YOLO_ASSETS_TRAIN_EPOCHS": "1", "YOLO_ASSETS_TRAIN_IMGSZ": "64", "YOLO_ASSETS_TRAIN_WORKERS": "0", "YOLO_ASSETS_TRAIN_PLOTS": "false"}
 
 
 def materializations(home: ProductionHome, asset: str) -> list[dg.AssetMaterialization]:
@@ -62,7 +61,7 @@ def tick_beside_the_daemon(home: ProductionHome, log: IO[bytes]) -> subprocess.P
 def test_a_burst_of_uploads_under_the_daemon_and_a_tick_gives_one_run_per_batch_and_one_dataset(
     seaweedfs: SeaweedFS, postgres: Postgres, tmp_path: Path
 ) -> None:
-    with production_home(tmp_path / "home", seaweedfs, postgres, **TINY_TRAINING) as home:
+    with production_home(tmp_path / "home", seaweedfs, postgres, **TINY_TRAINING_ENV) as home:
         sources = [write_batch(tmp_path / "upload" / f"line_{i:03d}", IMAGES_PER_BATCH, seed=1000 + i) for i in range(BATCHES)]
         zone = home.resource("landing_zone")
         daemon_log = tmp_path / "daemon.log"

@@ -11,7 +11,7 @@ import numpy as np
 import psutil
 import pytest
 import requests
-from helpers import Home
+from helpers import Home, training_run_config
 from PIL import Image
 
 from resources.model_policy import ModelPolicy
@@ -20,7 +20,7 @@ from yolo_assets.ops.services import DetectionService
 pytestmark = pytest.mark.slow
 
 MAX_BYTES, MAX_PIXELS = 2_000_000, 4_000_000
-TINY = {"ops": {"trained_weights": {"config": {"epochs": 1, "imgsz": 64, "batch": 8, "workers": 0, "plots": False}}}}
+TINY = training_run_config(warm_start=True)
 
 
 def encoded(image: Image.Image, fmt: str = "JPEG", **options: Any) -> bytes:
