@@ -122,16 +122,11 @@ def postgres() -> Iterator[Postgres]:
 
 # `make test` runs the suite on several xdist workers, a file per worker at a time (`--dist loadfile`):
 # the longest files start first so that the short ones fill the gaps instead of waiting at the end.
-# xdist hands a worker its next file as soon as 2 or fewer of its tests are pending, so each one-test
-# file (the soak, the burst) holds the next file of this order behind it for its whole run: two files
-# of a few seconds go there (with the 4 workers of `make test`), not the faults' five minutes.
 LONGEST_FILES_FIRST = (
     "test_chaos_soak.py",
     "test_gray_release.py",
     "test_production_load.py",
     "test_model.py",
-    "test_kubernetes_chart.py",
-    "test_kubernetes_security.py",
     "test_production_faults.py",
     "test_daemon.py",
     "test_batch_trust.py",
