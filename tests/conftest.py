@@ -5,7 +5,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from sentinels import SENTINEL_PG_PASSWORD, SENTINEL_S3_KEY, SENTINEL_S3_SECRET
@@ -121,15 +121,16 @@ def postgres() -> Iterator[Postgres]:
 
 
 # `make test` runs the suite on several xdist workers, a file per worker at a time (`--dist loadfile`):
-# the longest files start first so that the short ones fill the gaps instead of waiting at the end.
+# the longest files start first so that the short ones fill the gaps instead of waiting at the end
+# (their order: each one's time in a full run, longest first).
 LONGEST_FILES_FIRST = (
     "test_chaos_soak.py",
-    "test_gray_release.py",
-    "test_production_load.py",
-    "test_model.py",
     "test_production_faults.py",
-    "test_daemon.py",
+    "test_gray_release.py",
+    "test_model.py",
+    "test_production_load.py",
     "test_batch_trust.py",
+    "test_daemon.py",
 )
 
 
@@ -141,3 +142,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return len(LONGEST_FILES_FIRST) + (0 if item.get_closest_marker("slow") else 1)
 
     items.sort(key=rank)
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook; `-p no:xdist` runs without it
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadfile`, except for what a worker running a one-test file is given to hold next."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class LoadFileFollowersLast(LoadFileScheduling):
+        """A worker runs a test only once it holds the next one (pytest needs `nextitem` to tear down), so
+        xdist hands a worker its next file while 2 or fewer of its tests are pending. A one-test file (the
+        soak, the burst) thus took the next-longest file behind it at once: the soak carried the production
+        faults, and that chain (12 min) was the whole run. Such a worker now gets the shortest file left,
+        and the long files go to whichever worker frees up first."""
+
+        def _assign_work_unit(self, node: Any) -> None:
+            pending = [tests for tests in self.assigned_work.get(node, {}).values() if not all(tests.values())]
+            if len(pending) == 1 and len(pending[0]) == 1 and len(self.workqueue) > 1:
+                self.workqueue.move_to_end(next(reversed(self.workqueue)), last=False)
+            super()._assign_work_unit(node)
+
+    return LoadFileFollowersLast(config, log)

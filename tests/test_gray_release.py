@@ -97,14 +97,15 @@ class Client(threading.Thread):
 
 
 def rollout_timeline(home: Home) -> list[tuple[float, dict[str, str]]]:
-    """(time, live route -> version) of every rollout change: model_rollout's materialisations, written
-    right after the state itself."""
+    """(time, live route -> version) of every rollout change, from model_rollout's materialisations. The
+    time is the state's `changed_at`, taken before its first write: the service may read a new state
+    before the step ends and its materialisation is stored (a second or more later on a busy machine)."""
     records = home.instance.fetch_materializations(dg.AssetKey("model_rollout"), limit=1000, ascending=True).records
     timeline = []
     for record in records:
         metadata = {k: getattr(v, "value", v) for k, v in record.asset_materialization.metadata.items()}  # type: ignore[union-attr]
         live = {"champion": metadata["champion"], **({"canary": metadata["canary"]} if metadata["canary_percent"] else {})}
-        timeline.append((record.timestamp, live))
+        timeline.append((metadata["changed_at"], live))
     return timeline
 
 

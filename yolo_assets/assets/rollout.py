@@ -178,5 +178,7 @@ def model_rollout(
             "rollout_steps": dg.MetadataValue.json(list(new.steps)),
             "evidence": dg.MetadataValue.json(list(new.evidence)),
             "model_name": mlflow.model_name,
+            # When the change began: readers of the registry may see it before this event is stored.
+            "changed_at": dg.MetadataValue.timestamp(new.changed_at),
         },
     )
