@@ -125,11 +125,12 @@ def postgres() -> Iterator[Postgres]:
 # (their order: each one's time in a full run, longest first).
 LONGEST_FILES_FIRST = (
     "test_chaos_soak.py",
-    "test_production_faults.py",
+    "test_model_path_faults.py",
     "test_gray_release.py",
     "test_model.py",
     "test_production_load.py",
     "test_batch_trust.py",
+    "test_production_faults.py",
     "test_daemon.py",
 )
 

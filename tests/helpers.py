@@ -20,6 +20,7 @@ from resources.settings import DeploymentSettings
 from yolo_assets.core.home import HOME_ENV_VAR, dagster_home, ensure_home, landing_dir, store_dir
 from yolo_assets.data.synth import write_batch
 from yolo_assets.definitions import build_definitions
+from yolo_assets.ops.cli import main
 from yolo_assets.ops.runs import RunOutcome, execute, resolved_resource, tick
 from yolo_assets.ops.services import Postgres, SeaweedFS
 
@@ -141,6 +142,18 @@ def s3_client(home: ProductionHome) -> Any:
     s = home.settings
     return boto3.client("s3", endpoint_url=s["YOLO_ASSETS_S3_ENDPOINT_URL"], region_name=s["YOLO_ASSETS_S3_REGION"],
                         aws_access_key_id=s["AWS_ACCESS_KEY_ID"], aws_secret_access_key=s["AWS_SECRET_ACCESS_KEY"])
+
+
+def upload_batch(home: ProductionHome, name: str, images: int, seed: int, marker: bool = True) -> None:
+    """A synthetic batch uploaded as a user does (`yolo-assets upload`, marker last), or without its
+    marker: the files alone, put one by one."""
+    source = write_batch(home.path.parent / "upload" / name, images, seed)
+    if marker:
+        assert main(["--home", str(home.path), "upload", str(source), "--batch", name]) == 0
+        return
+    client = s3_client(home)
+    for path in sorted(p for p in source.rglob("*") if p.is_file() and p.name != "_SUCCESS"):
+        client.upload_file(str(path), home.bucket, f"landing/{name}/{path.relative_to(source).as_posix()}")
 
 
 @contextmanager

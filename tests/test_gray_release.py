@@ -138,11 +138,15 @@ def first_picture(home: Home, batch: str) -> bytes:
     return buffer.getvalue()
 
 
+ONE_CALLER_REQUESTS = 20
+
+
 def random_key_routes(url: str, picture: bytes, count: int) -> list[tuple[str, str]]:
-    """(route, version) of `count` requests with random keys, then 20 more with one fixed key."""
+    """(route, version) of `count` requests: the last `ONE_CALLER_REQUESTS` with one fixed key, the others
+    with random keys."""
     session, routes = requests.Session(), []
     for n in range(count):
-        key = uuid.uuid4().hex if n < count - 20 else "one-caller"
+        key = uuid.uuid4().hex if n < count - ONE_CALLER_REQUESTS else "one-caller"
         body = session.post(f"{url}/v1/detect", files={"file": ("a.jpg", picture, "image/jpeg")}, headers={"X-Request-Key": key}, timeout=30).json()
         routes.append((body["route"], body["version"]))
     return routes
@@ -264,7 +268,7 @@ def test_no_request_failed_and_every_answer_came_from_a_live_version(release: Re
 
 
 def test_routing_shares_and_sticky_keys_at_ten_percent(release: Release) -> None:
-    random_keys, one_key = release.routes[:-20], release.routes[-20:]
+    random_keys, one_key = release.routes[:-ONE_CALLER_REQUESTS], release.routes[-ONE_CALLER_REQUESTS:]
     canary = sum(1 for route, version in random_keys if route == "canary")
     assert all(version == ("2" if route == "canary" else "1") for route, version in release.routes)
     low, high = binom.ppf(0.0005, len(random_keys), 0.1), binom.ppf(0.9995, len(random_keys), 0.1)

@@ -1,5 +1,5 @@
 """Self-healing on the embedded instance: what is not attempted again, and the alert that says so
-(the outage that is attempted again runs on real servers: tests/test_production_faults.py)."""
+(the outage that is attempted again runs on real servers: tests/test_model_path_faults.py)."""
 
 import uuid
 
