@@ -86,6 +86,7 @@ def train_detector(
 def _train_from_start(detector: Any, data_yaml: Path, workdir: Path, *, epochs: int, imgsz: int, batch: int,
                       mosaic: float, warmup_epochs: float, device: str, seed: int, deterministic: bool, workers: int,
                       plots: bool) -> None:
+    device = resolve_device(device)
     detector.train(
         data=str(data_yaml),
         epochs=epochs,
@@ -93,7 +94,7 @@ def _train_from_start(detector: Any, data_yaml: Path, workdir: Path, *, epochs: 
         batch=batch,
         mosaic=mosaic,
         warmup_epochs=warmup_epochs,
-        device=resolve_device(device),
+        device=device,
         seed=seed,
         deterministic=deterministic,
         workers=workers,
@@ -102,5 +103,5 @@ def _train_from_start(detector: Any, data_yaml: Path, workdir: Path, *, epochs: 
         exist_ok=True,
         plots=plots,
         verbose=False,
-        amp=resolve_device(device) != "cpu",
+        amp=device != "cpu",
     )
