@@ -27,9 +27,9 @@ demo: install
 	$(BIN)/yolo-assets demo
 
 # Static checks, then every test (real Dagster instance and daemon, ultralytics training, MLflow); the 15
-# slowest tests are listed at the end. The files are spread over 4 pytest-xdist workers, one file per worker
+# slowest tests are listed at the end. The files are spread over 5 pytest-xdist workers, one file per worker
 # at a time, the longest first (tests/conftest.py); PYTEST_WORKERS=0 runs them in one process.
-PYTEST_WORKERS ?= 4
+PYTEST_WORKERS ?= 5
 test: lint
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15 $(PYTEST_ARGS)
 
