@@ -34,6 +34,10 @@ def test_killed_training_resumes_from_a_later_epoch_and_finishes_registered(tmp_
     checkpoints = home.store / "_objects" / "checkpoints"
     instance = home.instance
 
+    # Imported now, not in the first look at a checkpoint: on a loaded machine that look took seconds, and
+    # the tiny training (about an epoch a second) had finished all its epochs before the test saw one.
+    import torch  # noqa: F401
+
     with open(tmp_path / "first.log", "w") as first_log:
         first = subprocess.Popen(command, cwd=REPO, env=env, stdout=first_log, stderr=subprocess.STDOUT, start_new_session=True)
     killed_after = 0
@@ -41,16 +45,19 @@ def test_killed_training_resumes_from_a_later_epoch_and_finishes_registered(tmp_
     while time.monotonic() < deadline and first.poll() is None:
         saved = [p for p in checkpoints.rglob("*.pt")] if checkpoints.exists() else []
         if saved:
+            # Frozen while its checkpoint is read, so that it is killed in the state the test saw.
+            os.killpg(first.pid, signal.SIGSTOP)
             try:
                 killed_after = checkpoint_epoch(saved[0])
             except Exception:  # caught between copy and rename of a partial file: look again
                 killed_after = 0
-            if killed_after >= 2:
+            if 2 <= killed_after < EPOCHS:
                 os.killpg(first.pid, signal.SIGKILL)  # the run worker and its step process, no cleanup
                 break
+            os.killpg(first.pid, signal.SIGCONT)
         time.sleep(0.2)
     first.wait(30)
-    assert killed_after >= 2, (tmp_path / "first.log").read_text()[-3000:]
+    assert 2 <= killed_after < EPOCHS, (killed_after, (tmp_path / "first.log").read_text()[-3000:])
     assert instance.get_latest_materialization_event(dg.AssetKey("trained_weights")) is None
     # The killed run still holds the `gpu` pool slot; recovery marks it failed and frees the slot.
     assert main(["--home", str(home.path), "recover"]) == 0
