@@ -40,7 +40,7 @@ class RecordingLog:
     def info(self, msg: str) -> None:
         self.lines.append(msg)
         if self.stop_at and msg.startswith(self.stop_at):
-            raise Interrupted(msg)  # as a killed process would, after the epoch's checkpoint was saved
+            raise Interrupted(msg)  # as a killed process would at that line
 
     def warning(self, msg: str) -> None:
         self.lines.append(msg)
@@ -62,7 +62,8 @@ def test_an_interrupted_training_resumes_on_its_run_and_a_finished_one_publishes
             tags={"code_versions": "{}"}, dagster_run_id=dagster_run_id, log=log,
         )
 
-    first = job(RecordingLog(stop_at="epoch 1/2"), "run-1")
+    # Epoch 2 is reported just before its checkpoint would be kept: killed there, the store holds epoch 1's.
+    first = job(RecordingLog(stop_at="epoch 2/2"), "run-1")
     with pytest.raises(Interrupted), tracked_training(first):
         pass
     [interrupted] = client.search_runs([experiment])

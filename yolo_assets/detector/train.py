@@ -60,11 +60,21 @@ def train_detector(
 
     resume = checkpoint is not None and checkpoint.exists()
     detector = YOLO(str(checkpoint) if resume else model)
-    if on_epoch is not None:
-        detector.add_callback("on_fit_epoch_end", lambda trainer: on_epoch(trainer.epoch + 1, epoch_metrics(trainer)))
+    reported: set[int] = set()
+
+    def report_epoch(trainer: Any) -> None:
+        epoch = trainer.epoch + 1  # the final validation of best.pt comes as epoch `epochs` + 1
+        if on_epoch is not None and epoch not in reported:
+            reported.add(epoch)
+            on_epoch(epoch, epoch_metrics(trainer))
+
+    detector.add_callback("on_fit_epoch_end", report_epoch)
     if checkpoint is not None:
 
         def save(trainer: Any) -> None:
+            # Ultralytics saves an epoch's model before its on_fit_epoch_end: reported first, an epoch whose
+            # checkpoint is kept is never missing from the run's metrics when the training is killed in between.
+            report_epoch(trainer)
             keep_checkpoint(Path(trainer.last), checkpoint)
             if on_checkpoint is not None:
                 on_checkpoint(checkpoint)
