@@ -157,7 +157,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
         xdist hands a worker its next file while 2 or fewer of its tests are pending. A one-test file (the
         soak, the burst) thus took the next-longest file behind it at once: the soak carried the production
         faults, and that chain (12 min) was the whole run. Such a worker now gets the shortest file left,
-        and the long files go to whichever worker frees up first."""
+        and the long files go to whichever worker frees up first. It reads xdist's `assigned_work` and
+        `workqueue`: pytest-xdist is pinned in constraints.txt."""
 
         def _assign_work_unit(self, node: Any) -> None:
             pending = [tests for tests in self.assigned_work.get(node, {}).values() if not all(tests.values())]
