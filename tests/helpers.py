@@ -7,8 +7,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,6 +189,24 @@ def production_home(path: Path, s3: SeaweedFS, postgres: Postgres, tracking_uri:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def kill_in_state(process: subprocess.Popen[Any], looks_ready: Callable[[], bool], wanted: Callable[[], bool],
+                  timeout_s: float = 240, poll_s: float = 0.1) -> bool:
+    """SIGKILL the process group of `process` (started with `start_new_session`) in a state the test has
+    seen. Whenever the cheap `looks_ready()` holds, the group is frozen (SIGSTOP) while `wanted()` reads
+    its state at leisure: killed if wanted, else resumed (SIGCONT) and watched again. On a loaded machine a
+    slow look no longer lets the process run past the state it was reading. True when killed."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        if looks_ready():
+            os.killpg(process.pid, signal.SIGSTOP)
+            if wanted():
+                os.killpg(process.pid, signal.SIGKILL)
+                return True
+            os.killpg(process.pid, signal.SIGCONT)
+        time.sleep(poll_s)
+    return False
 
 
 @contextmanager

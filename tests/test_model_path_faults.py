@@ -3,11 +3,8 @@ on an MLflow server of the test's own so it can be stopped: nothing is lost, not
 what failed says why. A file of its own so that it runs beside test_production_faults.py."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +13,7 @@ from typing import Any
 import dagster as dg
 import pytest
 import yaml
-from helpers import REPO, ProductionHome, production_home, s3_client, subprocess_env, training_run_config, upload_batch
+from helpers import REPO, ProductionHome, kill_in_state, production_home, s3_client, subprocess_env, training_run_config, upload_batch
 from latency_proxy import LatencyProxy
 
 from yolo_assets.detector.checkpoint import checkpoint_epoch
@@ -129,17 +126,15 @@ def test_a_training_killed_on_one_machine_resumes_on_another_with_an_empty_cache
         with open(tmp_path / "first.log", "w") as log:
             first = subprocess.Popen(command, cwd=REPO, env=env["first"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         client = s3_client(home)  # one client for the whole watch: making one costs more CPU than a look
-        stored, uploading, deadline = 0, False, time.monotonic() + 240
-        while time.monotonic() < deadline and first.poll() is None:
-            if stored_checkpoint_keys(home, client):
-                os.killpg(first.pid, signal.SIGSTOP)
-                uploading = any(checkpoints.rglob("*.pt.uploading"))
-                stored = stored_checkpoint_epoch(home, client, tmp_path)
-                if uploading == during_upload:
-                    os.killpg(first.pid, signal.SIGKILL)
-                    break
-                os.killpg(first.pid, signal.SIGCONT)
-            time.sleep(0.1)
+        stored, uploading = 0, False
+
+        def in_the_wanted_state() -> bool:
+            nonlocal stored, uploading
+            uploading = any(checkpoints.rglob("*.pt.uploading"))
+            stored = stored_checkpoint_epoch(home, client, tmp_path)
+            return uploading == during_upload
+
+        kill_in_state(first, lambda: bool(stored_checkpoint_keys(home, client)), in_the_wanted_state)
         first.wait(30)
         assert 1 <= stored < epochs and uploading == during_upload, (stored, uploading, (tmp_path / "first.log").read_text()[-3000:])
         # The store holds a complete checkpoint, not half of the one that was being uploaded.

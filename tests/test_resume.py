@@ -1,16 +1,13 @@
 """A training killed with SIGKILL resumes from its checkpoint when attempted again, by itself."""
 
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import dagster as dg
 import pytest
 import yaml
-from helpers import REPO, Home, subprocess_env
+from helpers import REPO, Home, kill_in_state, subprocess_env
 
 from resources.model_policy import ModelPolicy
 from resources.run_recovery import RunRecovery
@@ -41,21 +38,17 @@ def test_killed_training_resumes_from_a_later_epoch_and_finishes_registered(tmp_
     with open(tmp_path / "first.log", "w") as first_log:
         first = subprocess.Popen(command, cwd=REPO, env=env, stdout=first_log, stderr=subprocess.STDOUT, start_new_session=True)
     killed_after = 0
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and first.poll() is None:
-        saved = [p for p in checkpoints.rglob("*.pt")] if checkpoints.exists() else []
-        if saved:
-            # Frozen while its checkpoint is read, so that it is killed in the state the test saw.
-            os.killpg(first.pid, signal.SIGSTOP)
-            try:
-                killed_after = checkpoint_epoch(saved[0])
-            except Exception:  # caught between copy and rename of a partial file: look again
-                killed_after = 0
-            if 2 <= killed_after < EPOCHS:
-                os.killpg(first.pid, signal.SIGKILL)  # the run worker and its step process, no cleanup
-                break
-            os.killpg(first.pid, signal.SIGCONT)
-        time.sleep(0.2)
+
+    def at_a_resumable_epoch() -> bool:
+        nonlocal killed_after
+        try:
+            killed_after = checkpoint_epoch(next(checkpoints.rglob("*.pt")))
+        except Exception:  # caught between copy and rename of a partial file: look again
+            killed_after = 0
+        return 2 <= killed_after < EPOCHS
+
+    # The run worker and its step process, no cleanup.
+    kill_in_state(first, lambda: checkpoints.exists() and any(checkpoints.rglob("*.pt")), at_a_resumable_epoch, poll_s=0.2)
     first.wait(30)
     assert 2 <= killed_after < EPOCHS, (killed_after, (tmp_path / "first.log").read_text()[-3000:])
     assert instance.get_latest_materialization_event(dg.AssetKey("trained_weights")) is None
