@@ -30,8 +30,12 @@ demo: install
 # slowest tests are listed at the end. The files are spread over 5 pytest-xdist workers, one file per worker
 # at a time, the longest first (tests/conftest.py); PYTEST_WORKERS=0 runs them in one process.
 PYTEST_WORKERS ?= 5
+# The tests' scratch (homes, stores, SQLite instances, the test PostgreSQL) goes to memory when /dev/shm has
+# 4 GB free (a run peaks at ~2.5 GB there): every SQLite commit of the suite's Dagster instances is an
+# fsync, and the suite writes ~11 GB. Otherwise, and with TEST_TMPDIR= (empty), it stays in $$TMPDIR or /tmp.
+TEST_TMPDIR ?= $(shell df -Pk /dev/shm 2>/dev/null | awk 'NR == 2 && $$4 > 4000000 {print "/dev/shm/yolo-assets-tests"}')
 test: lint
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15 $(PYTEST_ARGS)
+	$(if $(TEST_TMPDIR),mkdir -p $(TEST_TMPDIR) && TMPDIR=$(TEST_TMPDIR)) $(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder --durations=15 $(PYTEST_ARGS)
 
 # The unit layer alone: pure functions, no instance, no training; seconds.
 test-fast: install
