@@ -10,7 +10,6 @@ done since. A retried ingest, build or training whose work in fact completed is 
 training resumes from its last checkpoint.
 """
 
-import socket
 import time
 from urllib.parse import urlparse
 
@@ -20,6 +19,7 @@ from resources.artifact_store import ArtifactStore
 from resources.landing_zone import LandingZone
 from resources.mlflow_tracking import MLflowResource
 from resources.run_recovery import RunRecovery
+from yolo_assets.core.processes import tcp_answers
 from yolo_assets.history.recovery import RETRY_PLAN_TAG, SUPERSEDED, pending_retries, recover_dead_runs, retry_run_key, retry_tags
 
 PROBE_TIMEOUT_S = 2.0
@@ -28,12 +28,7 @@ PROBE_TIMEOUT_S = 2.0
 def answers(url: str) -> bool:
     """A TCP connection to the URL's host and port opens (the server is up, whatever it says)."""
     parsed = urlparse(url)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parsed.hostname or "127.0.0.1", port), timeout=PROBE_TIMEOUT_S):
-            return True
-    except OSError:
-        return False
+    return tcp_answers(parsed.hostname or "127.0.0.1", parsed.port or (443 if parsed.scheme == "https" else 80), PROBE_TIMEOUT_S)
 
 
 def service_urls(landing_zone: LandingZone, artifact_store: ArtifactStore, mlflow: MLflowResource) -> dict[str, str]:

@@ -1,7 +1,8 @@
-"""Processes on this machine (no Dagster)."""
+"""Processes on this machine, and whether a server answers (no Dagster)."""
 
 import os
 import signal
+import socket
 import threading
 
 
@@ -26,3 +27,12 @@ def restore_interrupts() -> None:
     afterwards (servers, `tail` for compute logs) would ignore SIGTERM: stopping it would hang."""
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def tcp_answers(host: str, port: int, timeout: float) -> bool:
+    """A TCP connection to host:port opens (a server listens there, whatever it says)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False

@@ -1,8 +1,8 @@
 """`yolo-assets stack up | down | status`: the production architecture on one machine, on 127.0.0.1.
 
 SeaweedFS (the S3 landing zone and artifact store), PostgreSQL (the Dagster instance and MLflow's
-backend), the MLflow tracking server (artifacts in S3), and dagster-webserver + dagster-daemon on the
-PostgreSQL instance with `YOLO_ASSETS_STORAGE=s3`. State, logs and data live under `<home>/stack/`;
+backend), the MLflow tracking server (artifacts in S3), and a Dagster code server with dagster-webserver
++ dagster-daemon on it, on the PostgreSQL instance with `YOLO_ASSETS_STORAGE=s3`. State, logs and data live under `<home>/stack/`;
 `down` stops exactly the processes `up` started (their pids are in `state.json`).
 """
 
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from yolo_assets.core.home import HOME_ENV_VAR, dagster_home
+from yolo_assets.core.processes import tcp_answers
 from yolo_assets.ops.services import (
     BIN,
     MlflowServer,
@@ -137,19 +138,41 @@ def use_production_instance(home: Path) -> Path:
     return instance
 
 
+# The code location's name, as `dagster dev -m yolo_assets.definitions` and the CLI name it: runs launched
+# by the stack's daemon can be re-executed from any of them.
+LOCATION_NAME = "yolo_assets.definitions"
+
+
+def workspace_file(home: Path, code_server_port: int) -> Path:
+    """The workspace the stack's webserver and daemon share: the stack's code server."""
+    path = stack_dir(home) / "workspace.yaml"
+    path.write_text(f"load_from:\n  - grpc_server:\n      host: 127.0.0.1\n      port: {code_server_port}\n"
+                    f"      location_name: {LOCATION_NAME}\n")
+    return path
+
+
 def start_dagster(home: Path, state: dict[str, Any], settings: Mapping[str, str]) -> None:
+    """The code server, then dagster-webserver and dagster-daemon on it, as a deployment runs them: one
+    process loads the code and launches the runs (its children), and the daemon does not start and replace
+    a code server of its own every minute (Dagster reloads a workspace it manages every 60 s)."""
     env = clean_environment(**{**settings, **client_environment(state)})  # the stack's own settings win
     processes = state.setdefault("dagster", {})
+    code_port = processes.get("code_server_port") or free_ports(1)[0]
     port = processes.get("webserver_port") or free_ports(1)[0]
+    workspace = str(workspace_file(home, code_port))
     commands = {
-        "webserver": [str(BIN / "dagster-webserver"), "-m", "yolo_assets.definitions", "-h", "127.0.0.1", "-p", str(port)],
-        "daemon": [str(BIN / "dagster-daemon"), "run", "-m", "yolo_assets.definitions"],
+        "code_server": [str(BIN / "dagster"), "code-server", "start", "-m", "yolo_assets.definitions", "--location-name", LOCATION_NAME,
+                        "-h", "127.0.0.1", "-p", str(code_port)],
+        "webserver": [str(BIN / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1", "-p", str(port)],
+        "daemon": [str(BIN / "dagster-daemon"), "run", "-w", workspace],
     }
+    processes["code_server_port"], processes["webserver_port"] = code_port, port
     for name, command in commands.items():
         if not (processes.get(name) and alive(processes[name])):
             processes[name] = spawn(command, stack_dir(home) / f"dagster-{name}.log", env, Path.cwd())
-    processes["webserver_port"] = port
-    save_state(home, state)
+            save_state(home, state)
+        if name == "code_server":  # it listens once the code is loaded: the others find it ready
+            wait_until(lambda: tcp_answers("127.0.0.1", code_port, 1.0), processes[name], 180, "dagster code-server", stack_dir(home) / "dagster-code_server.log")
     wait_until(lambda: http_status(f"http://127.0.0.1:{port}/server_info") == 200, processes["webserver"], 180,
                "dagster-webserver", stack_dir(home) / "dagster-webserver.log")
 
@@ -158,11 +181,11 @@ def down(home: Path) -> list[str]:
     """Stop every process `up` started, newest first; returns what was stopped."""
     state = load_state(home)
     stopped = []
-    for name in ("daemon", "webserver"):
+    for name in ("daemon", "webserver", "code_server"):  # the code server last: the others use it
         pid = state.get("dagster", {}).pop(name, None)
         if pid and alive(pid):
             stop_group(pid)
-            stopped.append(f"dagster-{name}")
+            stopped.append(f"dagster-{name}".replace("_", "-"))
     if state.get("mlflow", {}).get("pid") and alive(state["mlflow"]["pid"]):
         stop_group(state["mlflow"].pop("pid"))
         stopped.append("mlflow")
@@ -188,6 +211,7 @@ def status(home: Path) -> list[tuple[str, str, str]]:
         ("mlflow", state.get("mlflow", {}).get("pid"), f"http://127.0.0.1:{state.get('mlflow', {}).get('port')}"),
         ("dagster-webserver", state.get("dagster", {}).get("webserver"), f"http://127.0.0.1:{state.get('dagster', {}).get('webserver_port')}"),
         ("dagster-daemon", state.get("dagster", {}).get("daemon"), ""),
+        ("dagster code-server", state.get("dagster", {}).get("code_server"), f"127.0.0.1:{state.get('dagster', {}).get('code_server_port')} (gRPC)"),
     ]
     result = [(name, "running" if pid and alive(pid) else "stopped", where) for name, pid, where in rows]
     pg = state.get("postgres", {})
