@@ -8,7 +8,6 @@ them to `build_definitions`: every setting is a resource field, an `EnvVar` reso
 from pathlib import Path
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
 
 from resources.alerts import AlertNotifier
 from resources.artifact_store import LocalArtifactStore
@@ -18,8 +17,6 @@ from resources.landing_zone import LocalLandingZone
 from resources.mlflow_tracking import MLflowResource
 from resources.model_policy import ModelPolicy
 from resources.run_recovery import RunRecovery
-from resources.s3_artifact_store import S3ArtifactStore
-from resources.s3_landing_zone import S3LandingZone
 from resources.settings import DeploymentSettings
 from resources.trainer import TrainingDefaults, YoloWorkspace
 from sensors.automation import model_automation_sensor
@@ -59,6 +56,13 @@ def storage_resources(home: Path, settings: DeploymentSettings) -> dict[str, dg.
             "landing_zone": LocalLandingZone(root=str(landing_dir(home)), hash_cache_path=str(hash_cache_path(home))),
             "artifact_store": LocalArtifactStore(root=str(store_dir(home))),
         }
+    # Only an S3 deployment imports boto3 and dagster-aws (~0.6 s of CPU in every process that loads the
+    # code location: code servers, run workers, the CLI).
+    from dagster_aws.s3 import S3Resource
+
+    from resources.s3_artifact_store import S3ArtifactStore
+    from resources.s3_landing_zone import S3LandingZone
+
     s3 = settings.resource(
         S3Resource,
         {
