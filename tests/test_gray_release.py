@@ -70,12 +70,12 @@ class Answer:
 
 
 class Client(threading.Thread):
-    """Sends a detection request every `PAUSE_S` until stopped; keeps every answer. Two requests per
-    refresh interval see every swap (each rollout step lasts tens of seconds); each answer costs the
+    """Sends a detection request every `PAUSE_S` until stopped; keeps every answer. One request per
+    refresh interval sees every swap (each rollout step lasts tens of seconds); each answer costs the
     service ~20 ms of CPU, so back to back they kept a core busy for the whole scenario (and the busier
     the machine, the longer the scenario and the more requests)."""
 
-    PAUSE_S = 0.5
+    PAUSE_S = 1.0
 
     def __init__(self, url: str, picture: bytes) -> None:
         super().__init__(daemon=True)
