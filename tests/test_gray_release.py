@@ -27,7 +27,6 @@ import pytest
 import requests
 from helpers import TINY_TRAINING, Home
 from PIL import Image
-from scipy.stats import binom
 
 from resources.model_policy import ModelPolicy
 from yolo_assets.ops.cli import main
@@ -271,6 +270,8 @@ def test_routing_shares_and_sticky_keys_at_ten_percent(release: Release) -> None
     random_keys, one_key = release.routes[:-ONE_CALLER_REQUESTS], release.routes[-ONE_CALLER_REQUESTS:]
     canary = sum(1 for route, version in random_keys if route == "canary")
     assert all(version == ("2" if route == "canary" else "1") for route, version in release.routes)
+    from scipy.stats import binom  # here: every pytest worker imports this module to collect it (~0.6 CPU-s)
+
     low, high = binom.ppf(0.0005, len(random_keys), 0.1), binom.ppf(0.9995, len(random_keys), 0.1)
     assert low <= canary <= high, (canary, low, high)
     assert len(set(one_key)) == 1  # one caller keeps one model during a step

@@ -1,5 +1,5 @@
 """Faults on the model path (the MLflow server down at registration, a training killed on one machine),
-on an MLflow server of the test's own so it can be stopped: nothing is lost, nothing trains twice, and
+on MLflow servers of the file's own (the one the first test stops is its alone): nothing is lost, nothing trains twice, and
 what failed says why. A file of its own so that it runs beside test_production_faults.py."""
 
 import json
@@ -7,6 +7,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +24,32 @@ from yolo_assets.ops.services import MlflowServer, Postgres, SeaweedFS
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def own_mlflow(seaweedfs: SeaweedFS, postgres: Postgres, tmp_path: Path) -> Iterator[MlflowServer]:
+@contextmanager
+def mlflow_server(seaweedfs: SeaweedFS, postgres: Postgres, folder: Path) -> Iterator[MlflowServer]:
+    """An MLflow server of its own (database and artifact prefix), stopped afterwards."""
     database = f"mlflow_{uuid.uuid4().hex[:8]}"
     postgres.create_database(database, database, "sentinel-mlflow-fault-2c")
     seaweedfs.create_bucket("mlflow-artifacts")
-    server = MlflowServer(tmp_path / "mlflow", postgres.url(database, database, "sentinel-mlflow-fault-2c"), f"s3://mlflow-artifacts/{database}",
+    server = MlflowServer(folder, postgres.url(database, database, "sentinel-mlflow-fault-2c"), f"s3://mlflow-artifacts/{database}",
                           seaweedfs.endpoint_url, seaweedfs.access_key, seaweedfs.secret_key).start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def own_mlflow(seaweedfs: SeaweedFS, postgres: Postgres, tmp_path: Path) -> Iterator[MlflowServer]:
+    """For the test that stops it."""
+    with mlflow_server(seaweedfs, postgres, tmp_path / "mlflow") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def shared_mlflow(seaweedfs: SeaweedFS, postgres: Postgres, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """For the tests that leave it running (~10 s of CPU to start one)."""
+    with mlflow_server(seaweedfs, postgres, tmp_path_factory.mktemp("mlflow")) as server:
+        yield server
 
 
 def test_the_mlflow_server_down_at_registration_fails_clearly_and_is_attempted_again_without_training_once_it_answers(
@@ -97,7 +113,7 @@ def stored_checkpoint_epoch(home: ProductionHome, client: Any, workdir: Path) ->
 
 @pytest.mark.parametrize("during_upload", [False, True], ids=["between-epochs", "during-a-checkpoint-upload"])
 def test_a_training_killed_on_one_machine_resumes_on_another_with_an_empty_cache(
-    seaweedfs: SeaweedFS, postgres: Postgres, own_mlflow: MlflowServer, tmp_path: Path, during_upload: bool
+    seaweedfs: SeaweedFS, postgres: Postgres, shared_mlflow: MlflowServer, tmp_path: Path, during_upload: bool
 ) -> None:
     """Each epoch's checkpoint is uploaded while the next epoch trains. Killed at any moment, even in
     the middle of an upload (the first machine's uploads held to 1 MB/s by a proxy), the training
@@ -111,7 +127,7 @@ def test_a_training_killed_on_one_machine_resumes_on_another_with_an_empty_cache
     import torch  # noqa: F401 - imported now, not in the first look at a checkpoint while the training runs
 
     epochs = 6
-    with production_home(tmp_path / "home", seaweedfs, postgres, own_mlflow.tracking_uri) as home, \
+    with production_home(tmp_path / "home", seaweedfs, postgres, shared_mlflow.tracking_uri) as home, \
             LatencyProxy(seaweedfs.ports["s3"], delay_s=0.0, upload_bytes_per_s=1e6 if during_upload else None) as proxy:
         upload_batch(home, "line_a", 32, seed=26)
         assert all(o.success for o in home.tick())
