@@ -2,8 +2,8 @@
 
 SeaweedFS (the S3 landing zone and artifact store), PostgreSQL (the Dagster instance and MLflow's
 backend), the MLflow tracking server (artifacts in S3), and a Dagster code server with dagster-webserver
-+ dagster-daemon on it, on the PostgreSQL instance with `YOLO_ASSETS_STORAGE=s3`. State, logs and data live under `<home>/stack/`;
-`down` stops exactly the processes `up` started (their pids are in `state.json`).
+and dagster-daemon on it, on the PostgreSQL instance with `YOLO_ASSETS_STORAGE=s3`. State, logs and data
+live under `<home>/stack/`; `down` stops exactly the processes `up` started (their pids are in `state.json`).
 """
 
 import hashlib
@@ -172,7 +172,8 @@ def start_dagster(home: Path, state: dict[str, Any], settings: Mapping[str, str]
             processes[name] = spawn(command, stack_dir(home) / f"dagster-{name}.log", env, Path.cwd())
             save_state(home, state)
         if name == "code_server":  # it listens once the code is loaded: the others find it ready
-            wait_until(lambda: tcp_answers("127.0.0.1", code_port, 1.0), processes[name], 180, "dagster code-server", stack_dir(home) / "dagster-code_server.log")
+            wait_until(lambda: tcp_answers("127.0.0.1", code_port, 1.0), processes[name], 180, "dagster code-server",
+                       stack_dir(home) / "dagster-code_server.log")
     wait_until(lambda: http_status(f"http://127.0.0.1:{port}/server_info") == 200, processes["webserver"], 180,
                "dagster-webserver", stack_dir(home) / "dagster-webserver.log")
 
