@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from yolo_assets.core.home import HOME_ENV_VAR, dagster_home
 from yolo_assets.core.processes import tcp_answers
 from yolo_assets.ops.services import (
@@ -146,8 +148,8 @@ LOCATION_NAME = "yolo_assets.definitions"
 def workspace_file(home: Path, code_server_port: int) -> Path:
     """The workspace the stack's webserver and daemon share: the stack's code server."""
     path = stack_dir(home) / "workspace.yaml"
-    path.write_text(f"load_from:\n  - grpc_server:\n      host: 127.0.0.1\n      port: {code_server_port}\n"
-                    f"      location_name: {LOCATION_NAME}\n")
+    server = {"host": "127.0.0.1", "port": code_server_port, "location_name": LOCATION_NAME}
+    path.write_text(yaml.safe_dump({"load_from": [{"grpc_server": server}]}, sort_keys=False))
     return path
 
 
