@@ -145,9 +145,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=rank)
 
 
+# Files each of whose tests takes a minute or more: while a worker still has one of their tests to run, it is
+# handed short files (see `pytest_xdist_make_scheduler`).
+EVERY_TEST_LONG = ("test_chaos_soak.py", "test_model_path_faults.py", "test_production_load.py", "test_daemon.py", "test_resume.py")
+
+
 @pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook; `-p no:xdist` runs without it
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """`--dist loadfile`, except for what a worker running a one-test file is given to hold next."""
+    """`--dist loadfile`, except for what a worker still busy with long tests is given to hold next."""
     if config.getvalue("dist") != "loadfile":
         return None
     from xdist.scheduler import LoadFileScheduling
@@ -156,13 +161,18 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
         """A worker runs a test only once it holds the next one (pytest needs `nextitem` to tear down), so
         xdist hands a worker its next file while 2 or fewer of its tests are pending. A one-test file (the
         soak, the burst) thus took the next-longest file behind it at once: the soak carried the production
-        faults, and that chain (12 min) was the whole run. Such a worker now gets the shortest file left,
-        and the long files go to whichever worker frees up first. It reads xdist's `assigned_work` and
-        `workqueue`: pytest-xdist is pinned in constraints.txt."""
+        faults, and that chain (12 min) was the whole run; the model-path faults, after their first test,
+        carried them too (8 min 24 s of a run whose other workers ended by 7 min 50 s). A worker with tests
+        of an `EVERY_TEST_LONG` file still to run now gets the shortest file left, and the long files go to
+        whichever worker frees up first. It reads xdist's `assigned_work` and `workqueue`:
+        pytest-xdist is pinned in constraints.txt."""
 
         def _assign_work_unit(self, node: Any) -> None:
-            pending = [tests for tests in self.assigned_work.get(node, {}).values() if not all(tests.values())]
-            if len(pending) == 1 and len(pending[0]) == 1 and len(self.workqueue) > 1:
+            busy_for_long = any(
+                Path(scope).name in EVERY_TEST_LONG and not all(tests.values())
+                for scope, tests in self.assigned_work.get(node, {}).items()
+            )
+            if busy_for_long and len(self.workqueue) > 1:
                 self.workqueue.move_to_end(next(reversed(self.workqueue)), last=False)
             super()._assign_work_unit(node)
 
