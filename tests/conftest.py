@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -65,6 +66,16 @@ def session_shared_dir(tmp_path_factory: pytest.TempPathFactory, worker_id: str)
     """A folder every pytest-xdist worker of this run sees (the parent of the workers' own base folders)."""
     base = tmp_path_factory.getbasetemp()
     return base if worker_id == "master" else base.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def empty_home_template_removed() -> Iterator[None]:
+    """The worker's empty-instance template (helpers.empty_embedded_instance) goes when its tests end
+    (xdist workers leave without running atexit handlers)."""
+    yield
+    helpers = sys.modules.get("helpers")  # (not imported here: the unit layer never loads it)
+    if helpers and helpers.empty_embedded_instance.cache_info().currsize:
+        shutil.rmtree(helpers.empty_embedded_instance().parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,6 @@
 """The one test harness: a real home folder (SQLite Dagster instance, landing zone, store, MLflow)
 driven the way a user drives it, through sensor ticks and materialisations."""
 
-import atexit
 import functools
 import json
 import os
@@ -53,8 +52,7 @@ def subprocess_env(home: Path, **settings: str) -> dict[str, str]:
 def empty_embedded_instance() -> Path:
     """A new home's embedded (SQLite) instance folder, created once per test process and copied: creating
     and stamping its three databases costs ~0.17 s of CPU, and the suite creates a home for most tests."""
-    template = Path(tempfile.mkdtemp(prefix="empty-home-"))
-    atexit.register(shutil.rmtree, template, True)
+    template = Path(tempfile.mkdtemp(prefix="empty-home-"))  # removed by conftest's `empty_home_template_removed`
     ensure_home(template)
     dg.DagsterInstance.from_config(str(dagster_home(template))).dispose()
     return dagster_home(template)

@@ -1,6 +1,7 @@
 """Every user mistake is one line: `yolo-assets: error: ...` on stderr, exit status 2, and no Dagster run."""
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from helpers import Home
 from yolo_assets.assets.ingest import BATCH_PARTITIONS
 from yolo_assets.core.settings_env import KNOWN_VARIABLES, PREFIX
 from yolo_assets.ops.cli import UserError, main, unique_prefix_match
+from yolo_assets.ops.stack import postgres_root, status
 
 
 @pytest.fixture(autouse=True)
@@ -58,6 +60,22 @@ def test_the_readme_run_config_example_passes(home: Home, tmp_path: Path, capsys
                     "  labeled_batch:\n    config: {max_quarantined_fraction: 0.1}\n")
     assert main(["--home", str(home.path), "tick", "--no-automation", "--config", str(path)]) == 0
     assert "nothing to run" in capsys.readouterr().out
+
+
+def test_a_new_stack_home_refuses_postgresql_data_an_earlier_home_at_its_path_left(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The earlier home's superuser password went with its state.json: starting that data with new
+    credentials failed at the first login (the soak's home at a path a passed run had freed)."""
+    home = tmp_path / "home"
+    leftover = postgres_root(home) / "data"
+    leftover.mkdir(parents=True)
+    try:
+        assert main(["--home", str(home), "stack", "up"]) == 2
+        line = capsys.readouterr().err.splitlines()[-1]  # (after the note that a new home is initialised)
+        assert line.startswith(f"yolo-assets: error: {postgres_root(home)} holds PostgreSQL data without its credentials")
+        assert line.endswith("remove that folder to start afresh")
+        assert status(home) == [] or all(state == "stopped" for _, state, _ in status(home))  # nothing was started
+    finally:
+        shutil.rmtree(leftover.parent.parent if not leftover.is_relative_to(home) else leftover)
 
 
 @pytest.mark.parametrize("below", ["", "sub"])

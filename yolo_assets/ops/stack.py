@@ -96,6 +96,12 @@ def up(home: Path, with_dagster: bool = True, settings: Mapping[str, str] | None
     credentials = state.setdefault("credentials", {
         name: secrets.token_urlsafe(18) for name in ("s3_access_key", "s3_secret_key", "postgres_password", "dagster_db_password", "mlflow_db_password")
     })
+    if "root" not in state.setdefault("postgres", {}):
+        pg_root = postgres_root(home)
+        if (pg_root / "data").exists():  # its superuser password went with the earlier home's state.json
+            raise ValueError(f"{pg_root} holds PostgreSQL data without its credentials (an earlier stack home at {home} "
+                             "kept them in its stack/state.json): remove that folder to start afresh")
+        state["postgres"]["root"] = str(pg_root)
     save_state(home, state)
 
     weed = SeaweedFS(root / "seaweedfs", credentials["s3_access_key"], credentials["s3_secret_key"], **state.get("seaweedfs", {}))
@@ -105,8 +111,8 @@ def up(home: Path, with_dagster: bool = True, settings: Mapping[str, str] | None
     state["seaweedfs"] = {"ports": weed.ports, "pid": weed.pid}
     save_state(home, state)
 
-    pg_root = Path(state.get("postgres", {}).get("root") or postgres_root(home))
-    postgres = Postgres(pg_root, credentials["postgres_password"], port=state.get("postgres", {}).get("port", 0))
+    pg_root = Path(state["postgres"]["root"])
+    postgres = Postgres(pg_root, credentials["postgres_password"], port=state["postgres"].get("port", 0))
     if not postgres.running():
         postgres.start()
     for database, password in (("dagster", credentials["dagster_db_password"]), ("mlflow", credentials["mlflow_db_password"])):
