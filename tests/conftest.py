@@ -70,12 +70,12 @@ def session_shared_dir(tmp_path_factory: pytest.TempPathFactory, worker_id: str)
 
 @pytest.fixture(scope="session", autouse=True)
 def empty_home_template_removed() -> Iterator[None]:
-    """The worker's empty-instance template (helpers.empty_embedded_instance) goes when its tests end
+    """The worker's empty-home template (helpers.empty_home) goes when its tests end
     (xdist workers leave without running atexit handlers)."""
     yield
     helpers = sys.modules.get("helpers")  # (not imported here: the unit layer never loads it)
-    if helpers and helpers.empty_embedded_instance.cache_info().currsize:
-        shutil.rmtree(helpers.empty_embedded_instance().parent, ignore_errors=True)
+    if helpers and helpers.empty_home.cache_info().currsize:
+        shutil.rmtree(helpers.empty_home(), ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
