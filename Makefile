@@ -27,9 +27,9 @@ demo: install
 	$(BIN)/yolo-assets demo
 
 # Static checks, then every test (real Dagster instance and daemon, ultralytics training, MLflow); the 15
-# slowest tests are listed at the end. The files are spread over 5 pytest-xdist workers, one file per worker
+# slowest tests are listed at the end. The files are spread over 4 pytest-xdist workers, one file per worker
 # at a time, the longest first (tests/conftest.py); PYTEST_WORKERS=0 runs them in one process.
-PYTEST_WORKERS ?= 5
+PYTEST_WORKERS ?= 4
 # The tests' scratch (homes, stores, SQLite instances, the test PostgreSQL) goes to memory when /dev/shm has
 # 4 GB free (a run peaks at ~2.5 GB there): every SQLite commit of the suite's Dagster instances is an
 # fsync, and the suite writes ~11 GB. Otherwise, and with TEST_TMPDIR= (empty), it stays in $$TMPDIR or /tmp.
