@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from chaos_soak import run_soak
 
-from yolo_assets.ops.stack import postgres_root
+from yolo_assets.ops.stack import load_state
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,8 @@ def test_a_short_soak_heals_every_outage_by_itself(tmp_path: Path, capsys: pytes
     assert result["trainings_per_dataset_version_max"] <= 1, result
     assert result["passed"]
     assert dict(os.environ) == environment  # the stack's settings do not outlive the soak (later tests' homes)
-    if not postgres_root(home).is_relative_to(home):  # (kept, like the home, when the soak fails)
-        shutil.rmtree(postgres_root(home).parent)
+    postgres_data = Path(load_state(home)["postgres"]["root"])
+    if not postgres_data.is_relative_to(home):  # in /var/tmp (kept, like the home, when the soak fails)
+        shutil.rmtree(postgres_data.parent)
     with capsys.disabled():
         print({k: v for k, v in result.items() if k not in ("events", "faults")})
